@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs what the local stack and the tests need, skipping whatever is already present:
+# Debian's redis-server, and the tansu broker at the pinned version.
+set -euo pipefail
+
+TANSU_VERSION="${TANSU_VERSION:-0.6.0}"
+# memory:// (dynostore) for tests, sqlite:// (libsql) for the demo stack, whose data survives restarts.
+TANSU_FEATURES="libsql,dynostore"
+
+log() { printf '[install] %s\n' "$*" >&2; }
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+if ! command -v redis-server >/dev/null 2>&1; then
+  log "installing redis-server (Debian package)"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+  # The package starts a system Redis on 6379; the stack runs its own on other ports.
+  as_root systemctl disable --now redis-server >/dev/null 2>&1 || true
+else
+  log "redis-server present: $(redis-server --version | cut -d' ' -f3)"
+fi
+
+have_tansu_version() {
+  command -v tansu >/dev/null 2>&1 || return 1
+  cargo install --list 2>/dev/null | grep -q "^tansu v${TANSU_VERSION}:"
+}
+
+if have_tansu_version; then
+  log "tansu ${TANSU_VERSION} present"
+else
+  log "building tansu ${TANSU_VERSION} with ${TANSU_FEATURES}; this takes about 20 minutes once per machine"
+  cargo install tansu --locked --version "${TANSU_VERSION}" --features "${TANSU_FEATURES}"
+fi
