@@ -1,1 +1,118 @@
-//! stub
+//! Podium's command side: validates host and player commands against the quiz rules and
+//! appends the resulting events to the log, answering only after the log acknowledged them.
+
+pub mod clock;
+pub mod error;
+pub mod event_log;
+pub mod http;
+pub mod quizzes;
+pub mod tokens;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use podium_runtime::KafkaArgs;
+use tokio::net::TcpListener;
+
+pub use error::{Error, Result};
+
+use crate::clock::{Clock, SystemClock};
+use crate::event_log::{EventLog, KafkaEventLog};
+use crate::http::AppState;
+use crate::quizzes::Quizzes;
+use crate::tokens::{MIN_SECRET_BYTES, Tokens};
+
+/// Configuration, from flags or the environment.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "podium-command-api",
+    version,
+    about = "Podium's command API: hosts create and drive quizzes, players join and answer. Every accepted command is an event in Kafka."
+)]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(long, env = "PODIUM_COMMAND_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+
+    /// Secret that signs host and player tokens (HMAC-SHA256), at least 32 bytes. Every
+    /// instance of one deployment shares it; changing it invalidates every token.
+    #[arg(long, env = "PODIUM_TOKEN_SECRET", hide_env_values = true)]
+    pub token_secret: String,
+
+    /// How long an append may wait for the broker's acknowledgement before the client is told
+    /// to retry (503).
+    #[arg(long, env = "PODIUM_ACK_TIMEOUT_MS", default_value_t = 5000)]
+    pub ack_timeout_ms: u64,
+
+    /// Producer queue size; beyond it, appends are refused with 503 and Retry-After.
+    #[arg(long, env = "PODIUM_PRODUCER_QUEUE", default_value_t = 100_000)]
+    pub producer_queue: usize,
+}
+
+/// A built command API: the listener is bound, so its port is known before it runs.
+#[derive(Debug)]
+pub struct App {
+    listener: TcpListener,
+    router: axum::Router,
+    log: Arc<dyn EventLog>,
+}
+
+impl App {
+    /// Connects to Kafka, rebuilds quiz state from the log and binds the listener.
+    pub async fn build(config: &Config) -> anyhow::Result<Self> {
+        let log = KafkaEventLog::new(
+            &config.kafka,
+            Duration::from_millis(config.ack_timeout_ms),
+            config.producer_queue,
+        )?;
+        Self::with_parts(config, Arc::new(log), Arc::new(SystemClock)).await
+    }
+
+    /// Builds with a given log and clock; tests use it to control time.
+    pub async fn with_parts(
+        config: &Config,
+        log: Arc<dyn EventLog>,
+        clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            config.token_secret.len() >= MIN_SECRET_BYTES,
+            "PODIUM_TOKEN_SECRET must be at least {MIN_SECRET_BYTES} bytes"
+        );
+        let quizzes = Quizzes::restore(log.clone(), clock.clone()).await?;
+        let state = AppState {
+            quizzes,
+            tokens: Tokens::new(config.token_secret.as_bytes()),
+            clock,
+        };
+        let listener = TcpListener::bind(config.listen).await?;
+        Ok(Self {
+            listener,
+            router: http::router(state),
+            log,
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` resolves, then drains in-flight requests and flushes the
+    /// producer, so every acknowledged answer is in the log before the process exits.
+    pub async fn run_until(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        tracing::info!(addr = %self.listener.local_addr()?, "command API listening");
+        axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(shutdown)
+            .await?;
+        self.log.flush().await;
+        tracing::info!("command API stopped");
+        Ok(())
+    }
+}

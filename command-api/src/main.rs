@@ -1,1 +1,12 @@
-fn main() {}
+use clap::Parser;
+use podium_command_api::{App, Config};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = Config::parse();
+    podium_runtime::init_telemetry();
+    App::build(&config)
+        .await?
+        .run_until(podium_runtime::shutdown_signal())
+        .await
+}

@@ -1,1 +1,10 @@
-fn main() {}
+use clap::Parser;
+use podium_projectors::Config;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = Config::parse();
+    podium_runtime::init_telemetry();
+    podium_projectors::run(&config, podium_runtime::shutdown_signal()).await?;
+    Ok(())
+}

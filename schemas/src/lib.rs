@@ -8,6 +8,7 @@
 pub mod codec;
 pub mod domain;
 pub mod events;
+pub mod read_model;
 pub mod topics;
 
 pub use codec::{Codec, DecodeError};

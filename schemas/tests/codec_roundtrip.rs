@@ -160,7 +160,9 @@ proptest! {
 
 #[test]
 fn records_without_the_magic_are_not_single_object() {
-    let err = Codec::new().decode(b"{\"json\": true}").unwrap_err();
+    let err = Codec::new()
+        .decode(b"{\"json\": true}")
+        .expect_err("JSON is not Avro");
     assert!(matches!(err, DecodeError::NotSingleObject), "{err}");
 }
 
@@ -169,7 +171,9 @@ fn an_unknown_fingerprint_is_reported_as_such() {
     let mut bytes = vec![0xC3, 0x01];
     bytes.extend_from_slice(&[0xAB; 8]);
     bytes.extend_from_slice(&[0, 0]);
-    let err = Codec::new().decode(&bytes).unwrap_err();
+    let err = Codec::new()
+        .decode(&bytes)
+        .expect_err("unknown fingerprint");
     assert!(
         matches!(err, DecodeError::UnknownSchema(ref f) if f == "abababababababab"),
         "{err}"

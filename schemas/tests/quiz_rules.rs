@@ -24,7 +24,9 @@ fn draft(questions: usize) -> QuizDraft {
 }
 
 fn created(questions: usize) -> Event {
-    Event::QuizCreated(create_quiz(&draft(questions), "quiz".into(), "ACDEFG".into(), T0).unwrap())
+    Event::QuizCreated(
+        create_quiz(&draft(questions), "quiz".into(), "ACDEFG".into(), T0).expect("a valid draft"),
+    )
 }
 
 fn joined(player: &str) -> Event {
@@ -452,7 +454,7 @@ fn streak_run(choices: &[Option<i64>]) -> Vec<AnswerSubmitted> {
     let mut history = vec![created(choices.len()), joined("p1")];
     let mut answers = vec![];
     for (i, choice) in choices.iter().enumerate() {
-        let q = i32::try_from(i + 1).unwrap();
+        let q = i32::try_from(i + 1).expect("few questions");
         let at = T0 + 100_000 * i64::from(q);
         let _ = play(&mut history, start(q, at));
         if let Some(c) = choice {
@@ -518,7 +520,7 @@ fn play_scenario(answers: &[(usize, i64, i64)]) -> Vec<Event> {
         history.push(joined(&format!("p{p}")));
     }
     for (q, chunk) in answers.chunks(answers.len().div_ceil(3).max(1)).enumerate() {
-        let q = i32::try_from(q + 1).unwrap();
+        let q = i32::try_from(q + 1).expect("few questions");
         let at = T0 + 100_000 * i64::from(q);
         let _ = play(&mut history, start(q, at));
         for &(p, choice, delay) in chunk {

@@ -1,1 +1,270 @@
-//! stub
+//! Test harness: each test starts its own tansu broker and Redis on free ports, under a
+//! temporary directory, and both stop when the handles drop. Nothing depends on a service a
+//! person started by hand, and [`unique`] keeps topic, group and key names apart.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use tempfile::TempDir;
+use tokio::process::{Child, Command};
+
+/// How long a broker or Redis may take to answer after it was started.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A name no other test uses: `prefix` plus a random suffix.
+pub fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    )
+}
+
+/// A TCP port that was free a moment ago. The tiny race with other processes is accepted:
+/// start-up fails loudly if it is lost.
+pub fn free_port() -> Result<u16> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// Polls `probe` until it returns `Some`, or fails with `what` once `timeout` has passed.
+/// Tests wait with this, never with a fixed sleep.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = probe().await {
+            return Ok(value);
+        }
+        if Instant::now() > deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Finds a program the local stack installs; `env` overrides the lookup.
+fn program(env: &str, name: &str) -> Result<PathBuf> {
+    if let Ok(path) = std::env::var(env) {
+        return Ok(PathBuf::from(path));
+    }
+    let in_path = std::env::var_os("PATH")
+        .map(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join(name))
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    let cargo_bin = std::env::var_os("HOME").map(|h| Path::new(&h).join(".cargo/bin").join(name));
+    in_path
+        .into_iter()
+        .chain(cargo_bin)
+        .find(|p| p.is_file())
+        .with_context(|| format!("{name} not found (set {env}, or run deploy/local/install.sh)"))
+}
+
+fn spawn(program: &Path, args: &[&str], log: &Path) -> Result<Child> {
+    let out = std::fs::File::create(log)?;
+    Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(out)
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting {}", program.display()))
+}
+
+async fn wait_for_port(port: u16, child: &mut Child, log: &Path) -> Result<()> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            return Ok(());
+        }
+        if let Some(status) = child.try_wait()? {
+            let log = std::fs::read_to_string(log).unwrap_or_default();
+            bail!("exited with {status} before listening on {port}:\n{log}");
+        }
+        if Instant::now() > deadline {
+            bail!("nothing listening on {port} after {START_TIMEOUT:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A tansu broker with in-memory storage.
+#[derive(Debug)]
+pub struct Broker {
+    child: Child,
+    bootstrap: String,
+    _dir: TempDir,
+}
+
+impl Broker {
+    pub async fn start() -> Result<Self> {
+        let dir = tempfile::Builder::new().prefix("podium-broker").tempdir()?;
+        let tansu = program("TANSU_BIN", "tansu")?;
+        let port = free_port()?;
+        let url = format!("tcp://127.0.0.1:{port}");
+        let log = dir.path().join("tansu.log");
+        let mut child = spawn(
+            &tansu,
+            &[
+                "broker",
+                "--storage-engine",
+                "memory://tansu/",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ],
+            &log,
+        )?;
+        wait_for_port(port, &mut child, &log)
+            .await
+            .context("tansu broker")?;
+        let broker = Self {
+            child,
+            bootstrap: format!("127.0.0.1:{port}"),
+            _dir: dir,
+        };
+        broker.wait_for_metadata().await?;
+        Ok(broker)
+    }
+
+    /// `host:port` for `bootstrap.servers`.
+    pub fn bootstrap(&self) -> &str {
+        &self.bootstrap
+    }
+
+    fn client(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        let _ = config.set("bootstrap.servers", &self.bootstrap);
+        config
+    }
+
+    async fn wait_for_metadata(&self) -> Result<()> {
+        let consumer: BaseConsumer = self.client().create()?;
+        tokio::task::spawn_blocking(move || {
+            consumer
+                .fetch_metadata(None, START_TIMEOUT)
+                .map(|_| ())
+                .context("broker metadata")
+        })
+        .await?
+    }
+
+    /// Creates topics with explicit partition counts and waits until their metadata shows them.
+    pub async fn create_topics(&self, topics: &[(&str, i32)]) -> Result<()> {
+        let admin: AdminClient<DefaultClientContext> = self.client().create()?;
+        let new: Vec<NewTopic<'_>> = topics
+            .iter()
+            .map(|(name, partitions)| NewTopic::new(name, *partitions, TopicReplication::Fixed(1)))
+            .collect();
+        for result in admin.create_topics(&new, &AdminOptions::new()).await? {
+            let _ = result.map_err(|(topic, code)| anyhow::anyhow!("creating {topic}: {code}"))?;
+        }
+        let consumer: BaseConsumer = self.client().create()?;
+        let wanted: Vec<(String, usize)> = topics
+            .iter()
+            .map(|(n, p)| ((*n).to_owned(), usize::try_from(*p).unwrap_or_default()))
+            .collect();
+        tokio::task::spawn_blocking(move || {
+            let deadline = Instant::now() + START_TIMEOUT;
+            for (topic, partitions) in wanted {
+                loop {
+                    let metadata = consumer.fetch_metadata(Some(&topic), Duration::from_secs(5))?;
+                    let seen = metadata
+                        .topics()
+                        .first()
+                        .map_or(0, |t| t.partitions().len());
+                    if seen == partitions {
+                        break;
+                    }
+                    if Instant::now() > deadline {
+                        bail!("{topic} has {seen} of {partitions} partitions");
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+            Ok(())
+        })
+        .await?
+    }
+
+    /// Stops the broker at once, as a crash would.
+    pub async fn kill(&mut self) -> Result<()> {
+        self.child.kill().await.context("killing tansu")
+    }
+}
+
+/// A Redis server with persistence off.
+#[derive(Debug)]
+pub struct Redis {
+    child: Child,
+    port: u16,
+    dir: TempDir,
+}
+
+impl Redis {
+    pub async fn start() -> Result<Self> {
+        let dir = tempfile::Builder::new().prefix("podium-redis").tempdir()?;
+        let port = free_port()?;
+        let child = Self::spawn(dir.path(), port).await?;
+        Ok(Self { child, port, dir })
+    }
+
+    async fn spawn(dir: &Path, port: u16) -> Result<Child> {
+        let redis = program("REDIS_SERVER_BIN", "redis-server")?;
+        let log = dir.join("redis.log");
+        let port_arg = port.to_string();
+        let dir_arg = dir.display().to_string();
+        let mut child = spawn(
+            &redis,
+            &[
+                "--port",
+                &port_arg,
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                &dir_arg,
+            ],
+            &log,
+        )?;
+        wait_for_port(port, &mut child, &log)
+            .await
+            .context("redis-server")?;
+        Ok(child)
+    }
+
+    /// `redis://127.0.0.1:port/`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    pub async fn connection(&self) -> Result<redis::aio::MultiplexedConnection> {
+        let client = redis::Client::open(self.url())?;
+        Ok(client.get_multiplexed_async_connection().await?)
+    }
+
+    /// Kills Redis and starts it again, empty, on the same port: the "Redis lost its data" fault.
+    pub async fn restart_empty(&mut self) -> Result<()> {
+        self.child.kill().await?;
+        self.child = Self::spawn(self.dir.path(), self.port).await?;
+        Ok(())
+    }
+}

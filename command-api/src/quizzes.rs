@@ -1,0 +1,365 @@
+//! Live quizzes: the command side's state, rebuilt from the event log at start-up and advanced
+//! only by events the log has acknowledged (decide → append → evolve).
+//!
+//! Locking keeps decisions sound without serialising a whole quiz behind one broker round trip:
+//! - a player's answers are decided one at a time (a per-player turn), which is all the
+//!   one-answer rule and the streak need;
+//! - host commands hold the quiz for their append, so lifecycle events are decided in order;
+//! - joins reserve their name, so two joins cannot both take it while appends are in flight.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex as SyncMutex, RwLock};
+use std::time::Duration;
+
+use podium_schemas::domain::{
+    AnswerCommand, Command, Decision, JOIN_CODE_ALPHABET, JOIN_CODE_LEN, Quiz, QuizDraft,
+    Rejection, create_quiz, decide, normalize_name,
+};
+use podium_schemas::events::{AnswerSubmitted, Event, Millis, PlayerJoined, QuizCreated};
+use rand::Rng;
+use tokio::sync::Mutex;
+
+use crate::clock::Clock;
+use crate::error::{Error, Result};
+use crate::event_log::EventLog;
+
+/// A quiz in memory.
+#[derive(Debug)]
+struct LiveQuiz {
+    state: Mutex<Live>,
+    /// One turn per player: their answers are decided and appended one at a time.
+    turns: SyncMutex<HashMap<String, Arc<Mutex<()>>>>,
+}
+
+#[derive(Debug)]
+struct Live {
+    quiz: Quiz,
+    /// Lower-cased names of joins whose events are being appended.
+    pending_names: HashSet<String>,
+}
+
+impl LiveQuiz {
+    fn new(quiz: Quiz) -> Arc<Self> {
+        Arc::new(Self {
+            state: Mutex::new(Live {
+                quiz,
+                pending_names: HashSet::new(),
+            }),
+            turns: SyncMutex::new(HashMap::new()),
+        })
+    }
+
+    fn turn_of(&self, player_id: &str) -> Result<Arc<Mutex<()>>> {
+        let mut turns = self.turns.lock().map_err(poisoned)?;
+        Ok(turns.entry(player_id.to_owned()).or_default().clone())
+    }
+}
+
+fn poisoned<T>(_: T) -> Error {
+    Error::Internal("a lock was poisoned by an earlier panic".into())
+}
+
+/// The state of a quiz as its host sees it after a command.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct QuizStatus {
+    pub quiz_id: String,
+    pub questions: usize,
+    pub players: usize,
+    pub joining_locked: bool,
+    pub finished: bool,
+    pub current_question: Option<CurrentQuestion>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct CurrentQuestion {
+    pub number: i32,
+    pub started_at: Millis,
+    pub deadline: Millis,
+    pub open: bool,
+}
+
+impl QuizStatus {
+    fn of(quiz: &Quiz) -> Self {
+        Self {
+            quiz_id: quiz.quiz_id.clone(),
+            questions: quiz.questions.len(),
+            players: quiz.players.len(),
+            joining_locked: quiz.joining_locked,
+            finished: quiz.finished,
+            current_question: quiz.current.as_ref().map(|c| CurrentQuestion {
+                number: c.number,
+                started_at: c.started_at,
+                deadline: c.deadline,
+                open: c.closed.is_none(),
+            }),
+        }
+    }
+}
+
+/// An accepted answer and the player's total after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnswerReceipt {
+    pub answer: AnswerSubmitted,
+    pub total: i64,
+    /// True when this repeats an earlier request with the same idempotency key.
+    pub repeated: bool,
+}
+
+/// Every quiz this instance owns.
+#[derive(Debug)]
+pub struct Quizzes {
+    log: Arc<dyn EventLog>,
+    clock: Arc<dyn Clock>,
+    by_id: RwLock<HashMap<String, Arc<LiveQuiz>>>,
+    /// Join code to quiz id; an empty id reserves a code while its quiz is being created.
+    by_code: RwLock<HashMap<String, String>>,
+}
+
+impl Quizzes {
+    /// Rebuilds every quiz from the log, then re-arms the clocks of open questions.
+    pub async fn restore(log: Arc<dyn EventLog>, clock: Arc<dyn Clock>) -> Result<Arc<Self>> {
+        let history = log.history().await?;
+        let mut quizzes: HashMap<String, Quiz> = HashMap::new();
+        for event in &history {
+            match event {
+                Event::QuizCreated(created) => {
+                    let _ = quizzes
+                        .entry(created.quiz_id.clone())
+                        .or_insert_with(|| Quiz::created(created));
+                }
+                other => match quizzes.get_mut(other.quiz_id()) {
+                    Some(quiz) => quiz.evolve(other),
+                    None => tracing::warn!(quiz_id = other.quiz_id(), "event for an unknown quiz"),
+                },
+            }
+        }
+        let by_code = quizzes
+            .values()
+            .map(|q| (q.join_code.clone(), q.quiz_id.clone()))
+            .collect();
+        let open: Vec<(String, Millis)> = quizzes
+            .values()
+            .filter_map(|q| q.open_deadline().map(|d| (q.quiz_id.clone(), d)))
+            .collect();
+        tracing::info!(
+            quizzes = quizzes.len(),
+            events = history.len(),
+            "quiz state restored from the log"
+        );
+        let this = Arc::new(Self {
+            log,
+            clock,
+            by_id: RwLock::new(
+                quizzes
+                    .into_iter()
+                    .map(|(id, q)| (id, LiveQuiz::new(q)))
+                    .collect(),
+            ),
+            by_code: RwLock::new(by_code),
+        });
+        for (quiz_id, deadline) in open {
+            this.arm_question_clock(quiz_id, deadline);
+        }
+        Ok(this)
+    }
+
+    fn live(&self, quiz_id: &str) -> Result<Arc<LiveQuiz>> {
+        self.by_id
+            .read()
+            .map_err(poisoned)?
+            .get(quiz_id)
+            .cloned()
+            .ok_or(Error::QuizNotFound)
+    }
+
+    /// The quiz a join code opens.
+    pub fn quiz_of_code(&self, code: &str) -> Result<String> {
+        self.by_code
+            .read()
+            .map_err(poisoned)?
+            .get(&code.to_ascii_uppercase())
+            .filter(|id| !id.is_empty())
+            .cloned()
+            .ok_or(Error::QuizNotFound)
+    }
+
+    fn reserve_join_code(&self) -> Result<String> {
+        let mut codes = self.by_code.write().map_err(poisoned)?;
+        let mut rng = rand::rng();
+        loop {
+            let code: String = (0..JOIN_CODE_LEN)
+                .map(|_| {
+                    char::from(JOIN_CODE_ALPHABET[rng.random_range(0..JOIN_CODE_ALPHABET.len())])
+                })
+                .collect();
+            if !codes.contains_key(&code) {
+                let _ = codes.insert(code.clone(), String::new());
+                return Ok(code);
+            }
+        }
+    }
+
+    pub async fn create(&self, draft: &QuizDraft) -> Result<QuizCreated> {
+        let quiz_id = uuid::Uuid::now_v7().to_string();
+        let code = self.reserve_join_code()?;
+        let release = |this: &Self| {
+            if let Ok(mut codes) = this.by_code.write() {
+                let _ = codes.remove(&code);
+            }
+        };
+        let created = match create_quiz(draft, quiz_id.clone(), code.clone(), self.clock.now()) {
+            Ok(created) => created,
+            Err(rejection) => {
+                release(self);
+                return Err(rejection.into());
+            }
+        };
+        if let Err(e) = self.log.append(&Event::QuizCreated(created.clone())).await {
+            release(self);
+            return Err(e.into());
+        }
+        let _ = self
+            .by_id
+            .write()
+            .map_err(poisoned)?
+            .insert(quiz_id.clone(), LiveQuiz::new(Quiz::created(&created)));
+        let _ = self
+            .by_code
+            .write()
+            .map_err(poisoned)?
+            .insert(code, quiz_id);
+        Ok(created)
+    }
+
+    pub async fn join(&self, quiz_id: &str, name: &str) -> Result<PlayerJoined> {
+        let live = self.live(quiz_id)?;
+        let key = normalize_name(name)?.to_lowercase();
+        let command = Command::Join {
+            player_id: uuid::Uuid::now_v7().to_string(),
+            name: name.to_owned(),
+            at: self.clock.now(),
+        };
+        let events = {
+            let mut state = live.state.lock().await;
+            if state.pending_names.contains(&key) {
+                return Err(Rejection::NameTaken.into());
+            }
+            let events = appendable(decide(&state.quiz, &command)?);
+            let _ = state.pending_names.insert(key.clone());
+            events
+        };
+        let appended = self.append_all(&events).await;
+        let mut state = live.state.lock().await;
+        let _ = state.pending_names.remove(&key);
+        for event in &events[..appended.as_ref().map_or(0, |()| events.len())] {
+            state.quiz.evolve(event);
+        }
+        appended?;
+        match events.into_iter().next() {
+            Some(Event::PlayerJoined(joined)) => Ok(joined),
+            _ => Err(Error::Internal("a join decided no PlayerJoined".into())),
+        }
+    }
+
+    /// Whether `player_id` has joined `quiz_id`: a rejoin with a valid token needs no new event.
+    pub async fn player_name(&self, quiz_id: &str, player_id: &str) -> Result<String> {
+        let live = self.live(quiz_id)?;
+        let state = live.state.lock().await;
+        state
+            .quiz
+            .players
+            .get(player_id)
+            .cloned()
+            .ok_or(Error::Rejected(Rejection::PlayerNotFound))
+    }
+
+    /// A host command: decided and appended while holding the quiz, so lifecycle events are
+    /// decided against the state their predecessors produced.
+    pub async fn host(self: &Arc<Self>, quiz_id: &str, command: Command) -> Result<QuizStatus> {
+        let live = self.live(quiz_id)?;
+        let mut state = live.state.lock().await;
+        let events = appendable(decide(&state.quiz, &command)?);
+        // Evolve event by event as each is acknowledged, so a failure half-way leaves the
+        // state equal to the log.
+        for event in &events {
+            let _ = self.log.append(event).await?;
+            state.quiz.evolve(event);
+            if let Event::QuestionStarted(started) = event {
+                self.arm_question_clock(quiz_id.to_owned(), started.deadline);
+            }
+        }
+        Ok(QuizStatus::of(&state.quiz))
+    }
+
+    pub async fn answer(&self, quiz_id: &str, command: AnswerCommand) -> Result<AnswerReceipt> {
+        let live = self.live(quiz_id)?;
+        let turn = live.turn_of(&command.player_id)?;
+        let _turn = turn.lock().await;
+        let player_id = command.player_id.clone();
+        let decision = decide(
+            &live.state.lock().await.quiz,
+            &Command::SubmitAnswer(command),
+        )?;
+        let (answer, repeated) = match decision {
+            Decision::Repeat(original) => (*original, true),
+            Decision::Append(events) => {
+                let [Event::AnswerSubmitted(answer)] = &events[..] else {
+                    return Err(Error::Internal("an answer decided other events".into()));
+                };
+                let _ = self.log.append(&events[0]).await?;
+                live.state.lock().await.quiz.evolve(&events[0]);
+                (answer.clone(), false)
+            }
+        };
+        let total = live
+            .state
+            .lock()
+            .await
+            .quiz
+            .standings
+            .player(&player_id)
+            .map_or(0, |p| p.points);
+        Ok(AnswerReceipt {
+            answer,
+            total,
+            repeated,
+        })
+    }
+
+    async fn append_all(&self, events: &[Event]) -> Result<()> {
+        for event in events {
+            let _ = self.log.append(event).await?;
+        }
+        Ok(())
+    }
+
+    /// Closes the question at its deadline. If this instance stops first, the next one re-arms
+    /// the clock at start-up, and an overdue question is closed at once.
+    fn arm_question_clock(self: &Arc<Self>, quiz_id: String, deadline: Millis) {
+        let this = Arc::downgrade(self);
+        let mut wait = u64::try_from(deadline - self.clock.now()).unwrap_or(0) + 1;
+        // Detached on purpose: the task ends once the question is closed or the quiz is gone.
+        drop(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(wait)).await;
+                let Some(this) = this.upgrade() else { return };
+                let at = this.clock.now();
+                match this.host(&quiz_id, Command::CloseDue { at }).await {
+                    Ok(_) | Err(Error::QuizNotFound) => return,
+                    Err(e) => {
+                        // The log is unreachable: keep trying, the question must close.
+                        tracing::warn!(quiz_id, error = %e, "closing a question at its deadline failed; retrying");
+                        wait = 1000;
+                    }
+                }
+            }
+        }));
+    }
+}
+
+fn appendable(decision: Decision) -> Vec<Event> {
+    match decision {
+        Decision::Append(events) => events,
+        Decision::Repeat(_) => vec![],
+    }
+}

@@ -1,0 +1,144 @@
+//! Host and player tokens: HMAC-signed JWTs bound to one quiz and one role. Nothing about a
+//! token is stored; the signature is the proof.
+
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// Tokens outlive any quiz by far, but not forever.
+const LIFETIME_SECONDS: u64 = 7 * 24 * 3600;
+
+/// The shortest secret accepted: HS256 wants at least 256 bits.
+pub const MIN_SECRET_BYTES: usize = 32;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Host,
+    Player,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    /// The quiz the token is bound to.
+    pub quiz: String,
+    pub role: Role,
+    /// The player id for players; the quiz id for the host.
+    pub sub: String,
+    pub iat: u64,
+    pub exp: u64,
+}
+
+#[derive(Clone)]
+pub struct Tokens {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+}
+
+impl std::fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Tokens(..)")
+    }
+}
+
+impl Tokens {
+    pub fn new(secret: &[u8]) -> Self {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_required_spec_claims(&["exp"]);
+        Self {
+            encoding: EncodingKey::from_secret(secret),
+            decoding: DecodingKey::from_secret(secret),
+            validation,
+        }
+    }
+
+    pub fn issue(&self, quiz: &str, role: Role, sub: &str) -> Result<String> {
+        let iat = jsonwebtoken::get_current_timestamp();
+        let claims = Claims {
+            quiz: quiz.to_owned(),
+            role,
+            sub: sub.to_owned(),
+            iat,
+            exp: iat + LIFETIME_SECONDS,
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            .map_err(|e| Error::Internal(format!("signing a token: {e}")))
+    }
+
+    pub fn verify(&self, token: &str) -> Result<Claims> {
+        jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .map(|data| data.claims)
+            .map_err(|_| Error::InvalidToken)
+    }
+
+    /// The host of `quiz`, or why not.
+    pub fn host_of(&self, token: Option<&str>, quiz: &str) -> Result<Claims> {
+        let claims = self.verify(token.ok_or(Error::InvalidToken)?)?;
+        if claims.role == Role::Host && claims.quiz == quiz {
+            Ok(claims)
+        } else {
+            Err(Error::NotHost)
+        }
+    }
+
+    /// A player of `quiz`, or why not.
+    pub fn player_of(&self, token: Option<&str>, quiz: &str) -> Result<Claims> {
+        let claims = self.verify(token.ok_or(Error::InvalidToken)?)?;
+        if claims.role == Role::Player && claims.quiz == quiz {
+            Ok(claims)
+        } else {
+            Err(Error::NotThisPlayer)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn a_token_is_bound_to_its_quiz_and_role() -> Result<()> {
+        let tokens = Tokens::new(SECRET);
+        let host = tokens.issue("q1", Role::Host, "q1")?;
+        let player = tokens.issue("q1", Role::Player, "p1")?;
+        assert_eq!(tokens.host_of(Some(&host), "q1")?.role, Role::Host);
+        assert!(matches!(
+            tokens.host_of(Some(&player), "q1"),
+            Err(Error::NotHost)
+        ));
+        assert!(matches!(
+            tokens.host_of(Some(&host), "q2"),
+            Err(Error::NotHost)
+        ));
+        assert_eq!(tokens.player_of(Some(&player), "q1")?.sub, "p1");
+        assert!(matches!(
+            tokens.player_of(Some(&host), "q1"),
+            Err(Error::NotThisPlayer)
+        ));
+        Ok(())
+    }
+
+    #[test]
+    fn a_forged_or_missing_token_is_invalid() -> Result<()> {
+        let host =
+            Tokens::new(b"another secret of thirty-two bytes!!").issue("q1", Role::Host, "q1")?;
+        let tokens = Tokens::new(SECRET);
+        assert!(matches!(
+            tokens.host_of(Some(&host), "q1"),
+            Err(Error::InvalidToken)
+        ));
+        assert!(matches!(
+            tokens.host_of(None, "q1"),
+            Err(Error::InvalidToken)
+        ));
+        assert!(matches!(
+            tokens.verify("not.a.jwt"),
+            Err(Error::InvalidToken)
+        ));
+        Ok(())
+    }
+}

@@ -1,0 +1,87 @@
+//! What every Podium binary shares: Kafka client settings, telemetry and the shutdown signal.
+
+pub mod problem;
+
+use clap::Args;
+use podium_schemas::topics::Topics;
+use rdkafka::ClientConfig;
+use tracing_subscriber::EnvFilter;
+
+/// Where the event log lives. Flattened into each binary's configuration.
+#[derive(Debug, Clone, Args)]
+pub struct KafkaArgs {
+    /// Kafka bootstrap servers, comma separated.
+    #[arg(
+        long = "kafka-brokers",
+        env = "PODIUM_KAFKA_BROKERS",
+        default_value = "127.0.0.1:9092"
+    )]
+    pub brokers: String,
+
+    /// Prefix for every topic name, to keep deployments (or tests) apart on one cluster.
+    #[arg(long = "topic-prefix", env = "PODIUM_TOPIC_PREFIX", default_value = "")]
+    pub topic_prefix: String,
+}
+
+impl KafkaArgs {
+    pub fn new(brokers: impl Into<String>, topic_prefix: impl Into<String>) -> Self {
+        Self {
+            brokers: brokers.into(),
+            topic_prefix: topic_prefix.into(),
+        }
+    }
+
+    /// A client configuration with the bootstrap servers set; callers add their own settings.
+    pub fn client_config(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        let _ = config
+            .set("bootstrap.servers", &self.brokers)
+            .set("client.dns.lookup", "use_all_dns_ips");
+        config
+    }
+
+    pub fn topics(&self) -> Topics {
+        Topics::with_prefix(&self.topic_prefix)
+    }
+}
+
+/// Logs to stderr: human-readable by default, JSON lines when `PODIUM_LOG_FORMAT=json`.
+/// `RUST_LOG` filters, defaulting to `info`.
+pub fn init_telemetry() {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let json = std::env::var("PODIUM_LOG_FORMAT").is_ok_and(|f| f == "json");
+    // A second initialisation (tests build several services in one process) is harmless.
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+/// Resolves on SIGTERM or Ctrl-C: the moment to stop taking work and drain.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                let _ = signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutdown requested");
+}
