@@ -2,6 +2,7 @@
 # Installs what the local stack and the tests need, skipping whatever is already present:
 # Debian's redis-server, and the tansu broker at the pinned version.
 set -euo pipefail
+export PATH="$HOME/.cargo/bin:$PATH"
 
 TANSU_VERSION="${TANSU_VERSION:-0.6.0}"
 # memory:// (dynostore) for tests, sqlite:// (libsql) for the demo stack, whose data survives restarts.
@@ -13,14 +14,19 @@ as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
 }
 
-if ! command -v redis-server >/dev/null 2>&1; then
-  log "installing redis-server (Debian package)"
+# Debian packages: the Redis server, and curl + jq for the demo.
+missing=()
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v jq >/dev/null 2>&1 || missing+=(jq)
+command -v curl >/dev/null 2>&1 || missing+=(curl)
+if [ "${#missing[@]}" -gt 0 ]; then
+  log "installing Debian packages: ${missing[*]}"
   as_root apt-get update -qq
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
-  # The package starts a system Redis on 6379; the stack runs its own on other ports.
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  # The package may start a system Redis on 6379; Podium runs its own on other ports.
   as_root systemctl disable --now redis-server >/dev/null 2>&1 || true
 else
-  log "redis-server present: $(redis-server --version | cut -d' ' -f3)"
+  log "redis-server, jq and curl present"
 fi
 
 have_tansu_version() {

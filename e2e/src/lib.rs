@@ -4,7 +4,11 @@
 
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use anyhow::{Context, Result};
+use podium_command_api::clock::{Clock, ManualClock, SystemClock};
+use podium_command_api::event_log::KafkaEventLog;
 use podium_runtime::KafkaArgs;
 use podium_testkit::{Broker, Redis, unique};
 use tokio::sync::oneshot;
@@ -23,8 +27,26 @@ pub struct Stack {
     pub command_url: String,
     pub query_url: String,
     pub http: reqwest::Client,
-    stops: Vec<oneshot::Sender<()>>,
-    tasks: Vec<JoinHandle<()>>,
+    /// The command API's clock when a test controls time; the wall clock otherwise.
+    pub clock: Option<Arc<ManualClock>>,
+    services: Vec<Service>,
+    runtime: tokio::runtime::Handle,
+}
+
+/// A service running in a task of this process.
+#[derive(Debug)]
+struct Service {
+    name: &'static str,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<()>,
+}
+
+impl Service {
+    /// Stops it the way SIGTERM would, and waits for it to drain.
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = tokio::time::timeout(Duration::from_secs(30), self.task).await;
+    }
 }
 
 fn stop_signal() -> (oneshot::Sender<()>, impl std::future::Future<Output = ()>) {
@@ -36,6 +58,16 @@ fn stop_signal() -> (oneshot::Sender<()>, impl std::future::Future<Output = ()>)
 
 impl Stack {
     pub async fn start() -> Result<Self> {
+        Self::start_with(None).await
+    }
+
+    /// A stack whose command API reads time from `clock`, so tests move time instead of
+    /// sleeping.
+    pub async fn start_with_clock(clock: Arc<ManualClock>) -> Result<Self> {
+        Self::start_with(Some(clock)).await
+    }
+
+    async fn start_with(clock: Option<Arc<ManualClock>>) -> Result<Self> {
         let broker = Broker::start().await?;
         let redis = Redis::start().await?;
         let kafka = KafkaArgs::new(broker.bootstrap(), format!("{}.", unique("t")));
@@ -53,13 +85,44 @@ impl Stack {
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(30))
                 .build()?,
-            stops: vec![],
-            tasks: vec![],
+            clock,
+            services: vec![],
+            runtime: tokio::runtime::Handle::current(),
         };
         stack.command_url = stack.start_command_api().await?;
         stack.start_projector();
         stack.query_url = stack.start_query_api().await?;
         Ok(stack)
+    }
+
+    fn spawn<F, Fut>(&mut self, name: &'static str, run: F)
+    where
+        F: FnOnce(std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>) -> Fut,
+        Fut: std::future::Future<Output = Result<()>> + Send + 'static,
+    {
+        let (stop, signal) = stop_signal();
+        let service = run(Box::pin(signal));
+        let task = tokio::spawn(async move {
+            if let Err(e) = service.await {
+                eprintln!("{name} failed: {e:#}");
+            }
+        });
+        self.services.push(Service { name, stop, task });
+    }
+
+    /// Stops the service `name` and waits for it to drain.
+    pub async fn stop_service(&mut self, name: &str) {
+        if let Some(i) = self.services.iter().position(|s| s.name == name) {
+            self.services.remove(i).stop().await;
+        }
+    }
+
+    /// Stops the command API and starts a new one on the same log: it must rebuild every quiz
+    /// from the log alone.
+    pub async fn restart_command_api(&mut self) -> Result<()> {
+        self.stop_service("command-api").await;
+        self.command_url = self.start_command_api().await?;
+        Ok(())
     }
 
     pub fn command_config(&self) -> podium_command_api::Config {
@@ -73,15 +136,19 @@ impl Stack {
     }
 
     async fn start_command_api(&mut self) -> Result<String> {
-        let app = podium_command_api::App::build(&self.command_config()).await?;
+        let config = self.command_config();
+        let log = KafkaEventLog::new(
+            &config.kafka,
+            Duration::from_millis(config.ack_timeout_ms),
+            config.producer_queue,
+        )?;
+        let clock: Arc<dyn Clock> = match &self.clock {
+            Some(manual) => manual.clone(),
+            None => Arc::new(SystemClock),
+        };
+        let app = podium_command_api::App::with_parts(&config, Arc::new(log), clock).await?;
         let url = format!("http://{}", app.local_addr()?);
-        let (stop, signal) = stop_signal();
-        self.stops.push(stop);
-        self.tasks.push(tokio::spawn(async move {
-            if let Err(e) = app.run_until(signal).await {
-                eprintln!("command API failed: {e:#}");
-            }
-        }));
+        self.spawn("command-api", |signal| app.run_until(signal));
         Ok(url)
     }
 
@@ -98,13 +165,9 @@ impl Stack {
 
     fn start_projector(&mut self) {
         let config = self.projector_config();
-        let (stop, signal) = stop_signal();
-        self.stops.push(stop);
-        self.tasks.push(tokio::spawn(async move {
-            if let Err(e) = podium_projectors::run(&config, signal).await {
-                eprintln!("projector failed: {e:#}");
-            }
-        }));
+        self.spawn("projector", |signal| async move {
+            Ok(podium_projectors::run(&config, signal).await?)
+        });
     }
 
     async fn start_query_api(&mut self) -> Result<String> {
@@ -115,13 +178,7 @@ impl Stack {
         };
         let app = podium_query_api::App::build(&config).await?;
         let url = format!("http://{}", app.local_addr()?);
-        let (stop, signal) = stop_signal();
-        self.stops.push(stop);
-        self.tasks.push(tokio::spawn(async move {
-            if let Err(e) = app.run_until(signal).await {
-                eprintln!("query API failed: {e:#}");
-            }
-        }));
+        self.spawn("query-api", |signal| app.run_until(signal));
         Ok(url)
     }
 
@@ -167,11 +224,33 @@ impl Stack {
 
     /// Stops every service the way SIGTERM would, and waits for them to drain.
     pub async fn stop(mut self) {
-        for stop in self.stops.drain(..) {
-            let _ = stop.send(());
+        for service in self.services.drain(..) {
+            service.stop().await;
         }
-        for task in self.tasks.drain(..) {
-            let _ = tokio::time::timeout(Duration::from_secs(30), task).await;
+    }
+}
+
+impl Drop for Stack {
+    /// A test that failed before `stop` still stops the services while the broker runs:
+    /// a Kafka client dropped after its broker waits for it forever, and the test would hang.
+    fn drop(&mut self) {
+        if self.services.is_empty() {
+            return;
+        }
+        let services = std::mem::take(&mut self.services);
+        let stop_all = async move {
+            for service in services {
+                service.stop().await;
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(current)
+                if current.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread =>
+            {
+                tokio::task::block_in_place(|| current.block_on(stop_all));
+            }
+            Ok(_) => eprintln!("services left running: stop a Stack before its test ends"),
+            Err(_) => self.runtime.block_on(stop_all),
         }
     }
 }

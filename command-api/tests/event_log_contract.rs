@@ -1,0 +1,107 @@
+//! The event log contract, written once and run against every adapter: the in-memory log and
+//! Kafka on a real tansu broker.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Result;
+use podium_command_api::event_log::{EventLog, KafkaEventLog, MemoryEventLog};
+use podium_runtime::KafkaArgs;
+use podium_schemas::events::*;
+use podium_testkit::{Broker, unique};
+
+fn joined(quiz: &str, player: &str) -> Event {
+    Event::PlayerJoined(PlayerJoined {
+        quiz_id: quiz.into(),
+        player_id: player.into(),
+        name: player.into(),
+        joined_at: 1,
+    })
+}
+
+fn answered(quiz: &str, player: &str, question: i32) -> Event {
+    Event::AnswerSubmitted(AnswerSubmitted {
+        quiz_id: quiz.into(),
+        player_id: player.into(),
+        question,
+        choice: 0,
+        received_at: 2,
+        elapsed_ms: 10,
+        correct: true,
+        points: 990,
+        streak: question,
+        streak_bonus: 0,
+        rule_version: 1,
+        idempotency_key: None,
+    })
+}
+
+async fn contract(log: Arc<dyn EventLog>) -> Result<()> {
+    assert!(log.history().await?.is_empty(), "a new log is empty");
+
+    // Interleave lifecycle events and answers of two quizzes.
+    let appended = vec![
+        joined("q1", "a"),
+        answered("q1", "a", 1),
+        joined("q2", "b"),
+        answered("q1", "a", 2),
+        answered("q2", "b", 1),
+        answered("q1", "a", 3),
+    ];
+    for event in &appended {
+        let position = log.append(event).await?;
+        assert!(position.offset >= 0);
+    }
+    log.flush().await;
+
+    let history = log.history().await?;
+    assert_eq!(
+        history.len(),
+        appended.len(),
+        "nothing lost, nothing doubled"
+    );
+    // Lifecycle events come first, so answers are folded into quizzes that exist.
+    let first_answer = history
+        .iter()
+        .position(|e| matches!(e, Event::AnswerSubmitted(_)))
+        .unwrap_or(history.len());
+    assert!(
+        history[..first_answer]
+            .iter()
+            .all(|e| !matches!(e, Event::AnswerSubmitted(_)))
+    );
+    assert!(
+        history[first_answer..]
+            .iter()
+            .all(|e| matches!(e, Event::AnswerSubmitted(_)))
+    );
+    // Within a record key, the order of appends holds.
+    let questions_of_a: Vec<i32> = history
+        .iter()
+        .filter_map(|e| match e {
+            Event::AnswerSubmitted(a) if a.player_id == "a" => Some(a.question),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(questions_of_a, [1, 2, 3]);
+    for event in &appended {
+        assert!(history.contains(event), "{event:?} is in the history");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn memory_event_log_meets_the_contract() -> Result<()> {
+    contract(Arc::new(MemoryEventLog::default())).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_event_log_meets_the_contract() -> Result<()> {
+    let broker = Broker::start().await?;
+    let kafka = KafkaArgs::new(broker.bootstrap(), format!("{}.", unique("contract")));
+    broker
+        .create_topics(&kafka.topics().with_partitions())
+        .await?;
+    let log = KafkaEventLog::new(&kafka, Duration::from_secs(10), 1000)?;
+    contract(Arc::new(log)).await
+}

@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Sets everything up, starts the whole stack and plays a short demo quiz with curl, then prints
+# the URLs and commands to play along. Stop the stack with deploy/local/down.sh.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+# shellcheck source=env.sh
+source "$here/env.sh"
+
+case "${1:-}" in
+  -h|--help) sed -n '2,3p' "$0" | sed 's/^# //'; exit 0 ;;
+esac
+
+"$here/up.sh"
+
+say() { printf '\n\033[1m%s\033[0m\n' "$*"; }
+post() { # path, token or "", json → prints the response body; fails on an HTTP error
+  local auth=()
+  [ -n "$2" ] && auth=(-H "Authorization: Bearer $2")
+  curl -sS --max-time 15 --fail-with-body -X POST "$PODIUM_COMMAND_URL$1" -H 'Content-Type: application/json' "${auth[@]}" -d "$3"
+}
+
+say "1. A host creates a quiz"
+quiz=$(post /v1/quizzes "" '{
+  "title": "Podium demo",
+  "questions": [
+    {"text": "Which planet is largest?", "choices": ["Mars", "Jupiter", "Venus"], "correct_choice": 1, "time_limit_seconds": 120},
+    {"text": "How many sides has a hexagon?", "choices": ["5", "6", "8"], "correct_choice": 1, "time_limit_seconds": 120}
+  ]}')
+echo "$quiz" | jq 'del(.host_token)'
+QUIZ=$(jq -r .quiz_id <<<"$quiz"); CODE=$(jq -r .join_code <<<"$quiz"); HOST=$(jq -r .host_token <<<"$quiz")
+
+say "2. Ada and Grace join with code $CODE"
+ada=$(post /v1/join "" "{\"join_code\": \"$CODE\", \"name\": \"Ada\"}")
+grace=$(post /v1/join "" "{\"join_code\": \"$CODE\", \"name\": \"Grace\"}")
+jq -c 'del(.player_token)' <<<"$ada"; jq -c 'del(.player_token)' <<<"$grace"
+ADA=$(jq -r .player_token <<<"$ada"); GRACE=$(jq -r .player_token <<<"$grace")
+
+say "3. The host starts question 1"
+post "/v1/quizzes/$QUIZ/questions/1/start" "$HOST" '{}' | jq -c .
+
+say "4. Ada answers Jupiter (right), Grace answers Mars (wrong)"
+post "/v1/quizzes/$QUIZ/answers" "$ADA" '{"question": 1, "choice": 1}' | jq -c .
+post "/v1/quizzes/$QUIZ/answers" "$GRACE" '{"question": 1, "choice": 0}' | jq -c .
+
+say "5. The leaderboard moves"
+for _ in $(seq 1 50); do
+  board=$(curl -sS --max-time 5 "$PODIUM_QUERY_URL/v1/quizzes/$QUIZ/leaderboard?limit=10")
+  [ "$(jq '.entries | length' <<<"$board")" -ge 2 ] && break
+  sleep 0.1
+done
+jq . <<<"$board"
+
+cat > "$PODIUM_HOME/demo.env" <<ENV
+export QUIZ=$QUIZ CODE=$CODE HOST=$HOST
+export CMD=$PODIUM_COMMAND_URL QRY=$PODIUM_QUERY_URL
+ENV
+
+say "Your turn. Question 1 stays open for two minutes."
+cat <<TXT
+  source $PODIUM_HOME/demo.env
+
+  # join (keep the player_token)
+  curl -s -X POST \$CMD/v1/join -H 'Content-Type: application/json' -d '{"join_code": "$CODE", "name": "You"}'
+  TOKEN=...
+
+  # answer question 1 (choices: 0 Mars, 1 Jupiter, 2 Venus)
+  curl -s -X POST \$CMD/v1/quizzes/\$QUIZ/answers -H "Authorization: Bearer \$TOKEN" -H 'Content-Type: application/json' -d '{"question": 1, "choice": 1}'
+
+  # the leaderboard, and one player's points and rank
+  curl -s "\$QRY/v1/quizzes/\$QUIZ/leaderboard?limit=10"
+  curl -s "\$QRY/v1/quizzes/\$QUIZ/players/<player_id>"
+
+  # as the host: next question, then finish
+  curl -s -X POST \$CMD/v1/quizzes/\$QUIZ/questions/2/start -H "Authorization: Bearer \$HOST"
+  curl -s -X POST \$CMD/v1/quizzes/\$QUIZ/finish -H "Authorization: Bearer \$HOST"
+
+  Command API: $PODIUM_COMMAND_URL    Query API: $PODIUM_QUERY_URL
+  Logs: $PODIUM_HOME/logs    Stop: deploy/local/down.sh
+TXT

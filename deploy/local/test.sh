@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Sets everything up and runs every check: formatting, clippy with warnings as errors, and all
+# tests (unit, property, contract and end-to-end against a real tansu broker and Redis that the
+# tests start themselves on free ports).
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+# shellcheck source=env.sh
+source "$here/env.sh"
+cd "$REPO_ROOT"
+
+case "${1:-}" in
+  -h|--help) sed -n '2,4p' "$0" | sed 's/^# //'; exit 0 ;;
+esac
+
+step() { printf '\n==> %s\n' "$*" >&2; }
+
+step "installing what is missing"
+"$here/install.sh"
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "tests"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --locked --no-fail-fast
+else
+  cargo test --workspace --locked --no-fail-fast
+fi

@@ -1,0 +1,195 @@
+//! The command side's promises, against a real broker: state comes from the log alone, and a
+//! full producer queue is backpressure, not a blocked runtime.
+
+use std::time::Duration;
+
+use anyhow::{Result, ensure};
+use podium_e2e::Stack;
+use serde_json::{Value, json};
+
+fn one_question_quiz() -> Value {
+    json!({
+        "title": "Restart",
+        "questions": [{"text": "Pick b", "choices": ["a", "b"], "correct_choice": 1, "time_limit_seconds": 120}]
+    })
+}
+
+fn text(v: &Value, field: &str) -> String {
+    v[field].as_str().unwrap_or_default().to_owned()
+}
+
+/// Answers with an idempotency key; returns the status and body.
+async fn keyed(
+    stack: &Stack,
+    path: &str,
+    token: &str,
+    key: &str,
+    choice: i64,
+) -> Result<(u16, Value)> {
+    let response = stack
+        .http
+        .post(format!("{}{path}", stack.command_url))
+        .bearer_auth(token)
+        .header("Idempotency-Key", key)
+        .json(&json!({"question": 1, "choice": choice}))
+        .send()
+        .await?;
+    Ok((response.status().as_u16(), response.json().await?))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restarted_command_api_rebuilds_every_quiz_from_the_log() -> Result<()> {
+    let mut stack = Stack::start().await?;
+    let (status, quiz) = stack
+        .post("/v1/quizzes", None, &one_question_quiz())
+        .await?;
+    ensure!(status == 201, "{quiz}");
+    let (quiz_id, host, code) = (
+        text(&quiz, "quiz_id"),
+        text(&quiz, "host_token"),
+        text(&quiz, "join_code"),
+    );
+    let (_, ann) = stack
+        .post("/v1/join", None, &json!({"join_code": code, "name": "Ann"}))
+        .await?;
+    let ann_token = text(&ann, "player_token");
+    let (status, _) = stack
+        .post(
+            &format!("/v1/quizzes/{quiz_id}/questions/1/start"),
+            Some(&host),
+            &json!({}),
+        )
+        .await?;
+    ensure!(status == 200);
+    let answer_path = format!("/v1/quizzes/{quiz_id}/answers");
+    let (status, first) = keyed(&stack, &answer_path, &ann_token, "k-1", 1).await?;
+    ensure!(status == 201, "{first}");
+
+    stack.restart_command_api().await?;
+
+    // The same request: the original result. A different answer: refused, with the original.
+    let (status, again) = keyed(&stack, &answer_path, &ann_token, "k-1", 1).await?;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again, first);
+    let (status, refused) = keyed(&stack, &answer_path, &ann_token, "k-2", 0).await?;
+    assert_eq!(
+        (status, text(&refused, "code")),
+        (409, "already_answered".into()),
+        "{refused}"
+    );
+    assert_eq!(refused["original"]["points"], first["points"]);
+    // Names, join codes, players and the question state came back too.
+    let (status, taken) = stack
+        .post("/v1/join", None, &json!({"join_code": code, "name": "ANN"}))
+        .await?;
+    assert_eq!(
+        (status, text(&taken, "code")),
+        (409, "name_taken".into()),
+        "{taken}"
+    );
+    let (status, rejoined) = stack
+        .post(
+            "/v1/join",
+            Some(&ann_token),
+            &json!({"join_code": code, "name": "x"}),
+        )
+        .await?;
+    assert_eq!(
+        (status, text(&rejoined, "player_id")),
+        (200, text(&ann, "player_id")),
+        "{rejoined}"
+    );
+    let (status, out_of_order) = stack
+        .post(
+            &format!("/v1/quizzes/{quiz_id}/questions/1/start"),
+            Some(&host),
+            &json!({}),
+        )
+        .await?;
+    assert_eq!(
+        (status, text(&out_of_order, "code")),
+        (409, "question_out_of_order".into())
+    );
+
+    stack.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_full_producer_queue_is_a_503_and_the_runtime_keeps_serving() -> Result<()> {
+    let mut stack = Stack::start().await?;
+    // A command API whose producer holds one message at most.
+    let mut config = stack.command_config();
+    config.producer_queue = 1;
+    config.ack_timeout_ms = 3_000;
+    let app = podium_command_api::App::build(&config).await?;
+    let url = format!("http://{}", app.local_addr()?);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until(async move {
+        let _ = stopped.await;
+    }));
+
+    let created = stack
+        .http
+        .post(format!("{url}/v1/quizzes"))
+        .json(&one_question_quiz())
+        .send()
+        .await?;
+    ensure!(created.status() == 201);
+    let code = text(&created.json::<Value>().await?, "join_code");
+
+    // With the broker gone, five joins at once: one waits in the one-message queue, and the
+    // other four find it full and are refused at once.
+    stack.broker.kill().await?;
+    let joins: Vec<_> = (0..5)
+        .map(|i| {
+            let request = stack
+                .http
+                .post(format!("{url}/v1/join"))
+                .json(&json!({"join_code": code, "name": format!("player {i}")}));
+            tokio::spawn(async move { request.send().await })
+        })
+        .collect();
+    podium_testkit::eventually(
+        "four joins to be refused",
+        Duration::from_secs(2),
+        || async { (joins.iter().filter(|j| j.is_finished()).count() >= 4).then_some(()) },
+    )
+    .await?;
+
+    // The runtime is not blocked: other requests are served while one join still waits.
+    assert!(
+        joins.iter().any(|j| !j.is_finished()),
+        "one join waits for the broker"
+    );
+    let health = stack.http.get(format!("{url}/healthz")).send().await?;
+    assert_eq!(health.status(), 200);
+
+    let mut codes = Vec::new();
+    for join in joins {
+        let response = join.await??;
+        assert_eq!(response.status(), 503);
+        assert_eq!(
+            response.headers().get("retry-after").map(|v| v.as_bytes()),
+            Some(&b"1"[..])
+        );
+        codes.push(text(&response.json::<Value>().await?, "code"));
+    }
+    codes.sort();
+    // Nothing was acknowledged, so nothing can be lost: the waiting join timed out unacknowledged.
+    assert_eq!(
+        codes,
+        [
+            "event_log_busy",
+            "event_log_busy",
+            "event_log_busy",
+            "event_log_busy",
+            "event_log_unavailable"
+        ]
+    );
+
+    let _ = stop.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
+    stack.stop_service("projector").await;
+    Ok(())
+}
