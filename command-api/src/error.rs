@@ -36,7 +36,7 @@ pub enum Error {
     #[error("method not allowed")]
     MethodNotAllowed,
     #[error("too many requests")]
-    RateLimited,
+    RateLimited(std::time::Duration),
     #[error(transparent)]
     Append(#[from] AppendError),
     #[error("internal error: {0}")]
@@ -71,7 +71,7 @@ impl Error {
             Error::InvalidInput(_) => (S::BAD_REQUEST, "invalid_input"),
             Error::NotFound => (S::NOT_FOUND, "not_found"),
             Error::MethodNotAllowed => (S::METHOD_NOT_ALLOWED, "method_not_allowed"),
-            Error::RateLimited => (S::TOO_MANY_REQUESTS, "rate_limited"),
+            Error::RateLimited(_) => (S::TOO_MANY_REQUESTS, "rate_limited"),
             Error::Append(AppendError::Backpressure) => (S::SERVICE_UNAVAILABLE, "event_log_busy"),
             Error::Append(_) => (S::SERVICE_UNAVAILABLE, "event_log_unavailable"),
             Error::Internal(_) => (S::INTERNAL_SERVER_ERROR, "internal"),
@@ -95,7 +95,7 @@ impl Error {
                 problem.with("original", crate::http::AnswerResult::of(a, None))
             }
             Error::InvalidToken => problem.header(header::WWW_AUTHENTICATE, "Bearer"),
-            Error::Append(_) | Error::RateLimited => problem.header(header::RETRY_AFTER, "1"),
+            Error::Append(_) => problem.header(header::RETRY_AFTER, "1"),
             _ => problem,
         }
     }
@@ -103,6 +103,9 @@ impl Error {
 
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
+        if let Error::RateLimited(wait) = self {
+            return podium_runtime::rate_limit::too_many_requests(wait);
+        }
         let (_, code) = self.status_and_code();
         match &self {
             Error::Internal(cause) => tracing::error!(%cause, code, "request failed"),

@@ -4,11 +4,14 @@
 use std::sync::Arc;
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{DefaultBodyLimit, FromRequest, Path, Request, State};
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequest, Path, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use podium_runtime::rate_limit::{RateLimiter, per_client};
 use podium_schemas::domain::{AnswerCommand, Command, QuestionDraft, QuizDraft};
 use podium_schemas::events::AnswerSubmitted;
 use serde::de::DeserializeOwned;
@@ -32,6 +35,18 @@ pub struct AppState {
     pub quizzes: Arc<Quizzes>,
     pub tokens: Tokens,
     pub clock: Arc<dyn Clock>,
+    pub limits: Limits,
+}
+
+/// The rate limits of the command API.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Every request, by client address.
+    pub per_client: RateLimiter<IpAddr>,
+    /// Quiz creation, by client address: each quiz holds memory until it is finished.
+    pub quizzes_per_client: RateLimiter<IpAddr>,
+    /// Answers, by player.
+    pub answers_per_player: RateLimiter<String>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -56,6 +71,10 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { Error::NotFound })
         .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn_with_state(
+            state.limits.per_client.clone(),
+            per_client,
+        ))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }
@@ -133,8 +152,13 @@ pub struct QuizCreatedResponse {
 
 async fn create_quiz(
     State(app): State<AppState>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
     JsonBody(body): JsonBody<CreateQuizRequest>,
 ) -> Result<Response> {
+    app.limits
+        .quizzes_per_client
+        .check(&client.ip())
+        .map_err(Error::RateLimited)?;
     let draft = QuizDraft {
         title: body.title,
         questions: body
@@ -344,6 +368,10 @@ async fn answer(
     // Taken before anything else: the answer is timed from when the server received it.
     let received_at = app.clock.now();
     let player = app.tokens.player_of(bearer(&headers), &quiz_id)?;
+    app.limits
+        .answers_per_player
+        .check(&player.sub)
+        .map_err(Error::RateLimited)?;
     let receipt = app
         .quizzes
         .answer(

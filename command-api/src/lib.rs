@@ -14,13 +14,14 @@ use std::time::Duration;
 
 use clap::Parser;
 use podium_runtime::KafkaArgs;
+use podium_runtime::rate_limit::{ClientRateArgs, Rate, RateLimiter};
 use tokio::net::TcpListener;
 
 pub use error::{Error, Result};
 
 use crate::clock::{Clock, SystemClock};
 use crate::event_log::{EventLog, KafkaEventLog};
-use crate::http::AppState;
+use crate::http::{AppState, Limits};
 use crate::quizzes::Quizzes;
 use crate::tokens::{MIN_SECRET_BYTES, Tokens};
 
@@ -52,6 +53,18 @@ pub struct Config {
     /// Producer queue size; beyond it, appends are refused with 503 and Retry-After.
     #[arg(long, env = "PODIUM_PRODUCER_QUEUE", default_value_t = 100_000)]
     pub producer_queue: usize,
+
+    #[command(flatten)]
+    pub client_rate: ClientRateArgs,
+
+    /// Quizzes one client address may create per minute; 0 turns the limit off.
+    #[arg(long, env = "PODIUM_RATE_QUIZZES_PER_MINUTE", default_value_t = 30)]
+    pub quizzes_per_minute: u32,
+
+    /// Answers per second one player may send (the first per question counts; the rest are
+    /// retries); 0 turns the limit off.
+    #[arg(long, env = "PODIUM_RATE_ANSWERS_PER_PLAYER", default_value_t = 5)]
+    pub answers_per_player: u32,
 }
 
 /// A built command API: the listener is bound, so its port is known before it runs.
@@ -88,6 +101,14 @@ impl App {
             quizzes,
             tokens: Tokens::new(config.token_secret.as_bytes()),
             clock,
+            limits: Limits {
+                per_client: RateLimiter::new(config.client_rate.rate()),
+                quizzes_per_client: RateLimiter::new(Rate::per_minute(config.quizzes_per_minute)),
+                answers_per_player: RateLimiter::new(Rate::per_second(
+                    config.answers_per_player,
+                    config.answers_per_player.saturating_mul(2),
+                )),
+            },
         };
         let listener = TcpListener::bind(config.listen).await?;
         Ok(Self {
@@ -108,7 +129,10 @@ impl App {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         tracing::info!(addr = %self.listener.local_addr()?, "command API listening");
-        axum::serve(self.listener, self.router)
+        let app = self
+            .router
+            .into_make_service_with_connect_info::<SocketAddr>();
+        axum::serve(self.listener, app)
             .with_graceful_shutdown(shutdown)
             .await?;
         self.log.flush().await;

@@ -10,6 +10,7 @@ use anyhow::{Context, Result};
 use podium_command_api::clock::{Clock, ManualClock, SystemClock};
 use podium_command_api::event_log::KafkaEventLog;
 use podium_runtime::KafkaArgs;
+use podium_runtime::rate_limit::ClientRateArgs;
 use podium_testkit::{Broker, Redis, unique};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -132,6 +133,14 @@ impl Stack {
             token_secret: TOKEN_SECRET.into(),
             ack_timeout_ms: 10_000,
             producer_queue: 100_000,
+            // Every test client shares one address, so the per-address limit is off here; the
+            // rate-limit test sets its own.
+            client_rate: ClientRateArgs {
+                rate_per_client: 0,
+                rate_burst_per_client: 0,
+            },
+            quizzes_per_minute: 30,
+            answers_per_player: 5,
         }
     }
 
@@ -175,6 +184,10 @@ impl Stack {
             listen: "127.0.0.1:0".parse()?,
             redis_url: self.redis.url(),
             namespace: self.namespace.clone(),
+            client_rate: ClientRateArgs {
+                rate_per_client: 0,
+                rate_burst_per_client: 0,
+            },
         };
         let app = podium_query_api::App::build(&config).await?;
         let url = format!("http://{}", app.local_addr()?);

@@ -193,3 +193,122 @@ async fn a_full_producer_queue_is_a_503_and_the_runtime_keeps_serving() -> Resul
     stack.stop_service("projector").await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rate_limits_answer_429_with_retry_after() -> Result<()> {
+    let stack = Stack::start().await?;
+    let mut config = stack.command_config();
+    config.quizzes_per_minute = 2;
+    config.answers_per_player = 1;
+    let app = podium_command_api::App::build(&config).await?;
+    let url = format!("http://{}", app.local_addr()?);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until(async move {
+        let _ = stopped.await;
+    }));
+    let post = |path: String, token: Option<String>, body: Value| {
+        let mut request = stack.http.post(format!("{url}{path}")).json(&body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send()
+    };
+    let assert_limited = |response: reqwest::Response| async move {
+        assert_eq!(response.status(), 429);
+        let wait: u64 = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        assert!(wait >= 1, "Retry-After names a wait");
+        let problem: Value = response.json().await?;
+        assert_eq!(text(&problem, "code"), "rate_limited", "{problem}");
+        Ok::<(), anyhow::Error>(())
+    };
+
+    // Two quizzes a minute from one address: the third is refused.
+    let mut quizzes = vec![];
+    for _ in 0..2 {
+        let response = post("/v1/quizzes".into(), None, one_question_quiz()).await?;
+        assert_eq!(response.status(), 201);
+        quizzes.push(response.json::<Value>().await?);
+    }
+    assert_limited(post("/v1/quizzes".into(), None, one_question_quiz()).await?).await?;
+
+    // One answer a second (burst two) per player: a flood is refused, other players are not.
+    let quiz = &quizzes[0];
+    let (quiz_id, host) = (text(quiz, "quiz_id"), text(quiz, "host_token"));
+    let mut tokens = vec![];
+    for name in ["flooder", "bystander"] {
+        let joined: Value = post(
+            "/v1/join".into(),
+            None,
+            json!({"join_code": quiz["join_code"], "name": name}),
+        )
+        .await?
+        .json()
+        .await?;
+        tokens.push(text(&joined, "player_token"));
+    }
+    let started = post(
+        format!("/v1/quizzes/{quiz_id}/questions/1/start"),
+        Some(host),
+        json!({}),
+    )
+    .await?;
+    assert_eq!(started.status(), 200);
+    let answer = |token: &String| {
+        post(
+            format!("/v1/quizzes/{quiz_id}/answers"),
+            Some(token.clone()),
+            json!({"question": 1, "choice": 1}),
+        )
+    };
+    let mut statuses = vec![];
+    for _ in 0..3 {
+        statuses.push(answer(&tokens[0]).await?.status().as_u16());
+    }
+    assert_eq!(
+        statuses,
+        [201, 409, 429],
+        "an answer, a refused repeat, then the limit"
+    );
+    assert_limited(answer(&tokens[0]).await?).await?;
+    assert_eq!(
+        answer(&tokens[1]).await?.status(),
+        201,
+        "the limit is per player"
+    );
+
+    // Every request, per client address: a query API allowing two at once refuses the third.
+    let query = podium_query_api::App::build(&podium_query_api::Config {
+        listen: "127.0.0.1:0".parse()?,
+        redis_url: stack.redis.url(),
+        namespace: stack.namespace.clone(),
+        client_rate: podium_runtime::rate_limit::ClientRateArgs {
+            rate_per_client: 1,
+            rate_burst_per_client: 2,
+        },
+    })
+    .await?;
+    let query_url = format!(
+        "http://{}/v1/quizzes/{quiz_id}/leaderboard",
+        query.local_addr()?
+    );
+    let (stop_query, query_stopped) = tokio::sync::oneshot::channel::<()>();
+    let query_server = tokio::spawn(query.run_until(async move {
+        let _ = query_stopped.await;
+    }));
+    for _ in 0..2 {
+        assert_eq!(stack.http.get(&query_url).send().await?.status(), 200);
+    }
+    assert_limited(stack.http.get(&query_url).send().await?).await?;
+
+    let _ = stop_query.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(10), query_server).await;
+    let _ = stop.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
+    stack.stop().await;
+    Ok(())
+}

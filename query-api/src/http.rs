@@ -1,10 +1,12 @@
 //! The query API's HTTP edge.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 
 use axum::extract::{Path, Query, State};
 use axum::routing::get;
 use axum::{Json, Router};
+use podium_runtime::rate_limit::{self, RateLimiter};
 use tower_http::trace::TraceLayer;
 
 use crate::error::{Error, Result};
@@ -15,13 +17,17 @@ pub const MAX_LIMIT: usize = 100;
 /// Ids are UUIDs; anything much longer cannot exist and is refused before touching Redis.
 pub const MAX_ID_CHARS: usize = 64;
 
-pub fn router(read_model: ReadModel) -> Router {
+pub fn router(read_model: ReadModel, per_client: RateLimiter<IpAddr>) -> Router {
     Router::new()
         .route("/v1/quizzes/{quiz_id}/leaderboard", get(leaderboard))
         .route("/v1/quizzes/{quiz_id}/players/{player_id}", get(player))
         .route("/healthz", get(|| async { "ok" }))
         .fallback(|| async { Error::NotFound })
         .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
+        .layer(axum::middleware::from_fn_with_state(
+            per_client,
+            rate_limit::per_client,
+        ))
         .layer(TraceLayer::new_for_http())
         .with_state(read_model)
 }

@@ -8,6 +8,7 @@ pub mod read_model;
 use std::net::SocketAddr;
 
 use clap::Parser;
+use podium_runtime::rate_limit::{ClientRateArgs, RateLimiter};
 use podium_schemas::read_model::Keys;
 use tokio::net::TcpListener;
 
@@ -38,6 +39,9 @@ pub struct Config {
     /// Namespace of every read-model key.
     #[arg(long, env = "PODIUM_READ_MODEL_NAMESPACE", default_value = "podium")]
     pub namespace: String,
+
+    #[command(flatten)]
+    pub client_rate: ClientRateArgs,
 }
 
 /// A built query API; the listener is bound.
@@ -54,7 +58,7 @@ impl App {
         let listener = TcpListener::bind(config.listen).await?;
         Ok(Self {
             listener,
-            router: http::router(read_model),
+            router: http::router(read_model, RateLimiter::new(config.client_rate.rate())),
         })
     }
 
@@ -68,7 +72,10 @@ impl App {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         tracing::info!(addr = %self.listener.local_addr()?, "query API listening");
-        axum::serve(self.listener, self.router)
+        let app = self
+            .router
+            .into_make_service_with_connect_info::<SocketAddr>();
+        axum::serve(self.listener, app)
             .with_graceful_shutdown(shutdown)
             .await?;
         tracing::info!("query API stopped");

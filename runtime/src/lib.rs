@@ -1,6 +1,7 @@
 //! What every Podium binary shares: Kafka client settings, telemetry and the shutdown signal.
 
 pub mod problem;
+pub mod rate_limit;
 
 use clap::Args;
 use podium_schemas::topics::Topics;
