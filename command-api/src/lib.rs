@@ -128,15 +128,8 @@ impl App {
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        tracing::info!(addr = %self.listener.local_addr()?, "command API listening");
-        let app = self
-            .router
-            .into_make_service_with_connect_info::<SocketAddr>();
-        axum::serve(self.listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await?;
+        podium_runtime::serve("command API", self.listener, self.router, shutdown).await?;
         self.log.flush().await;
-        tracing::info!("command API stopped");
         Ok(())
     }
 }

@@ -11,6 +11,7 @@ use podium_schemas::{Codec, Event};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::OwnedMessage;
 use rdkafka::{Message, Offset, TopicPartitionList};
+use tracing::Instrument;
 
 use crate::error::Result;
 use crate::leaderboard::{LeaderboardStore, Sourced};
@@ -83,7 +84,8 @@ impl LeaderboardProjector {
                 message = self.consumer.recv() => message?.detach(),
             };
             let batch = self.fill_batch(first).await;
-            self.apply_until_done(&batch).await;
+            let span = tracing::info_span!("batch", messages = batch.len());
+            self.apply_until_done(&batch).instrument(span).await;
             self.store_offsets(&batch)?;
         }
         if let Err(e) = self.consumer.commit_consumer_state(CommitMode::Sync) {

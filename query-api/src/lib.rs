@@ -71,14 +71,7 @@ impl App {
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        tracing::info!(addr = %self.listener.local_addr()?, "query API listening");
-        let app = self
-            .router
-            .into_make_service_with_connect_info::<SocketAddr>();
-        axum::serve(self.listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await?;
-        tracing::info!("query API stopped");
+        podium_runtime::serve("query API", self.listener, self.router, shutdown).await?;
         Ok(())
     }
 }

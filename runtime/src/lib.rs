@@ -86,3 +86,20 @@ pub async fn shutdown_signal() {
     }
     tracing::info!("shutdown requested");
 }
+
+/// Serves `router` on `listener`, with each client's address available to handlers and the
+/// rate limits, until `shutdown` resolves; then waits for in-flight requests to finish.
+pub async fn serve(
+    name: &str,
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    tracing::info!(addr = %listener.local_addr()?, "{name} listening");
+    let app = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    tracing::info!("{name} stopped");
+    Ok(())
+}
