@@ -239,26 +239,25 @@ impl Quizzes {
             name: name.to_owned(),
             at: self.clock.now(),
         };
-        let events = {
+        let joined = {
             let mut state = live.state.lock().await;
             if state.pending_names.contains(&key) {
                 return Err(Rejection::NameTaken.into());
             }
             let events = appendable(decide(&state.quiz, &command)?);
+            let [Event::PlayerJoined(joined)] = &events[..] else {
+                return Err(Error::Internal("a join decided other events".into()));
+            };
             let _ = state.pending_names.insert(key.clone());
-            events
+            joined.clone()
         };
-        let appended = self.append_all(&events).await;
+        let event = Event::PlayerJoined(joined.clone());
+        let appended = self.log.append(&event).await;
         let mut state = live.state.lock().await;
         let _ = state.pending_names.remove(&key);
-        for event in &events[..appended.as_ref().map_or(0, |()| events.len())] {
-            state.quiz.evolve(event);
-        }
-        appended?;
-        match events.into_iter().next() {
-            Some(Event::PlayerJoined(joined)) => Ok(joined),
-            _ => Err(Error::Internal("a join decided no PlayerJoined".into())),
-        }
+        let _ = appended?;
+        state.quiz.evolve(&event);
+        Ok(joined)
     }
 
     /// Whether `player_id` has joined `quiz_id`: a rejoin with a valid token needs no new event.
@@ -307,14 +306,14 @@ impl Quizzes {
                     return Err(Error::Internal("an answer decided other events".into()));
                 };
                 let _ = self.log.append(&events[0]).await?;
-                live.state.lock().await.quiz.evolve(&events[0]);
                 (answer.clone(), false)
             }
         };
-        let total = live
-            .state
-            .lock()
-            .await
+        let mut state = live.state.lock().await;
+        if !repeated {
+            state.quiz.evolve(&Event::AnswerSubmitted(answer.clone()));
+        }
+        let total = state
             .quiz
             .standings
             .player(&player_id)
@@ -324,13 +323,6 @@ impl Quizzes {
             total,
             repeated,
         })
-    }
-
-    async fn append_all(&self, events: &[Event]) -> Result<()> {
-        for event in events {
-            let _ = self.log.append(event).await?;
-        }
-        Ok(())
     }
 
     /// Closes the question at its deadline. If this instance stops first, the next one re-arms

@@ -128,7 +128,7 @@ impl Stack {
 
     pub fn command_config(&self) -> podium_command_api::Config {
         podium_command_api::Config {
-            listen: "127.0.0.1:0".parse().unwrap_or_else(|_| unreachable!()),
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
             kafka: self.kafka.clone(),
             token_secret: TOKEN_SECRET.into(),
             ack_timeout_ms: 10_000,
@@ -181,7 +181,7 @@ impl Stack {
 
     async fn start_query_api(&mut self) -> Result<String> {
         let config = podium_query_api::Config {
-            listen: "127.0.0.1:0".parse()?,
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
             redis_url: self.redis.url(),
             namespace: self.namespace.clone(),
             client_rate: ClientRateArgs {

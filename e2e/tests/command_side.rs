@@ -283,7 +283,7 @@ async fn rate_limits_answer_429_with_retry_after() -> Result<()> {
 
     // Every request, per client address: a query API allowing two at once refuses the third.
     let query = podium_query_api::App::build(&podium_query_api::Config {
-        listen: "127.0.0.1:0".parse()?,
+        listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
         redis_url: stack.redis.url(),
         namespace: stack.namespace.clone(),
         client_rate: podium_runtime::rate_limit::ClientRateArgs {

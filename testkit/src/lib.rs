@@ -211,9 +211,9 @@ impl Broker {
 /// A Redis server with persistence off.
 #[derive(Debug)]
 pub struct Redis {
-    child: Child,
+    _child: Child,
     port: u16,
-    dir: TempDir,
+    _dir: TempDir,
 }
 
 impl Redis {
@@ -221,7 +221,11 @@ impl Redis {
         let dir = tempfile::Builder::new().prefix("podium-redis").tempdir()?;
         let port = free_port()?;
         let child = Self::spawn(dir.path(), port).await?;
-        Ok(Self { child, port, dir })
+        Ok(Self {
+            _child: child,
+            port,
+            _dir: dir,
+        })
     }
 
     async fn spawn(dir: &Path, port: u16) -> Result<Child> {
@@ -259,12 +263,5 @@ impl Redis {
     pub async fn connection(&self) -> Result<redis::aio::MultiplexedConnection> {
         let client = redis::Client::open(self.url())?;
         Ok(client.get_multiplexed_async_connection().await?)
-    }
-
-    /// Kills Redis and starts it again, empty, on the same port: the "Redis lost its data" fault.
-    pub async fn restart_empty(&mut self) -> Result<()> {
-        self.child.kill().await?;
-        self.child = Self::spawn(self.dir.path(), self.port).await?;
-        Ok(())
     }
 }
