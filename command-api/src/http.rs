@@ -13,7 +13,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use podium_runtime::rate_limit::{RateLimiter, per_client};
 use podium_schemas::domain::{AnswerCommand, Command, QuestionDraft, QuizDraft};
-use podium_schemas::events::AnswerSubmitted;
+use podium_schemas::events::{AnswerSubmitted, Millis};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tower_http::trace::TraceLayer;
@@ -257,19 +257,26 @@ async fn lock_joining(
     host_command(&app, &headers, &quiz_id, Command::LockJoining { at }).await
 }
 
+/// A host command about question `n` of the quiz.
+async fn question_command(
+    app: &AppState,
+    headers: &HeaderMap,
+    quiz_id: &str,
+    n: &str,
+    command: fn(i32, Millis) -> Command,
+) -> Result<Json<QuizStatus>> {
+    let question = question_number(n)?;
+    host_command(app, headers, quiz_id, command(question, app.clock.now())).await
+}
+
 async fn start_question(
     State(app): State<AppState>,
     Path((quiz_id, n)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Json<QuizStatus>> {
-    let question = question_number(&n)?;
-    let at = app.clock.now();
-    host_command(
-        &app,
-        &headers,
-        &quiz_id,
-        Command::StartQuestion { question, at },
-    )
+    question_command(&app, &headers, &quiz_id, &n, |question, at| {
+        Command::StartQuestion { question, at }
+    })
     .await
 }
 
@@ -278,14 +285,9 @@ async fn close_question(
     Path((quiz_id, n)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Json<QuizStatus>> {
-    let question = question_number(&n)?;
-    let at = app.clock.now();
-    host_command(
-        &app,
-        &headers,
-        &quiz_id,
-        Command::CloseQuestion { question, at },
-    )
+    question_command(&app, &headers, &quiz_id, &n, |question, at| {
+        Command::CloseQuestion { question, at }
+    })
     .await
 }
 

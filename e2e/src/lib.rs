@@ -145,7 +145,17 @@ impl Stack {
     }
 
     async fn start_command_api(&mut self) -> Result<String> {
-        let config = self.command_config();
+        self.start_command_api_with("command-api", self.command_config())
+            .await
+    }
+
+    /// Starts a command API with its own configuration on this stack's log and clock. It is
+    /// stopped with the stack.
+    pub async fn start_command_api_with(
+        &mut self,
+        name: &'static str,
+        config: podium_command_api::Config,
+    ) -> Result<String> {
         let log = KafkaEventLog::new(
             &config.kafka,
             Duration::from_millis(config.ack_timeout_ms),
@@ -157,7 +167,7 @@ impl Stack {
         };
         let app = podium_command_api::App::with_parts(&config, Arc::new(log), clock).await?;
         let url = format!("http://{}", app.local_addr()?);
-        self.spawn("command-api", |signal| app.run_until(signal));
+        self.spawn(name, |signal| app.run_until(signal));
         Ok(url)
     }
 
@@ -179,8 +189,8 @@ impl Stack {
         });
     }
 
-    async fn start_query_api(&mut self) -> Result<String> {
-        let config = podium_query_api::Config {
+    pub fn query_config(&self) -> podium_query_api::Config {
+        podium_query_api::Config {
             listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
             redis_url: self.redis.url(),
             namespace: self.namespace.clone(),
@@ -188,10 +198,24 @@ impl Stack {
                 rate_per_client: 0,
                 rate_burst_per_client: 0,
             },
-        };
+        }
+    }
+
+    async fn start_query_api(&mut self) -> Result<String> {
+        self.start_query_api_with("query-api", self.query_config())
+            .await
+    }
+
+    /// Starts a query API with its own configuration on this stack's Redis. It is stopped with
+    /// the stack.
+    pub async fn start_query_api_with(
+        &mut self,
+        name: &'static str,
+        config: podium_query_api::Config,
+    ) -> Result<String> {
         let app = podium_query_api::App::build(&config).await?;
         let url = format!("http://{}", app.local_addr()?);
-        self.spawn("query-api", |signal| app.run_until(signal));
+        self.spawn(name, |signal| app.run_until(signal));
         Ok(url)
     }
 

@@ -122,12 +122,9 @@ async fn a_full_producer_queue_is_a_503_and_the_runtime_keeps_serving() -> Resul
     let mut config = stack.command_config();
     config.producer_queue = 1;
     config.ack_timeout_ms = 3_000;
-    let app = podium_command_api::App::build(&config).await?;
-    let url = format!("http://{}", app.local_addr()?);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(app.run_until(async move {
-        let _ = stopped.await;
-    }));
+    let url = stack
+        .start_command_api_with("one-slot command-api", config)
+        .await?;
 
     let created = stack
         .http
@@ -188,24 +185,25 @@ async fn a_full_producer_queue_is_a_503_and_the_runtime_keeps_serving() -> Resul
         ]
     );
 
-    let _ = stop.send(());
-    let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
-    stack.stop_service("projector").await;
+    stack.stop().await;
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn rate_limits_answer_429_with_retry_after() -> Result<()> {
-    let stack = Stack::start().await?;
+    let mut stack = Stack::start().await?;
     let mut config = stack.command_config();
     config.quizzes_per_minute = 2;
     config.answers_per_player = 1;
-    let app = podium_command_api::App::build(&config).await?;
-    let url = format!("http://{}", app.local_addr()?);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(app.run_until(async move {
-        let _ = stopped.await;
-    }));
+    let url = stack
+        .start_command_api_with("limited command-api", config)
+        .await?;
+    let mut query_config = stack.query_config();
+    query_config.client_rate.rate_per_client = 1;
+    query_config.client_rate.rate_burst_per_client = 2;
+    let query_url = stack
+        .start_query_api_with("limited query-api", query_config)
+        .await?;
     let post = |path: String, token: Option<String>, body: Value| {
         let mut request = stack.http.post(format!("{url}{path}")).json(&body);
         if let Some(token) = token {
@@ -282,33 +280,12 @@ async fn rate_limits_answer_429_with_retry_after() -> Result<()> {
     );
 
     // Every request, per client address: a query API allowing two at once refuses the third.
-    let query = podium_query_api::App::build(&podium_query_api::Config {
-        listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
-        redis_url: stack.redis.url(),
-        namespace: stack.namespace.clone(),
-        client_rate: podium_runtime::rate_limit::ClientRateArgs {
-            rate_per_client: 1,
-            rate_burst_per_client: 2,
-        },
-    })
-    .await?;
-    let query_url = format!(
-        "http://{}/v1/quizzes/{quiz_id}/leaderboard",
-        query.local_addr()?
-    );
-    let (stop_query, query_stopped) = tokio::sync::oneshot::channel::<()>();
-    let query_server = tokio::spawn(query.run_until(async move {
-        let _ = query_stopped.await;
-    }));
+    let query_url = format!("{query_url}/v1/quizzes/{quiz_id}/leaderboard");
     for _ in 0..2 {
         assert_eq!(stack.http.get(&query_url).send().await?.status(), 200);
     }
     assert_limited(stack.http.get(&query_url).send().await?).await?;
 
-    let _ = stop_query.send(());
-    let _ = tokio::time::timeout(Duration::from_secs(10), query_server).await;
-    let _ = stop.send(());
-    let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
     stack.stop().await;
     Ok(())
 }
