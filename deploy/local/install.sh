@@ -5,7 +5,8 @@ set -euo pipefail
 export PATH="$HOME/.cargo/bin:$PATH"
 
 TANSU_VERSION="${TANSU_VERSION:-0.6.0}"
-# memory:// (dynostore) for tests, sqlite:// (libsql) for the demo stack, whose data survives restarts.
+# sqlite:// (libsql) for tests and the demo stack: tansu 0.6's memory:// engine loses records
+# under concurrent produce.
 TANSU_FEATURES="libsql,dynostore"
 
 log() { printf '[install] %s\n' "$*" >&2; }

@@ -174,11 +174,16 @@ impl Stack {
     pub fn projector_config(&self) -> podium_projectors::Config {
         podium_projectors::Config {
             kafka: self.kafka.clone(),
-            redis_url: self.redis.url(),
-            namespace: self.namespace.clone(),
-            group: format!("{}leaderboard", self.kafka.topic_prefix),
+            redis: podium_projectors::RedisArgs {
+                redis_url: self.redis.url(),
+                namespace: self.namespace.clone(),
+            },
+            group: format!("{}read-models", self.kafka.topic_prefix),
             batch_max: 500,
+            session_timeout_ms: 6_000,
+            instance_id: None,
             batch_linger_ms: 5,
+            metrics_listen: "off".into(),
         }
     }
 

@@ -8,6 +8,14 @@ pub enum Error {
     Kafka(#[from] rdkafka::error::KafkaError),
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
+    #[error("unexpected reply from redis: {0}")]
+    RedisReply(#[from] redis::ParsingError),
+    #[error("the active read model is no longer {expected}")]
+    GenerationMoved { expected: String },
+    #[error("rebuild: {0}")]
+    Rebuild(String),
+    #[error("metrics listener: {0}")]
+    Io(#[from] std::io::Error),
     #[error("creating topic {topic}: {reason}")]
     TopicCreation { topic: String, reason: String },
 }

@@ -1,12 +1,18 @@
-//! The leaderboard store against a real Redis: exactly once per log position, the same answers
+//! The Redis read models against a real Redis: exactly once per log position, the same result
 //! as the pure fold, whatever is redelivered.
 
+use std::collections::BTreeMap;
+
 use anyhow::Result;
-use podium_projectors::leaderboard::{LeaderboardStore, RedisLeaderboard, Sourced};
-use podium_schemas::domain::Standings;
+use podium_projectors::read_model::{Outcome, RedisReadModel, Sourced};
+use podium_query_api::read_model::ReadModel;
+use podium_schemas::Event;
+use podium_schemas::domain::{ReadModels, Standings};
 use podium_schemas::events::AnswerSubmitted;
-use podium_schemas::read_model::{Keys, unpack_score};
-use podium_testkit::{Redis, unique};
+use podium_schemas::read_model::{Keys, Root, partition_field, unpack_score};
+use podium_testkit::{QuizLog, Redis, unique};
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
 use redis::AsyncCommands;
 
 fn answer(
@@ -32,12 +38,39 @@ fn answer(
     }
 }
 
-fn at(partition: i32, offset: i64, event: AnswerSubmitted) -> Sourced<AnswerSubmitted> {
+fn at(partition: i32, offset: i64, event: AnswerSubmitted) -> Sourced<Event> {
     Sourced {
         topic: "answers".into(),
         partition,
         offset,
-        event,
+        event: Event::AnswerSubmitted(event),
+    }
+}
+
+/// A store writing a fresh root's active generation, and that generation's keys.
+async fn store(redis: &Redis) -> Result<(RedisReadModel, Keys)> {
+    let root = Root::new(unique("ns"));
+    let store = RedisReadModel::connect(&redis.url(), root.clone()).await?;
+    let generation = store.adopt_active().await?;
+    Ok((store, root.generation(&generation)))
+}
+
+/// Next offsets after a batch, as the projector passes them.
+fn next(batch: &[Sourced<Event>]) -> BTreeMap<String, i64> {
+    let mut next = BTreeMap::new();
+    for e in batch {
+        let entry = next
+            .entry(partition_field(&e.topic, e.partition))
+            .or_insert(0);
+        *entry = (*entry).max(e.offset + 1);
+    }
+    next
+}
+
+async fn apply(store: &RedisReadModel, batch: &[Sourced<Event>]) -> Result<usize> {
+    match store.apply(batch, &next(batch)).await? {
+        Outcome::Applied { changed } => Ok(changed),
+        moved @ Outcome::Moved { .. } => anyhow::bail!("unexpected {moved:?}"),
     }
 }
 
@@ -56,10 +89,12 @@ async fn stored(redis: &Redis, keys: &Keys, quiz: &str) -> Result<Vec<(String, i
         .collect())
 }
 
-fn folded(batch: &[Sourced<AnswerSubmitted>]) -> Vec<(String, i64, i64)> {
+fn folded(batch: &[Sourced<Event>]) -> Vec<(String, i64, i64)> {
     let mut standings = Standings::default();
     for a in batch {
-        let _ = standings.apply(&a.event);
+        if let Event::AnswerSubmitted(answer) = &a.event {
+            let _ = standings.apply(answer);
+        }
     }
     standings
         .ranked()
@@ -71,38 +106,39 @@ fn folded(batch: &[Sourced<AnswerSubmitted>]) -> Vec<(String, i64, i64)> {
 #[tokio::test]
 async fn a_redelivered_batch_changes_nothing() -> Result<()> {
     let redis = Redis::start().await?;
-    let keys = Keys::new(unique("ns"));
-    let store = RedisLeaderboard::connect(&redis.url(), keys.clone()).await?;
+    let (store, keys) = store(&redis).await?;
     let batch = vec![
         at(0, 0, answer("q", "ann", 1, 900, 2_000)),
         at(1, 0, answer("q", "bob", 1, 900, 1_000)),
         at(0, 1, answer("q", "ann", 2, 800, 4_000)),
         at(2, 7, answer("q", "cid", 1, 0, 500)),
     ];
-    assert_eq!(store.apply(&batch).await?, 4);
+    assert_eq!(apply(&store, &batch).await?, 4);
     let once = stored(&redis, &keys, "q").await?;
     assert_eq!(once, folded(&batch));
 
     // The whole batch again, and an overlapping tail: redeliveries after a crash.
-    assert_eq!(store.apply(&batch).await?, 0);
-    assert_eq!(store.apply(&batch[2..]).await?, 0);
+    assert_eq!(apply(&store, &batch).await?, 0);
+    assert_eq!(apply(&store, &batch[2..]).await?, 0);
     assert_eq!(stored(&redis, &keys, "q").await?, once);
     let mut connection = redis.connection().await?;
     let version: u64 = connection.get(keys.version("q")).await?;
-    assert_eq!(version, 1, "only the applied batch moved the version");
+    assert_eq!(
+        version, 4,
+        "each change moved the version once; the redeliveries did not"
+    );
     Ok(())
 }
 
 #[tokio::test]
 async fn an_answer_repeated_at_a_new_offset_counts_once() -> Result<()> {
     let redis = Redis::start().await?;
-    let keys = Keys::new(unique("ns"));
-    let store = RedisLeaderboard::connect(&redis.url(), keys.clone()).await?;
+    let (store, keys) = store(&redis).await?;
     // A retried append can put the same answer in the log twice: the first one counts.
     let first = at(0, 0, answer("q", "ann", 1, 900, 2_000));
     let retried = at(0, 1, answer("q", "ann", 1, 500, 9_000));
     let batch = vec![first, retried];
-    assert_eq!(store.apply(&batch).await?, 1);
+    assert_eq!(apply(&store, &batch).await?, 1);
     assert_eq!(
         stored(&redis, &keys, "q").await?,
         vec![("ann".to_owned(), 900, 2_000)]
@@ -114,14 +150,13 @@ async fn an_answer_repeated_at_a_new_offset_counts_once() -> Result<()> {
 #[tokio::test]
 async fn quizzes_are_kept_apart_and_ties_go_to_the_lower_player_id() -> Result<()> {
     let redis = Redis::start().await?;
-    let keys = Keys::new(unique("ns"));
-    let store = RedisLeaderboard::connect(&redis.url(), keys.clone()).await?;
+    let (store, keys) = store(&redis).await?;
     let batch = vec![
         at(0, 0, answer("q1", "zed", 1, 500, 100)),
         at(1, 0, answer("q1", "amy", 1, 500, 100)),
         at(0, 1, answer("q2", "zed", 1, 700, 100)),
     ];
-    assert_eq!(store.apply(&batch).await?, 3);
+    assert_eq!(apply(&store, &batch).await?, 3);
     let q1 = stored(&redis, &keys, "q1").await?;
     assert_eq!(
         q1,
@@ -131,5 +166,117 @@ async fn quizzes_are_kept_apart_and_ties_go_to_the_lower_player_id() -> Result<(
         stored(&redis, &keys, "q2").await?,
         vec![("zed".to_owned(), 700, 100)]
     );
+    Ok(())
+}
+
+/// A whole played quiz, cut into random batches, each applied once and some applied again, in a
+/// random interleaving of partitions: every read model equals the fold of the log.
+#[tokio::test]
+async fn a_played_quiz_redelivered_in_random_batches_equals_the_fold() -> Result<()> {
+    let redis = Redis::start().await?;
+    let root = Root::new(unique("ns"));
+    let store = RedisReadModel::connect(&redis.url(), root.clone()).await?;
+    let _ = store.adopt_active().await?;
+    let quiz = QuizLog::play("quiz-1", 40, 5, 0.8, 3)?;
+
+    // The log: lifecycle on partition 0 in order, answers over 3 partitions by player.
+    let mut partitions: BTreeMap<(&str, i32), Vec<Event>> = BTreeMap::new();
+    let mut lifecycle = quiz.opening.clone();
+    for round in &quiz.rounds {
+        lifecycle.push(round.start.clone());
+        for answer in &round.answers {
+            let Event::AnswerSubmitted(a) = answer else {
+                continue;
+            };
+            let p = i32::from(a.player_id.as_bytes().last().copied().unwrap_or(0) % 3);
+            partitions
+                .entry(("answers", p))
+                .or_default()
+                .push(answer.clone());
+        }
+        lifecycle.push(round.close.clone());
+    }
+    lifecycle.push(quiz.finish.clone());
+    let _ = partitions.insert(("lifecycle", 0), lifecycle);
+    let mut log: Vec<Vec<Sourced<Event>>> = partitions
+        .into_iter()
+        .map(|((topic, partition), events)| {
+            (0..)
+                .zip(events)
+                .map(|(offset, event)| Sourced {
+                    topic: topic.into(),
+                    partition,
+                    offset,
+                    event,
+                })
+                .collect()
+        })
+        .collect();
+    let expected = ReadModels::fold(log.iter().flatten().map(|s| &s.event));
+
+    // Consume: pick a random partition, take a random batch from its cursor, sometimes rewind.
+    let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+    let mut cursors = vec![0usize; log.len()];
+    while cursors.iter().zip(&log).any(|(c, p)| *c < p.len()) {
+        let mut open: Vec<usize> = (0..log.len())
+            .filter(|i| cursors[*i] < log[*i].len())
+            .collect();
+        open.shuffle(&mut rng);
+        let mut batch = Vec::new();
+        for &i in open.iter().take(2) {
+            let take = rng.random_range(1..=50).min(log[i].len() - cursors[i]);
+            batch.extend_from_slice(&log[i][cursors[i]..cursors[i] + take]);
+            cursors[i] += take;
+            if rng.random_bool(0.2) {
+                cursors[i] -= rng.random_range(0..=take); // a redelivery after a crash
+            }
+        }
+        let _ = apply(&store, &batch).await?;
+    }
+    log.clear();
+
+    let reader = ReadModel::connect(&redis.url(), root).await?;
+    let (view, board) = reader.quiz_view("quiz-1").await?;
+    let want = &expected.quizzes["quiz-1"];
+    assert_eq!(&view, want);
+    let ranked: Vec<(String, i64, i64)> = want
+        .ranked()
+        .into_iter()
+        .map(|s| (s.player_id, s.points, s.elapsed_ms))
+        .collect();
+    assert_eq!(board, ranked);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_store_whose_generation_was_retired_applies_nothing_there_and_follows() -> Result<()> {
+    let redis = Redis::start().await?;
+    let root = Root::new(unique("ns"));
+    let store = RedisReadModel::connect(&redis.url(), root.clone()).await?;
+    let old = store.adopt_active().await?;
+    let batch = vec![at(0, 0, answer("q", "ann", 1, 900, 2_000))];
+    assert_eq!(apply(&store, &batch).await?, 1);
+
+    // A rebuild switches to a new generation.
+    let new = podium_projectors::read_model::new_generation();
+    store.switch(Some(&old), &new).await?;
+    let later = vec![at(0, 1, answer("q", "bob", 1, 800, 2_000))];
+    let outcome = store.apply(&later, &next(&later)).await?;
+    assert_eq!(
+        outcome,
+        Outcome::Moved {
+            from: old.clone(),
+            to: new.clone()
+        }
+    );
+    assert_eq!(store.generation(), new);
+    // A switch from a generation that is no longer active is refused.
+    assert!(store.switch(Some(&old), "g-other").await.is_err());
+    // Redis lost everything: the next apply notices and a new generation is made.
+    let mut connection = redis.connection().await?;
+    let _: () = redis::cmd("FLUSHALL").query_async(&mut connection).await?;
+    let outcome = store.apply(&later, &next(&later)).await?;
+    assert!(matches!(outcome, Outcome::Moved { ref from, .. } if *from == new));
+    assert_ne!(store.generation(), new);
     Ok(())
 }

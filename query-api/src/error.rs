@@ -8,6 +8,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    #[error("no such quiz")]
+    QuizNotFound,
     #[error("the player has no score in this quiz")]
     PlayerNotFound,
     #[error("{0}")]
@@ -23,6 +25,7 @@ pub enum Error {
 impl Error {
     pub fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
+            Error::QuizNotFound => (StatusCode::NOT_FOUND, "quiz_not_found"),
             Error::PlayerNotFound => (StatusCode::NOT_FOUND, "player_not_found"),
             Error::InvalidQuery(_) => (StatusCode::BAD_REQUEST, "invalid_query"),
             Error::NotFound => (StatusCode::NOT_FOUND, "not_found"),

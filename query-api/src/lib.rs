@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 
 use clap::Parser;
 use podium_runtime::rate_limit::{ClientRateArgs, RateLimiter};
-use podium_schemas::read_model::Keys;
+use podium_schemas::read_model::Root;
 use tokio::net::TcpListener;
 
 pub use error::{Error, Result};
@@ -36,7 +36,7 @@ pub struct Config {
     )]
     pub redis_url: String,
 
-    /// Namespace of every read-model key.
+    /// Root of every read-model key; the active generation is read under it.
     #[arg(long, env = "PODIUM_READ_MODEL_NAMESPACE", default_value = "podium")]
     pub namespace: String,
 
@@ -54,7 +54,7 @@ pub struct App {
 impl App {
     pub async fn build(config: &Config) -> anyhow::Result<Self> {
         let read_model =
-            ReadModel::connect(&config.redis_url, Keys::new(&config.namespace)).await?;
+            ReadModel::connect(&config.redis_url, Root::new(&config.namespace)).await?;
         let listener = TcpListener::bind(config.listen).await?;
         Ok(Self {
             listener,

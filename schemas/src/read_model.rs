@@ -5,16 +5,51 @@
 /// Elapsed-ms sums stay below this (100 questions × 120 s = 12,000,000 < 2^24).
 const ELAPSED_RANGE: i64 = 1 << 24;
 
-/// Key names under one namespace (a deployment, a test, or a rebuild in progress).
+/// The root of a deployment's read models (a deployment, a test). Read models live in
+/// generations under it: `<root>:active` names the one readers use, so a rebuild can fill a
+/// fresh generation while the active one keeps serving, then switch with one `SET`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Keys {
-    namespace: String,
+pub struct Root {
+    name: String,
 }
 
-impl Default for Keys {
+impl Default for Root {
     fn default() -> Self {
         Self::new("podium")
     }
+}
+
+impl Root {
+    pub fn new(name: impl Into<String>) -> Self {
+        Self { name: name.into() }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// String key naming the active generation. Its absence means Redis has no read model:
+    /// a first start, or Redis lost its data.
+    pub fn active(&self) -> String {
+        format!("{}:active", self.name)
+    }
+
+    /// The keys of one generation.
+    pub fn generation(&self, generation: &str) -> Keys {
+        Keys::new(format!("{}:{generation}", self.name))
+    }
+
+    /// Pub/sub channel carrying a quiz's new version after each applied change. It belongs to
+    /// the root, not a generation, so subscribers keep it across a rebuild.
+    pub fn changes(&self, quiz_id: &str) -> String {
+        format!("{}:changes:{{{quiz_id}}}", self.name)
+    }
+}
+
+/// Key names of one generation of read models.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Keys {
+    namespace: String,
 }
 
 impl Keys {
@@ -28,6 +63,11 @@ impl Keys {
         &self.namespace
     }
 
+    /// `MATCH` pattern of every key of this generation.
+    pub fn pattern(&self) -> String {
+        format!("{}:*", self.namespace)
+    }
+
     fn of(&self, quiz_id: &str, what: &str) -> String {
         format!("{}:{{{quiz_id}}}:{what}", self.namespace)
     }
@@ -38,9 +78,24 @@ impl Keys {
         self.of(quiz_id, "leaderboard")
     }
 
-    /// Hash of one player: `points`, `elapsed_ms`, `answers`, and `q:<n>` per answered question.
+    /// Hash of one player's card: `name`, `joined_at`, `points`, `elapsed_ms`, `answers`,
+    /// `streak`, `last_q`, and `q:<n>` (points awarded) per counted answer.
     pub fn player(&self, quiz_id: &str, player_id: &str) -> String {
         self.of(quiz_id, &format!("player:{player_id}"))
+    }
+
+    /// Hash of the quiz state: `title`, `join_code`, `created_at`, `questions`, `players`,
+    /// `current` and `deadline` while a question is active, `locked_at`, `finished_at`.
+    pub fn state(&self, quiz_id: &str) -> String {
+        self.of(quiz_id, "state")
+    }
+
+    /// Hash of one question: `text`, `choices` (JSON array), `points`, `time_limit_ms`,
+    /// `started_at`, `deadline`; the reveal once closed (`closed_at`, `correct_choice`,
+    /// `reason`); and its stats (`answers`, `correct`, `elapsed_sum`, `c:<choice>`).
+    /// The answer key enters this hash only with the reveal.
+    pub fn question(&self, quiz_id: &str, number: i32) -> String {
+        self.of(quiz_id, &format!("question:{number}"))
     }
 
     /// Hash of applied positions: `<topic>:<partition>` to the last applied offset.
@@ -53,10 +108,17 @@ impl Keys {
         self.of(quiz_id, "version")
     }
 
-    /// Pub/sub channel carrying the new version after each applied change.
-    pub fn changes(&self, quiz_id: &str) -> String {
-        self.of(quiz_id, "changes")
+    /// Hash of `<topic>:<partition>` to the next offset to read: where a projector that is
+    /// assigned the partition resumes. A lower bound of what was applied, so resuming from it
+    /// replays at most a batch, which the positions make harmless.
+    pub fn resume(&self) -> String {
+        format!("{}:resume", self.namespace)
     }
+}
+
+/// The field naming a partition in the positions and resume hashes.
+pub fn partition_field(topic: &str, partition: i32) -> String {
+    format!("{topic}:{partition}")
 }
 
 /// The multiplier that packs points above the elapsed-ms sum in one score.
@@ -84,9 +146,10 @@ mod tests {
 
     #[test]
     fn keys_share_the_quiz_hash_tag() {
-        let keys = Keys::new("ns");
-        assert_eq!(keys.leaderboard("q1"), "ns:{q1}:leaderboard");
-        assert_eq!(keys.player("q1", "p1"), "ns:{q1}:player:p1");
+        let keys = Root::new("ns").generation("g1");
+        assert_eq!(keys.leaderboard("q1"), "ns:g1:{q1}:leaderboard");
+        assert_eq!(keys.player("q1", "p1"), "ns:g1:{q1}:player:p1");
+        assert_eq!(keys.question("q1", 2), "ns:g1:{q1}:question:2");
     }
 
     proptest! {

@@ -15,15 +15,28 @@ pub const LIFECYCLE: &str = "podium.quiz-lifecycle.v1";
 /// spreads over partitions.
 pub const ANSWERS: &str = "podium.answers.v1";
 
+/// Records a projector could not read, with why and where they came from in the headers.
+pub const DEAD_LETTERS: &str = "podium.dead-letters.v1";
+
 /// Partition counts the local stack creates topics with.
 pub const LIFECYCLE_PARTITIONS: i32 = 3;
 pub const ANSWERS_PARTITIONS: i32 = 6;
+pub const DEAD_LETTERS_PARTITIONS: i32 = 1;
+
+/// Dead-letter headers: why the record was set aside (`undecodable`, `unknown_event_type`,
+/// `newer_schema`), the decoder's message, and the record's origin.
+pub const HEADER_DEAD_LETTER_REASON: &str = "dead_letter_reason";
+pub const HEADER_DEAD_LETTER_DETAIL: &str = "dead_letter_detail";
+pub const HEADER_ORIGIN_TOPIC: &str = "origin_topic";
+pub const HEADER_ORIGIN_PARTITION: &str = "origin_partition";
+pub const HEADER_ORIGIN_OFFSET: &str = "origin_offset";
 
 /// The topic names one deployment uses. A prefix keeps tests, or tenants, apart on one broker.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Topics {
     pub lifecycle: String,
     pub answers: String,
+    pub dead_letters: String,
 }
 
 impl Default for Topics {
@@ -38,14 +51,16 @@ impl Topics {
         Self {
             lifecycle: format!("{prefix}{LIFECYCLE}"),
             answers: format!("{prefix}{ANSWERS}"),
+            dead_letters: format!("{prefix}{DEAD_LETTERS}"),
         }
     }
 
     /// Topic names with the partition count each is created with.
-    pub fn with_partitions(&self) -> [(&str, i32); 2] {
+    pub fn with_partitions(&self) -> [(&str, i32); 3] {
         [
             (self.lifecycle.as_str(), LIFECYCLE_PARTITIONS),
             (self.answers.as_str(), ANSWERS_PARTITIONS),
+            (self.dead_letters.as_str(), DEAD_LETTERS_PARTITIONS),
         ]
     }
 
@@ -57,6 +72,7 @@ impl Topics {
         }
     }
 
+    /// The topics of events, in the order a replay reads them.
     pub fn all(&self) -> [&str; 2] {
         [self.lifecycle.as_str(), self.answers.as_str()]
     }

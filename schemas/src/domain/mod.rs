@@ -2,11 +2,13 @@
 //! into events or a [`Rejection`]; [`Quiz::evolve`] folds an event into the state. The command
 //! side decides with them, and the projectors and analyst tools fold with them.
 
+mod projection;
 mod quiz;
 pub mod scoring;
 mod standings;
 mod validation;
 
+pub use projection::{PlayerCard, QuestionStats, QuestionView, QuizView, ReadModels, Reveal};
 pub use quiz::{ActiveQuestion, AnswerCommand, Command, Decision, Quiz, decide};
 pub use standings::{PlayerScore, Standing, Standings, leaderboard_order};
 pub use validation::{

@@ -1,0 +1,209 @@
+//! Rebuilds the Redis read models without downtime: fold the whole log into a fresh generation
+//! while the active one keeps serving, switch the active pointer in one step once caught up, then
+//! drop the old generation after a grace period. Readers resolve the pointer once per read, so
+//! each read sees one generation, never a mix.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use podium_runtime::KafkaArgs;
+use podium_schemas::Codec;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::OwnedMessage;
+use rdkafka::{Message, Offset, TopicPartitionList};
+
+use crate::error::{Error, Result};
+use crate::projector::next_offsets;
+use crate::read_model::{RedisReadModel, Sourced, new_generation};
+
+/// How a rebuild runs.
+#[derive(Debug, Clone)]
+pub struct RebuildOptions {
+    /// Most messages folded in one atomic step.
+    pub batch_max: usize,
+    /// How long the old generation stays after the switch, for reads already under way.
+    pub grace: Duration,
+    /// Draw a progress bar (on a terminal only).
+    pub progress: bool,
+}
+
+/// What a rebuild did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RebuildReport {
+    pub from: Option<String>,
+    pub to: String,
+    pub events: u64,
+    /// Records that could not be decoded: skipped here, as the live projector dead-letters them.
+    pub undecodable: u64,
+    pub dropped_keys: usize,
+    pub elapsed: Duration,
+}
+
+const WATERMARK_TIMEOUT: Duration = Duration::from_secs(10);
+
+type Partitions = HashMap<(String, i32), (i64, i64)>;
+
+/// Low and high watermarks of every partition of `topics`.
+fn watermarks(consumer: &StreamConsumer, topics: &[String]) -> Result<Partitions> {
+    let mut marks = HashMap::new();
+    for topic in topics {
+        let metadata = consumer.fetch_metadata(Some(topic), WATERMARK_TIMEOUT)?;
+        for t in metadata.topics() {
+            for p in t.partitions() {
+                let range = consumer.fetch_watermarks(topic, p.id(), WATERMARK_TIMEOUT)?;
+                let _ = marks.insert((topic.clone(), p.id()), range);
+            }
+        }
+    }
+    Ok(marks)
+}
+
+/// Folds the whole log into a new generation, makes it active, and drops the old one.
+pub async fn rebuild(
+    kafka: &KafkaArgs,
+    store: &RedisReadModel,
+    options: &RebuildOptions,
+) -> Result<RebuildReport> {
+    let started = Instant::now();
+    let from = store.active().await?;
+    let to = new_generation();
+    let topics = kafka.topics();
+    let topics = [topics.lifecycle, topics.answers];
+    let consumer: StreamConsumer = kafka
+        .client_config()
+        .set("group.id", format!("podium-rebuild-{to}"))
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let marks = watermarks(&consumer, &topics)?;
+    let mut assignment = TopicPartitionList::new();
+    for (topic, partition) in marks.keys() {
+        assignment.add_partition_offset(topic, *partition, Offset::Beginning)?;
+    }
+    consumer.assign(&assignment)?;
+    tracing::info!(from = from.as_deref().unwrap_or("none"), %to, partitions = marks.len(), "rebuild started");
+
+    let total: i64 = marks.values().map(|(low, high)| high - low).sum();
+    let bar = if options.progress {
+        ProgressBar::new(u64::try_from(total).unwrap_or(0))
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template("rebuild {bar:40} {pos}/{len} records, {per_sec}, eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+
+    let codec = Codec::new();
+    let mut read: HashMap<(String, i32), i64> = HashMap::new();
+    let (mut events, mut undecodable) = (0u64, 0u64);
+    let mut near_head = 0;
+    loop {
+        let batch = next_batch(&consumer, options.batch_max).await?;
+        apply(store, &to, &codec, &batch, &mut events, &mut undecodable).await?;
+        for m in &batch {
+            let _ = read.insert((m.topic().to_owned(), m.partition()), m.offset() + 1);
+        }
+        bar.inc(u64::try_from(batch.len()).unwrap_or(0));
+        if batch.len() < options.batch_max {
+            match behind(&consumer, &topics, &read)? {
+                0 => break,
+                n if n <= CAUGHT_UP => near_head += 1,
+                _ => near_head = 0,
+            }
+            if near_head >= NEAR_HEAD_TURNS {
+                break;
+            }
+        }
+    }
+    bar.finish_and_clear();
+
+    store.switch(from.as_deref(), &to).await?;
+    tracing::info!(%to, events, "rebuild caught up; switched");
+    let mut dropped_keys = 0;
+    if let Some(old) = &from {
+        tokio::time::sleep(options.grace).await;
+        dropped_keys = store.drop_generation(old).await?;
+    }
+    Ok(RebuildReport {
+        from,
+        to,
+        events,
+        undecodable,
+        dropped_keys,
+        elapsed: started.elapsed(),
+    })
+}
+
+/// Folds one batch into `to`.
+async fn apply(
+    store: &RedisReadModel,
+    to: &str,
+    codec: &Codec,
+    batch: &[OwnedMessage],
+    events: &mut u64,
+    undecodable: &mut u64,
+) -> Result<()> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let mut decoded = Vec::with_capacity(batch.len());
+    for m in batch {
+        match codec.decode(m.payload().unwrap_or_default()) {
+            Ok(event) => decoded.push(Sourced {
+                topic: m.topic().to_owned(),
+                partition: m.partition(),
+                offset: m.offset(),
+                event,
+            }),
+            Err(e) => {
+                *undecodable += 1;
+                tracing::warn!(topic = m.topic(), partition = m.partition(), offset = m.offset(), error = %e, "undecodable record skipped by the rebuild");
+            }
+        }
+    }
+    let _ = store.apply_to(to, &decoded, &next_offsets(batch)).await?;
+    *events += u64::try_from(decoded.len()).unwrap_or(0);
+    Ok(())
+}
+
+/// Up to `max` messages; empty after a short idle wait.
+async fn next_batch(consumer: &StreamConsumer, max: usize) -> Result<Vec<OwnedMessage>> {
+    let mut batch = Vec::new();
+    let idle = Duration::from_millis(200);
+    while batch.len() < max {
+        let wait = if batch.is_empty() {
+            idle
+        } else {
+            Duration::from_millis(5)
+        };
+        match tokio::time::timeout(wait, consumer.recv()).await {
+            Ok(message) => batch.push(message?.detach()),
+            Err(_) => break,
+        }
+    }
+    Ok(batch)
+}
+
+/// How many records the rebuild may still be behind when it switches: the live projector
+/// continues the new generation from its resume positions, so a live quiz cannot keep a rebuild
+/// from ever finishing.
+const CAUGHT_UP: i64 = 100;
+/// How many turns in a row the rebuild must be within [`CAUGHT_UP`] before it switches.
+const NEAR_HEAD_TURNS: u32 = 10;
+
+/// How many records are left to read up to the current high watermarks.
+fn behind(
+    consumer: &StreamConsumer,
+    topics: &[String],
+    read: &HashMap<(String, i32), i64>,
+) -> Result<i64> {
+    let marks = watermarks(consumer, topics)?;
+    if marks.is_empty() {
+        return Err(Error::Rebuild("the event topics have no partitions".into()));
+    }
+    Ok(marks
+        .iter()
+        .map(|(tp, (low, high))| (high - read.get(tp).copied().unwrap_or(*low)).max(0))
+        .sum())
+}
