@@ -178,6 +178,14 @@ impl Stack {
                 redis_url: self.redis.url(),
                 namespace: self.namespace.clone(),
             },
+            // ScyllaDB cannot run here: the durable read model stays disabled.
+            scylla: podium_durable::ScyllaConfig {
+                nodes: None,
+                keyspace: "podium".parse().unwrap_or_else(|_| unreachable!()),
+                consistency: podium_durable::parse_consistency("ONE")
+                    .unwrap_or_else(|_| unreachable!()),
+                replication: 1,
+            },
             group: format!("{}read-models", self.kafka.topic_prefix),
             batch_max: 500,
             session_timeout_ms: 6_000,

@@ -12,8 +12,12 @@ pub enum Error {
     RedisReply(#[from] redis::ParsingError),
     #[error("the active read model is no longer {expected}")]
     GenerationMoved { expected: String },
+    #[error("durable read model: {0}")]
+    Durable(#[from] podium_durable::Error),
     #[error("rebuild: {0}")]
     Rebuild(String),
+    #[error("configuration: {0}")]
+    Config(String),
     #[error("metrics listener: {0}")]
     Io(#[from] std::io::Error),
     #[error("creating topic {topic}: {reason}")]

@@ -3,12 +3,14 @@
 
 pub mod admin;
 pub mod dead_letters;
+pub mod durable;
 pub mod error;
 pub mod projector;
 pub mod read_model;
 pub mod rebuild;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser};
@@ -58,6 +60,10 @@ pub struct Config {
     #[command(flatten)]
     pub redis: RedisArgs,
 
+    /// The durable read model; without SCYLLA_NODES it is disabled.
+    #[command(flatten)]
+    pub scylla: podium_durable::ScyllaConfig,
+
     /// Consumer group; instances with the same group share the partitions.
     #[arg(
         long,
@@ -104,7 +110,7 @@ impl Config {
             return Ok(None);
         }
         self.metrics_listen.parse().map(Some).map_err(|_| {
-            Error::Rebuild(format!(
+            Error::Config(format!(
                 "PODIUM_PROJECTOR_METRICS_LISTEN: not an address: {}",
                 self.metrics_listen
             ))
@@ -129,7 +135,27 @@ pub async fn run(
         instance_id: config.instance_id.clone(),
         ..Batching::default()
     };
+    // Its own consumer group: the durable model moves at its own pace and never holds the hot
+    // one back.
+    let durable = match podium_durable::connect(&config.scylla).await? {
+        Some(store) => Some(tokio::spawn(
+            durable::DurableProjector::new(
+                &config.kafka,
+                &format!("{}-durable", config.group),
+                Arc::new(store),
+                batching.clone(),
+            )?
+            .run_until(shutdown.clone()),
+        )),
+        None => None,
+    };
     Projector::new(&config.kafka, &config.group, store, batching)?
         .run_until(shutdown)
-        .await
+        .await?;
+    if let Some(durable) = durable {
+        durable
+            .await
+            .map_err(|e| Error::Config(format!("durable projector: {e}")))??;
+    }
+    Ok(())
 }

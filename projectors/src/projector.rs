@@ -128,6 +128,27 @@ fn start_offset(resume: &ResumePositions, topic: &str, partition: i32) -> Offset
         .map_or(Offset::Beginning, |next| Offset::Offset(*next))
 }
 
+/// `first`, then whatever else arrives within the linger, up to the batch size.
+pub(crate) async fn fill_batch<C: ConsumerContext + 'static>(
+    consumer: &StreamConsumer<C>,
+    first: OwnedMessage,
+    batching: &Batching,
+) -> Vec<OwnedMessage> {
+    let mut batch = vec![first];
+    let deadline = tokio::time::Instant::now() + batching.linger;
+    while batch.len() < batching.max_messages {
+        match tokio::time::timeout_at(deadline, consumer.recv()).await {
+            Ok(Ok(message)) => batch.push(message.detach()),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "consumer error while filling a batch");
+                break;
+            }
+            Err(_) => break,
+        }
+    }
+    batch
+}
+
 /// Next offset to read per partition, after a batch.
 pub(crate) fn next_offsets(batch: &[OwnedMessage]) -> BTreeMap<String, i64> {
     let mut next = BTreeMap::new();
@@ -208,7 +229,7 @@ impl Projector {
                 () = &mut shutdown => break,
                 _ = idle.tick() => self.check_generation().await?,
                 message = self.consumer.recv() => {
-                    let batch = self.fill_batch(message?.detach()).await;
+                    let batch = fill_batch(&self.consumer, message?.detach(), &self.batching).await;
                     let span = tracing::info_span!("batch", messages = batch.len());
                     self.process(&batch).instrument(span).await?;
                 }
@@ -221,22 +242,6 @@ impl Projector {
         self.consumer.unsubscribe();
         tracing::info!("projector stopped");
         Ok(())
-    }
-
-    async fn fill_batch(&self, first: OwnedMessage) -> Vec<OwnedMessage> {
-        let mut batch = vec![first];
-        let deadline = tokio::time::Instant::now() + self.batching.linger;
-        while batch.len() < self.batching.max_messages {
-            match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
-                Ok(Ok(message)) => batch.push(message.detach()),
-                Ok(Err(e)) => {
-                    tracing::warn!(error = %e, "consumer error while filling a batch");
-                    break;
-                }
-                Err(_) => break,
-            }
-        }
-        batch
     }
 
     /// Decodes a batch; what cannot be decoded goes to the dead-letter topic first.
@@ -263,7 +268,7 @@ impl Projector {
         let events = self.decode(batch).await;
         let next = next_offsets(batch);
         match self.apply_until_done(&events, &next).await {
-            Outcome::Applied { .. } => self.store_offsets(batch),
+            Outcome::Applied { .. } => store_offsets(&self.consumer, batch),
             Outcome::Moved { from, to } => self.moved(from, &to).await?,
         }
         Ok(())
@@ -348,21 +353,24 @@ impl Projector {
         }
         Ok(())
     }
+}
 
-    fn store_offsets(&self, batch: &[OwnedMessage]) {
-        let mut offsets = TopicPartitionList::new();
-        for m in batch {
-            if let Err(e) = offsets.add_partition_offset(
-                m.topic(),
-                m.partition(),
-                Offset::Offset(m.offset() + 1),
-            ) {
-                tracing::debug!(error = %e, "offset not stored");
-            }
+/// Stores the batch's offsets for the next commit. A partition revoked mid-batch cannot store;
+/// for the read models the resume positions in Redis still hold, and the durable store is
+/// idempotent.
+pub(crate) fn store_offsets<C: ConsumerContext + 'static>(
+    consumer: &StreamConsumer<C>,
+    batch: &[OwnedMessage],
+) {
+    let mut offsets = TopicPartitionList::new();
+    for m in batch {
+        if let Err(e) =
+            offsets.add_partition_offset(m.topic(), m.partition(), Offset::Offset(m.offset() + 1))
+        {
+            tracing::debug!(error = %e, "offset not stored");
         }
-        // A partition revoked mid-batch cannot store; the resume positions in Redis still hold.
-        if let Err(e) = self.consumer.store_offsets(&offsets) {
-            tracing::debug!(error = %e, "offsets not stored");
-        }
+    }
+    if let Err(e) = consumer.store_offsets(&offsets) {
+        tracing::debug!(error = %e, "offsets not stored");
     }
 }

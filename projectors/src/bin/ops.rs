@@ -30,6 +30,12 @@ enum Command {
         #[arg(long, env = "PODIUM_TOPIC_REPLICATION", default_value_t = 1)]
         replication: i32,
     },
+    /// Apply the pending ScyllaDB migrations of deploy/scylla (each version is recorded in the
+    /// keyspace's schema_migrations table); the projector also applies them when it starts.
+    MigrateScylla {
+        #[command(flatten)]
+        scylla: podium_durable::ScyllaConfig,
+    },
     /// Rebuild the Redis read models from the beginning of the topics without downtime.
     ///
     /// Folds the whole log into a fresh generation while the active one keeps serving, switches
@@ -62,6 +68,13 @@ async fn main() -> anyhow::Result<()> {
             if created.is_empty() {
                 println!("topics already exist");
             }
+        }
+        Command::MigrateScylla { scylla } => {
+            if scylla.contact_points().is_none() {
+                anyhow::bail!("SCYLLA_NODES is not set: there is no ScyllaDB to migrate");
+            }
+            let _ = podium_durable::connect(&scylla).await?;
+            println!("ScyllaDB keyspace {} is up to date", scylla.keyspace);
         }
         Command::Rebuild {
             redis,

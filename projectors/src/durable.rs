@@ -1,0 +1,107 @@
+//! The durable projector: a consumer group of its own that records the log into the durable
+//! read model (ScyllaDB). Recording is idempotent, so Kafka's committed offsets are enough here:
+//! a crash or rebalance redelivers at most what was not committed, and re-recording it changes
+//! nothing.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use podium_durable::{DurableStore, Sourced};
+use podium_runtime::KafkaArgs;
+use podium_schemas::Codec;
+use rdkafka::Message;
+use rdkafka::consumer::{CommitMode, Consumer, DefaultConsumerContext, StreamConsumer};
+use rdkafka::message::OwnedMessage;
+use tracing::Instrument;
+
+use crate::error::Result;
+use crate::projector::{Batching, fill_batch, store_offsets};
+
+pub struct DurableProjector {
+    consumer: StreamConsumer<DefaultConsumerContext>,
+    store: Arc<dyn DurableStore>,
+    codec: Codec,
+    batching: Batching,
+}
+
+impl std::fmt::Debug for DurableProjector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DurableProjector")
+            .field("store", &self.store)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DurableProjector {
+    pub fn new(
+        kafka: &KafkaArgs,
+        group: &str,
+        store: Arc<dyn DurableStore>,
+        batching: Batching,
+    ) -> Result<Self> {
+        let consumer: StreamConsumer = kafka
+            .client_config()
+            .set("group.id", group)
+            .set("enable.auto.commit", "true")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .create()?;
+        let topics = kafka.topics();
+        consumer.subscribe(&[topics.lifecycle.as_str(), topics.answers.as_str()])?;
+        Ok(Self {
+            consumer,
+            store,
+            codec: Codec::new(),
+            batching,
+        })
+    }
+
+    /// Runs until `shutdown` resolves; then finishes the batch in hand, commits and leaves.
+    pub async fn run_until(self, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
+        tokio::pin!(shutdown);
+        tracing::info!("durable projector running");
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break,
+                message = self.consumer.recv() => {
+                    let batch = fill_batch(&self.consumer, message?.detach(), &self.batching).await;
+                    let span = tracing::info_span!("durable batch", messages = batch.len());
+                    self.record_until_done(&batch).instrument(span).await;
+                    store_offsets(&self.consumer, &batch);
+                }
+            }
+        }
+        if let Err(e) = self.consumer.commit_consumer_state(CommitMode::Sync) {
+            tracing::debug!(error = %e, "final commit");
+        }
+        self.consumer.unsubscribe();
+        tracing::info!("durable projector stopped");
+        Ok(())
+    }
+
+    /// Undecodable records are skipped here: the read-model projector dead-letters them.
+    fn decode(&self, batch: &[OwnedMessage]) -> Vec<Sourced> {
+        batch
+            .iter()
+            .filter_map(|m| {
+                let event = self.codec.decode(m.payload().unwrap_or_default()).ok()?;
+                Some(Sourced {
+                    topic: m.topic().to_owned(),
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    event,
+                })
+            })
+            .collect()
+    }
+
+    async fn record_until_done(&self, batch: &[OwnedMessage]) {
+        let facts = self.decode(batch);
+        let mut backoff = Duration::from_millis(50);
+        while let Err(e) = self.store.record(&facts).await {
+            tracing::warn!(error = %e, retry_in = ?backoff, "recording a batch failed; retrying");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+}
