@@ -15,6 +15,7 @@ use rdkafka::Message;
 use rdkafka::message::{Header, Headers, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
+use crate::backoff::Backoff;
 use crate::error::Result;
 
 /// Why a record was dead-lettered: the `dead_letter_reason` header and the metric label.
@@ -116,7 +117,7 @@ impl DeadLetters {
             });
         }
         let payload = message.payload().unwrap_or_default();
-        let mut backoff = Duration::from_millis(50);
+        let mut backoff = Backoff::new();
         loop {
             let mut record = FutureRecord::to(&self.topic)
                 .payload(payload)
@@ -138,11 +139,7 @@ impl DeadLetters {
                     );
                     return;
                 }
-                Err((e, _)) => {
-                    tracing::warn!(error = %e, retry_in = ?backoff, "dead-lettering failed; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
+                Err((e, _)) => backoff.wait("dead-lettering", &e).await,
             }
         }
     }

@@ -4,7 +4,6 @@
 //! nothing.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use podium_durable::{DurableStore, Sourced};
 use podium_runtime::KafkaArgs;
@@ -14,6 +13,7 @@ use rdkafka::consumer::{CommitMode, Consumer, DefaultConsumerContext, StreamCons
 use rdkafka::message::OwnedMessage;
 use tracing::Instrument;
 
+use crate::backoff::Backoff;
 use crate::error::Result;
 use crate::projector::{Batching, fill_batch, store_offsets};
 
@@ -97,11 +97,9 @@ impl DurableProjector {
 
     async fn record_until_done(&self, batch: &[OwnedMessage]) {
         let facts = self.decode(batch);
-        let mut backoff = Duration::from_millis(50);
+        let mut backoff = Backoff::new();
         while let Err(e) = self.store.record(&facts).await {
-            tracing::warn!(error = %e, retry_in = ?backoff, "recording a batch failed; retrying");
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(5));
+            backoff.wait("recording a batch", &e).await;
         }
     }
 }

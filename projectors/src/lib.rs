@@ -2,6 +2,7 @@
 //! the operator tools that act on the log.
 
 pub mod admin;
+mod backoff;
 pub mod dead_letters;
 pub mod durable;
 pub mod error;

@@ -21,6 +21,7 @@ use rdkafka::message::OwnedMessage;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use tracing::Instrument;
 
+use crate::backoff::Backoff;
 use crate::dead_letters::{DeadLetters, Reason, event_type_header};
 use crate::error::Result;
 use crate::read_model::{Outcome, RedisReadModel, ResumePositions, Sourced};
@@ -280,7 +281,7 @@ impl Projector {
         events: &[Sourced<podium_schemas::Event>],
         next: &BTreeMap<String, i64>,
     ) -> Outcome {
-        let mut backoff = Duration::from_millis(50);
+        let mut backoff = Backoff::new();
         loop {
             let started = Instant::now();
             match self.store.apply(events, next).await {
@@ -293,11 +294,7 @@ impl Projector {
                     tracing::debug!(events = events.len(), ?outcome, ?elapsed, "batch applied");
                     return outcome;
                 }
-                Err(e) => {
-                    tracing::warn!(error = %e, retry_in = ?backoff, "applying a batch failed; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
+                Err(e) => backoff.wait("applying a batch", &e).await,
             }
         }
     }
