@@ -43,6 +43,18 @@ pub enum Error {
     Internal(String),
 }
 
+impl From<podium_runtime::tokens::Error> for Error {
+    fn from(error: podium_runtime::tokens::Error) -> Self {
+        use podium_runtime::tokens::Error as E;
+        match error {
+            E::InvalidToken => Error::InvalidToken,
+            E::NotHost => Error::NotHost,
+            E::NotThisPlayer => Error::NotThisPlayer,
+            E::Signing(cause) => Error::Internal(cause),
+        }
+    }
+}
+
 impl Error {
     /// The HTTP status and the stable, machine-readable code.
     pub fn status_and_code(&self) -> (StatusCode, &'static str) {

@@ -21,7 +21,7 @@ use tower_http::trace::TraceLayer;
 use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::quizzes::{QuizStatus, Quizzes};
-use crate::tokens::{Role, Tokens};
+use podium_runtime::tokens::{Role, Tokens};
 
 /// A quiz of 100 questions with 6 choices each, at their longest, fits with room to spare.
 pub const MAX_QUIZ_BODY_BYTES: usize = 1024 * 1024;

@@ -6,7 +6,6 @@ pub mod error;
 pub mod event_log;
 pub mod http;
 pub mod quizzes;
-pub mod tokens;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,7 +22,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::event_log::{EventLog, KafkaEventLog};
 use crate::http::{AppState, Limits};
 use crate::quizzes::Quizzes;
-use crate::tokens::{MIN_SECRET_BYTES, Tokens};
+use podium_runtime::tokens::{MIN_SECRET_BYTES, Tokens};
 
 /// Configuration, from flags or the environment.
 #[derive(Debug, Clone, Parser)]

@@ -3,6 +3,7 @@
 pub mod metrics;
 pub mod problem;
 pub mod rate_limit;
+pub mod tokens;
 
 use clap::Args;
 use podium_schemas::topics::Topics;

@@ -1,10 +1,24 @@
 //! Host and player tokens: HMAC-signed JWTs bound to one quiz and one role. Nothing about a
-//! token is stored; the signature is the proof.
+//! token is stored; the signature is the proof. The command API issues them; both APIs verify
+//! them with the same secret.
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+/// Why a token was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    #[error("missing, malformed, forged or expired token")]
+    InvalidToken,
+    #[error("the token is not this quiz's host token")]
+    NotHost,
+    #[error("the token is not a player token of this quiz")]
+    NotThisPlayer,
+    #[error("signing a token: {0}")]
+    Signing(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Tokens outlive any quiz by far, but not forever.
 const LIFETIME_SECONDS: u64 = 7 * 24 * 3600;
@@ -64,7 +78,7 @@ impl Tokens {
             exp: iat + LIFETIME_SECONDS,
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
-            .map_err(|e| Error::Internal(format!("signing a token: {e}")))
+            .map_err(|e| Error::Signing(e.to_string()))
     }
 
     pub fn verify(&self, token: &str) -> Result<Claims> {
