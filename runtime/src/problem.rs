@@ -6,7 +6,11 @@ use serde::Serialize;
 
 /// A problem document with Podium's extension members. `code` is stable and machine-readable;
 /// `detail` is for people and may change.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(
+    as = ProblemDetails,
+    description = "RFC 9457 problem details, served as application/problem+json."
+)]
 pub struct Problem {
     #[serde(rename = "type")]
     pub kind: String,
@@ -16,6 +20,7 @@ pub struct Problem {
     pub detail: String,
     /// Extension members, flattened into the document (for example `errors` or `original`).
     #[serde(flatten, skip_serializing_if = "serde_json::Map::is_empty")]
+    #[schema(value_type = Object)]
     pub extensions: serde_json::Map<String, serde_json::Value>,
     #[serde(skip)]
     headers: Vec<(HeaderName, HeaderValue)>,
@@ -67,5 +72,25 @@ impl IntoResponse for Problem {
             let _ = headers.insert(name, value);
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_schema_names_every_member_but_the_headers() {
+        let schema = serde_json::to_value(<Problem as utoipa::PartialSchema>::schema())
+            .unwrap_or_default();
+        // The flattened extensions make it an `allOf` of an open object and the members.
+        let parts = schema["allOf"].as_array().cloned().unwrap_or_default();
+        let mut names: Vec<String> = parts
+            .iter()
+            .filter_map(|part| part["properties"].as_object())
+            .flat_map(|properties| properties.keys().cloned())
+            .collect();
+        names.sort_unstable();
+        assert_eq!(names, ["code", "detail", "status", "title", "type"]);
     }
 }
