@@ -111,7 +111,8 @@ while a <= #ARGV do
     a = a + 1
   elseif tag == 'S' then
     if fresh then
-      redis.call('HSET', KEYS[k], 'started_at', ARGV[a + 1], 'deadline', ARGV[a + 2])
+      local f = redis.call('HINCRBY', state, 'flow', 1)
+      redis.call('HSET', KEYS[k], 'started_at', ARGV[a + 1], 'deadline', ARGV[a + 2], 'started_flow', f)
       redis.call('HSET', state, 'current', ARGV[a], 'deadline', ARGV[a + 2])
       changed = changed + 1
     end
@@ -119,7 +120,8 @@ while a <= #ARGV do
     a = a + 3
   elseif tag == 'X' then
     if fresh then
-      redis.call('HSET', KEYS[k], 'closed_at', ARGV[a + 1], 'correct_choice', ARGV[a + 2], 'reason', ARGV[a + 3])
+      local f = redis.call('HINCRBY', state, 'flow', 1)
+      redis.call('HSET', KEYS[k], 'closed_at', ARGV[a + 1], 'correct_choice', ARGV[a + 2], 'reason', ARGV[a + 3], 'closed_flow', f)
       if redis.call('HGET', state, 'current') == ARGV[a] then
         redis.call('HDEL', state, 'current', 'deadline')
       end
@@ -129,7 +131,8 @@ while a <= #ARGV do
     a = a + 4
   elseif tag == 'F' then
     if fresh then
-      redis.call('HSET', state, 'finished_at', ARGV[a])
+      local f = redis.call('HINCRBY', state, 'flow', 1)
+      redis.call('HSET', state, 'finished_at', ARGV[a], 'finished_flow', f)
       redis.call('HDEL', state, 'current', 'deadline')
       changed = changed + 1
     end

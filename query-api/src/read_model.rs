@@ -183,6 +183,8 @@ fn question_view(fields: &Fields) -> QuestionView {
         time_limit_ms: field(fields, "time_limit_ms").unwrap_or(0),
         started_at: field(fields, "started_at"),
         deadline: field(fields, "deadline"),
+        started_flow: field(fields, "started_flow"),
+        closed_flow: field(fields, "closed_flow"),
         reveal,
         stats: QuestionStats {
             answers: field(fields, "answers").unwrap_or(0),
@@ -237,6 +239,8 @@ impl ReadModel {
         view.current = field(&state, "current").zip(field(&state, "deadline"));
         view.locked_at = field(&state, "locked_at");
         view.finished_at = field(&state, "finished_at");
+        view.flow = field(&state, "flow").unwrap_or(0);
+        view.finished_flow = field(&state, "finished_flow");
         let mut players = BTreeMap::new();
         for name in &names {
             let Some(rest) = name.strip_prefix(&prefix) else {

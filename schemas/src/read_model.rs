@@ -85,14 +85,15 @@ impl Keys {
     }
 
     /// Hash of the quiz state: `title`, `join_code`, `created_at`, `questions`, `players`,
-    /// `current` and `deadline` while a question is active, `locked_at`, `finished_at`.
+    /// `current` and `deadline` while a question is active, `locked_at`, `finished_at`, and
+    /// `flow` (question-flow events applied) with `finished_flow`.
     pub fn state(&self, quiz_id: &str) -> String {
         self.of(quiz_id, "state")
     }
 
     /// Hash of one question: `text`, `choices` (JSON array), `points`, `time_limit_ms`,
-    /// `started_at`, `deadline`; the reveal once closed (`closed_at`, `correct_choice`,
-    /// `reason`); and its stats (`answers`, `correct`, `elapsed_sum`, `c:<choice>`).
+    /// `started_at`, `deadline`, `started_flow`; the reveal once closed (`closed_at`,
+    /// `correct_choice`, `reason`, `closed_flow`); and its stats (`answers`, `correct`, `elapsed_sum`, `c:<choice>`).
     /// The answer key enters this hash only with the reveal.
     pub fn question(&self, quiz_id: &str, number: i32) -> String {
         self.of(quiz_id, &format!("question:{number}"))

@@ -22,6 +22,12 @@ pub struct QuizView {
     pub current: Option<(i32, Millis)>,
     pub locked_at: Option<Millis>,
     pub finished_at: Option<Millis>,
+    /// How many question-flow events (started, closed, finished) were folded in. It depends
+    /// on the lifecycle partition alone, so it is the same in every replay: the live streams
+    /// number their events with it.
+    pub flow: u64,
+    /// The flow number of `QuizFinished`.
+    pub finished_flow: Option<u64>,
     pub questions: BTreeMap<i32, QuestionView>,
     pub players: BTreeMap<String, PlayerCard>,
     /// How many events changed the view: the read model's version.
@@ -37,6 +43,9 @@ pub struct QuestionView {
     pub time_limit_ms: i32,
     pub started_at: Option<Millis>,
     pub deadline: Option<Millis>,
+    /// The quiz's flow number when the question started, and when it closed.
+    pub started_flow: Option<u64>,
+    pub closed_flow: Option<u64>,
     pub reveal: Option<Reveal>,
     pub stats: QuestionStats,
 }
@@ -120,11 +129,16 @@ impl QuizView {
                 let question = self.questions.entry(e.question).or_default();
                 question.started_at = Some(e.started_at);
                 question.deadline = Some(e.deadline);
+                self.flow += 1;
+                question.started_flow = Some(self.flow);
                 self.current = Some((e.question, e.deadline));
                 true
             }
             Event::QuestionClosed(e) => {
-                self.questions.entry(e.question).or_default().reveal = Some(Reveal {
+                self.flow += 1;
+                let question = self.questions.entry(e.question).or_default();
+                question.closed_flow = Some(self.flow);
+                question.reveal = Some(Reveal {
                     closed_at: e.closed_at,
                     correct_choice: e.correct_choice,
                     reason: e.reason,
@@ -137,6 +151,8 @@ impl QuizView {
             Event::QuizFinished(e) => {
                 self.finished_at = Some(e.finished_at);
                 self.current = None;
+                self.flow += 1;
+                self.finished_flow = Some(self.flow);
                 true
             }
             Event::AnswerSubmitted(a) => {
