@@ -57,6 +57,16 @@ fn stop_signal() -> (oneshot::Sender<()>, impl std::future::Future<Output = ()>)
     })
 }
 
+/// ScyllaDB cannot run here: the durable read model stays disabled.
+fn no_scylla() -> podium_durable::ScyllaConfig {
+    podium_durable::ScyllaConfig {
+        nodes: None,
+        keyspace: "podium".parse().unwrap_or_else(|_| unreachable!()),
+        consistency: podium_durable::parse_consistency("ONE").unwrap_or_else(|_| unreachable!()),
+        replication: 1,
+    }
+}
+
 impl Stack {
     pub async fn start() -> Result<Self> {
         Self::start_with(None).await
@@ -178,14 +188,7 @@ impl Stack {
                 redis_url: self.redis.url(),
                 namespace: self.namespace.clone(),
             },
-            // ScyllaDB cannot run here: the durable read model stays disabled.
-            scylla: podium_durable::ScyllaConfig {
-                nodes: None,
-                keyspace: "podium".parse().unwrap_or_else(|_| unreachable!()),
-                consistency: podium_durable::parse_consistency("ONE")
-                    .unwrap_or_else(|_| unreachable!()),
-                replication: 1,
-            },
+            scylla: no_scylla(),
             group: format!("{}read-models", self.kafka.topic_prefix),
             batch_max: 500,
             session_timeout_ms: 6_000,
@@ -207,10 +210,13 @@ impl Stack {
             listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
             redis_url: self.redis.url(),
             namespace: self.namespace.clone(),
+            token_secret: TOKEN_SECRET.into(),
             client_rate: ClientRateArgs {
                 rate_per_client: 0,
                 rate_burst_per_client: 0,
             },
+            streams: podium_query_api::live::StreamArgs::default(),
+            scylla: no_scylla(),
         }
     }
 
@@ -226,10 +232,24 @@ impl Stack {
         name: &'static str,
         config: podium_query_api::Config,
     ) -> Result<String> {
-        let app = podium_query_api::App::build(&config).await?;
+        self.start_query_api_using(name, config, None).await
+    }
+
+    /// Starts a query API that falls back to `durable` for finished quizzes.
+    pub async fn start_query_api_using(
+        &mut self,
+        name: &'static str,
+        config: podium_query_api::Config,
+        durable: Option<Arc<dyn podium_durable::DurableStore>>,
+    ) -> Result<String> {
+        let app = podium_query_api::App::build_with(&config, durable).await?;
         let url = format!("http://{}", app.local_addr()?);
         self.spawn(name, |signal| app.run_until(signal));
         Ok(url)
+    }
+
+    pub fn redis_url(&self) -> String {
+        self.redis.url()
     }
 
     /// Sends a JSON command; returns the status and the JSON body.

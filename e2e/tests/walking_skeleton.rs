@@ -120,7 +120,12 @@ async fn fifty_players_answer_and_the_leaderboard_matches() -> Result<()> {
         Duration::from_secs(60),
         || async {
             let (status, body) = stack.get(&path).await.ok()?;
-            let done = status == 200 && body["entries"].as_array() == Some(&want);
+            let mut entries = body["entries"].as_array().cloned().unwrap_or_default();
+            for entry in &mut entries {
+                // Names are the join's business; this test checks scores and order.
+                let _ = entry.as_object_mut().map(|e| e.remove("name"));
+            }
+            let done = status == 200 && entries == want;
             *last.lock().ok()? = body.clone();
             done.then_some(body)
         },

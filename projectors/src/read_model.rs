@@ -16,7 +16,6 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use podium_schemas::Event;
-use podium_schemas::events::CloseReason;
 use podium_schemas::read_model::{Keys, POINTS_WEIGHT, Root, partition_field};
 use redis::aio::ConnectionManager;
 
@@ -156,16 +155,6 @@ redis.call('SET', KEYS[1], ARGV[2])
 return 1
 ";
 
-/// The wire name of a close reason in the read model (as in the Avro enum).
-pub fn close_reason_name(reason: CloseReason) -> &'static str {
-    match reason {
-        CloseReason::Deadline => "DEADLINE",
-        CloseReason::Host => "HOST",
-        CloseReason::NextQuestion => "NEXT_QUESTION",
-        CloseReason::QuizFinished => "QUIZ_FINISHED",
-    }
-}
-
 /// Adds one event's keys and arguments to a script invocation, in the layout `APPLY` reads.
 fn push_event(invocation: &mut redis::ScriptInvocation<'_>, keys: &Keys, e: &Sourced<Event>) {
     let quiz = e.event.quiz_id();
@@ -226,7 +215,7 @@ fn push_event(invocation: &mut redis::ScriptInvocation<'_>, keys: &Keys, e: &Sou
             .arg(x.question)
             .arg(x.closed_at)
             .arg(x.correct_choice)
-            .arg(close_reason_name(x.reason)),
+            .arg(x.reason.name()),
         Event::QuizFinished(f) => invocation.arg(f.finished_at),
     };
 }

@@ -11,7 +11,7 @@ use anyhow::{Context, Result, bail};
 use futures::StreamExt;
 use podium_projectors::read_model::RedisReadModel;
 use podium_projectors::rebuild::{RebuildOptions, rebuild};
-use podium_query_api::read_model::ReadModel;
+use podium_query_api::read_model::{PageOf, ReadModel};
 use podium_runtime::KafkaArgs;
 use podium_schemas::domain::ReadModels;
 use podium_schemas::read_model::Root;
@@ -440,7 +440,7 @@ async fn a_rebuild_switches_readers_to_a_fresh_generation_without_downtime() -> 
         loop {
             tokio::select! {
                 () = done.notified() => return anyhow::Ok(reads),
-                board = reader.top(&quiz.quiz_id, 10) => {
+                board = reader.page(&quiz.quiz_id, &PageOf::Top { limit: 10 }) => {
                     let board = board.context("a read during the rebuild failed")?;
                     assert!(!board.entries.is_empty());
                     reads += 1;

@@ -12,8 +12,22 @@ pub enum Error {
     QuizNotFound,
     #[error("the player has no score in this quiz")]
     PlayerNotFound,
+    #[error("question {0} does not exist in this quiz")]
+    QuestionNotFound(i32),
+    #[error("question {0} has not closed yet; its results are sealed until then")]
+    QuestionNotClosed(i32),
     #[error("{0}")]
     InvalidQuery(String),
+    #[error("the cursor is not one this API issued")]
+    InvalidCursor,
+    #[error("missing or invalid token")]
+    InvalidToken,
+    #[error("this token does not belong to this player of this quiz")]
+    NotThisPlayer,
+    #[error("this instance holds its maximum of live streams; try again shortly")]
+    TooManyStreams,
+    #[error("durable read model unavailable: {0}")]
+    Durable(String),
     #[error("no such resource")]
     NotFound,
     #[error("method not allowed")]
@@ -27,7 +41,14 @@ impl Error {
         match self {
             Error::QuizNotFound => (StatusCode::NOT_FOUND, "quiz_not_found"),
             Error::PlayerNotFound => (StatusCode::NOT_FOUND, "player_not_found"),
+            Error::QuestionNotFound(_) => (StatusCode::NOT_FOUND, "question_not_found"),
+            Error::QuestionNotClosed(_) => (StatusCode::FORBIDDEN, "question_not_closed"),
             Error::InvalidQuery(_) => (StatusCode::BAD_REQUEST, "invalid_query"),
+            Error::InvalidCursor => (StatusCode::BAD_REQUEST, "invalid_cursor"),
+            Error::InvalidToken => (StatusCode::UNAUTHORIZED, "invalid_token"),
+            Error::NotThisPlayer => (StatusCode::FORBIDDEN, "not_this_player"),
+            Error::TooManyStreams => (StatusCode::SERVICE_UNAVAILABLE, "too_many_streams"),
+            Error::Durable(_) => (StatusCode::SERVICE_UNAVAILABLE, "read_model_unavailable"),
             Error::NotFound => (StatusCode::NOT_FOUND, "not_found"),
             Error::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             Error::ReadModel(_) => (StatusCode::SERVICE_UNAVAILABLE, "read_model_unavailable"),
@@ -44,8 +65,26 @@ impl IntoResponse for Error {
                 Problem::new(status, code, "the read model is unavailable; try again")
                     .header(axum::http::header::RETRY_AFTER, "1")
             }
+            Error::Durable(cause) => {
+                tracing::warn!(%cause, "durable read model unavailable");
+                Problem::new(status, code, "the read model is unavailable; try again")
+                    .header(axum::http::header::RETRY_AFTER, "1")
+            }
+            Error::TooManyStreams => Problem::new(status, code, self.to_string())
+                .header(axum::http::header::RETRY_AFTER, "5"),
+            Error::InvalidToken => Problem::new(status, code, self.to_string())
+                .header(axum::http::header::WWW_AUTHENTICATE, "Bearer"),
             other => Problem::new(status, code, other.to_string()),
         };
         problem.into_response()
+    }
+}
+
+impl From<podium_runtime::tokens::Error> for Error {
+    fn from(error: podium_runtime::tokens::Error) -> Self {
+        match error {
+            podium_runtime::tokens::Error::InvalidToken => Error::InvalidToken,
+            _ => Error::NotThisPlayer,
+        }
     }
 }

@@ -1,27 +1,100 @@
-//! The query API's HTTP edge.
+//! The query API's HTTP edge. Routes and the OpenAPI document come from the same
+//! `routes!` calls, so the document cannot drift from what is served.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 
+use axum::Json;
 use axum::extract::{Path, Query, State};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::http::HeaderMap;
+use axum::response::IntoResponse;
+use axum::response::sse::{KeepAlive, Sse};
+use podium_runtime::problem::Problem;
 use podium_runtime::rate_limit::{self, RateLimiter};
+use podium_runtime::tokens::Tokens;
 use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::error::{Error, Result};
-use crate::read_model::{Leaderboard, PlayerStanding, ReadModel};
+use crate::live::{Hub, Resume, StreamOf};
+use crate::read_model::Cursor;
+use crate::reads::Reads;
+use crate::views::{Leaderboard, PlayerStanding, QuestionResults, QuizState};
 
 pub const DEFAULT_LIMIT: usize = 10;
 pub const MAX_LIMIT: usize = 100;
+pub const DEFAULT_RADIUS: usize = 5;
+pub const MAX_RADIUS: usize = 50;
 /// Ids are UUIDs; anything much longer cannot exist and is refused before touching Redis.
 pub const MAX_ID_CHARS: usize = 64;
+/// Cursors we issue are far shorter.
+const MAX_CURSOR_CHARS: usize = 256;
 
-pub fn router(read_model: ReadModel, per_client: RateLimiter<IpAddr>) -> Router {
-    Router::new()
-        .route("/v1/quizzes/{quiz_id}/leaderboard", get(leaderboard))
-        .route("/v1/quizzes/{quiz_id}/players/{player_id}", get(player))
-        .route("/healthz", get(|| async { "ok" }))
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub reads: Reads,
+    pub hub: Hub,
+    pub tokens: Tokens,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Podium query API",
+        description = "Live quiz state, leaderboards, player ranks and Server-Sent Event streams, \
+                       read from the projectors' read models. Errors are RFC 9457 problem \
+                       documents with a stable `code`."
+    ),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "reads", description = "Point reads of the read models"),
+        (name = "streams", description = "Server-Sent Event streams")
+    )
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        openapi
+            .components
+            .get_or_insert_default()
+            .add_security_scheme(
+                "bearer",
+                SecurityScheme::Http(
+                    HttpBuilder::new()
+                        .scheme(HttpAuthScheme::Bearer)
+                        .bearer_format("JWT")
+                        .build(),
+                ),
+            );
+    }
+}
+
+/// The routes and their OpenAPI document.
+pub fn router(state: AppState, per_client: RateLimiter<IpAddr>) -> axum::Router {
+    let (router, mut document) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(quiz))
+        .routes(routes!(leaderboard))
+        .routes(routes!(around))
+        .routes(routes!(player))
+        .routes(routes!(question_stats))
+        .routes(routes!(quiz_events))
+        .routes(routes!(player_events))
+        .with_state(state)
+        .split_for_parts();
+    document.info.version = env!("CARGO_PKG_VERSION").to_owned();
+    router
+        .route(
+            "/openapi.json",
+            axum::routing::get(move || async move { Json(document) }),
+        )
+        .route("/healthz", axum::routing::get(|| async { "ok" }))
+        .merge(podium_runtime::metrics::router())
         .fallback(|| async { Error::NotFound })
         .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
         .layer(axum::middleware::from_fn_with_state(
@@ -29,7 +102,6 @@ pub fn router(read_model: ReadModel, per_client: RateLimiter<IpAddr>) -> Router 
             rate_limit::per_client,
         ))
         .layer(TraceLayer::new_for_http())
-        .with_state(read_model)
 }
 
 fn check_id(what: &str, id: &str) -> Result<()> {
@@ -41,32 +113,257 @@ fn check_id(what: &str, id: &str) -> Result<()> {
     Ok(())
 }
 
+fn bounded(
+    params: &HashMap<String, String>,
+    name: &str,
+    default: usize,
+    max: usize,
+    min: usize,
+) -> Result<usize> {
+    match params.get(name) {
+        None => Ok(default),
+        Some(raw) => raw
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (min..=max).contains(n))
+            .ok_or_else(|| {
+                Error::InvalidQuery(format!("{name} must be a whole number from {min} to {max}"))
+            }),
+    }
+}
+
+/// The quiz state: the open question without its answer, closed questions with their reveal.
+#[utoipa::path(
+    get, path = "/v1/quizzes/{quiz_id}", tag = "reads",
+    params(("quiz_id" = String, Path, description = "The quiz")),
+    responses(
+        (status = 200, description = "The quiz state", body = QuizState),
+        (status = 400, description = "Invalid id", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such quiz (`quiz_not_found`)", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Read model unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn quiz(State(app): State<AppState>, Path(quiz_id): Path<String>) -> Result<Json<QuizState>> {
+    check_id("quiz_id", &quiz_id)?;
+    Ok(Json(app.reads.quiz(&quiz_id).await?))
+}
+
+/// A page of the leaderboard. Follow `next_cursor` for the next page: keyset paging neither
+/// repeats nor skips players while scores move elsewhere.
+#[utoipa::path(
+    get, path = "/v1/quizzes/{quiz_id}/leaderboard", tag = "reads",
+    params(
+        ("quiz_id" = String, Path, description = "The quiz"),
+        ("limit" = Option<u32>, Query, description = "Players per page, 1 to 100 (default 10)"),
+        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
+    ),
+    responses(
+        (status = 200, description = "A page of the leaderboard", body = Leaderboard),
+        (status = 400, description = "Invalid limit (`invalid_query`) or cursor (`invalid_cursor`)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such quiz (`quiz_not_found`)", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Read model unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 async fn leaderboard(
-    State(read_model): State<ReadModel>,
+    State(app): State<AppState>,
     Path(quiz_id): Path<String>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Json<Leaderboard>> {
     check_id("quiz_id", &quiz_id)?;
-    let limit = match params.get("limit") {
-        None => DEFAULT_LIMIT,
-        Some(raw) => raw
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=MAX_LIMIT).contains(n))
-            .ok_or_else(|| {
-                Error::InvalidQuery(format!(
-                    "limit must be a whole number from 1 to {MAX_LIMIT}"
-                ))
-            })?,
+    let limit = bounded(&params, "limit", DEFAULT_LIMIT, MAX_LIMIT, 1)?;
+    let cursor = match params.get("cursor") {
+        None => None,
+        Some(raw) if raw.len() <= MAX_CURSOR_CHARS => {
+            Some(Cursor::decode(raw).ok_or(Error::InvalidCursor)?)
+        }
+        Some(_) => return Err(Error::InvalidCursor),
     };
-    Ok(Json(read_model.top(&quiz_id, limit).await?))
+    Ok(Json(app.reads.leaderboard(&quiz_id, cursor, limit).await?))
 }
 
+/// The player and `radius` players on each side of them.
+#[utoipa::path(
+    get, path = "/v1/quizzes/{quiz_id}/leaderboard/around/{player_id}", tag = "reads",
+    params(
+        ("quiz_id" = String, Path, description = "The quiz"),
+        ("player_id" = String, Path, description = "The player at the centre"),
+        ("radius" = Option<u32>, Query, description = "Players on each side, 0 to 50 (default 5)"),
+    ),
+    responses(
+        (status = 200, description = "The neighbourhood, in leaderboard order", body = Leaderboard),
+        (status = 400, description = "Invalid id or radius", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such quiz, or the player has no counted answer (`player_not_found`)", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Read model unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn around(
+    State(app): State<AppState>,
+    Path((quiz_id, player_id)): Path<(String, String)>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Json<Leaderboard>> {
+    check_id("quiz_id", &quiz_id)?;
+    check_id("player_id", &player_id)?;
+    let radius = bounded(&params, "radius", DEFAULT_RADIUS, MAX_RADIUS, 0)?;
+    Ok(Json(app.reads.around(&quiz_id, &player_id, radius).await?))
+}
+
+/// A player's points, rank, percentile, streak and answers given.
+#[utoipa::path(
+    get, path = "/v1/quizzes/{quiz_id}/players/{player_id}", tag = "reads",
+    params(
+        ("quiz_id" = String, Path, description = "The quiz"),
+        ("player_id" = String, Path, description = "The player"),
+    ),
+    responses(
+        (status = 200, description = "The player's standing", body = PlayerStanding),
+        (status = 400, description = "Invalid id", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such quiz or player", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Read model unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 async fn player(
-    State(read_model): State<ReadModel>,
+    State(app): State<AppState>,
     Path((quiz_id, player_id)): Path<(String, String)>,
 ) -> Result<Json<PlayerStanding>> {
     check_id("quiz_id", &quiz_id)?;
     check_id("player_id", &player_id)?;
-    Ok(Json(read_model.player(&quiz_id, &player_id).await?))
+    Ok(Json(app.reads.player(&quiz_id, &player_id).await?))
+}
+
+/// A closed question's reveal and answer statistics. Sealed until the question closes.
+#[utoipa::path(
+    get, path = "/v1/quizzes/{quiz_id}/questions/{n}/stats", tag = "reads",
+    params(
+        ("quiz_id" = String, Path, description = "The quiz"),
+        ("n" = i32, Path, description = "The question number, from 1"),
+    ),
+    responses(
+        (status = 200, description = "The question's results", body = QuestionResults),
+        (status = 400, description = "Invalid id or number", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The question has not closed (`question_not_closed`)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such quiz or question", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Read model unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn question_stats(
+    State(app): State<AppState>,
+    Path((quiz_id, n)): Path<(String, String)>,
+) -> Result<Json<QuestionResults>> {
+    check_id("quiz_id", &quiz_id)?;
+    let number = n
+        .parse::<i32>()
+        .ok()
+        .filter(|n| (1..=1000).contains(n))
+        .ok_or_else(|| Error::InvalidQuery("n must be a question number from 1".into()))?;
+    Ok(Json(app.reads.question(&quiz_id, number).await?))
+}
+
+fn last_event_id(headers: &HeaderMap, params: &HashMap<String, String>) -> Resume {
+    let header = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    Resume(
+        header
+            .or_else(|| params.get("last_event_id").cloned())
+            .filter(|id| id.len() <= 32),
+    )
+}
+
+fn sse_response(
+    heartbeat: std::time::Duration,
+    stream: impl futures::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>>
+    + Send
+    + 'static,
+) -> impl IntoResponse {
+    Sse::new(stream).keep_alive(KeepAlive::new().interval(heartbeat))
+}
+
+/// The quiz live: a `snapshot`, then `question_started`, `question_closed`, `leaderboard`
+/// (coalesced) and `quiz_finished`. Reconnect with `Last-Event-ID` (or `last_event_id`) to
+/// get what was missed, or a `snapshot` with `resync: true` when the gap is too long.
+#[utoipa::path(
+    get, path = "/v1/quizzes/{quiz_id}/events", tag = "streams",
+    params(
+        ("quiz_id" = String, Path, description = "The quiz"),
+        ("Last-Event-ID" = Option<String>, Header, description = "The last event id received"),
+        ("last_event_id" = Option<String>, Query, description = "The same, for clients that cannot set headers"),
+    ),
+    responses(
+        (status = 200, description = "An event stream", content_type = "text/event-stream", body = String),
+        (status = 400, description = "Invalid id", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such quiz", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Too many streams on this instance (`too_many_streams`), or the read model is unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn quiz_events(
+    State(app): State<AppState>,
+    Path(quiz_id): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse> {
+    check_id("quiz_id", &quiz_id)?;
+    let stream = app
+        .hub
+        .open(&quiz_id, StreamOf::Quiz, last_event_id(&headers, &params))
+        .await?;
+    Ok(sse_response(app.hub.settings().heartbeat(), stream))
+}
+
+/// One player's view live: a `snapshot` with `you`, the question flow, a `question_result`
+/// with the player's own result as each question closes, and `rank` changes. Needs the
+/// player's token, as a bearer token or, for `EventSource`, the `access_token` parameter.
+#[utoipa::path(
+    get, path = "/v1/quizzes/{quiz_id}/players/{player_id}/events", tag = "streams",
+    params(
+        ("quiz_id" = String, Path, description = "The quiz"),
+        ("player_id" = String, Path, description = "The player"),
+        ("access_token" = Option<String>, Query, description = "The player's token, for clients that cannot set headers"),
+        ("Last-Event-ID" = Option<String>, Header, description = "The last event id received"),
+        ("last_event_id" = Option<String>, Query, description = "The same, for clients that cannot set headers"),
+    ),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "An event stream", content_type = "text/event-stream", body = String),
+        (status = 400, description = "Invalid id", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid token (`invalid_token`)", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The token is not this player's (`not_this_player`)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such quiz or player", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Too many streams on this instance, or the read model is unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn player_events(
+    State(app): State<AppState>,
+    Path((quiz_id, player_id)): Path<(String, String)>,
+    Query(params): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse> {
+    check_id("quiz_id", &quiz_id)?;
+    check_id("player_id", &player_id)?;
+    let token = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .or_else(|| params.get("access_token").map(String::as_str));
+    let claims = app.tokens.player_of(token, &quiz_id)?;
+    if claims.sub != player_id {
+        return Err(Error::NotThisPlayer);
+    }
+    let stream = app
+        .hub
+        .open(
+            &quiz_id,
+            StreamOf::Player(player_id),
+            last_event_id(&headers, &params),
+        )
+        .await?;
+    Ok(sse_response(app.hub.settings().heartbeat(), stream))
 }

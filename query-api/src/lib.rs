@@ -3,25 +3,36 @@
 
 pub mod error;
 pub mod http;
+pub mod live;
 pub mod read_model;
+pub mod reads;
+pub mod views;
 
 use std::net::SocketAddr;
 
+use std::sync::Arc;
+
 use clap::Parser;
+use podium_durable::{DurableStore, ScyllaConfig};
 use podium_runtime::rate_limit::{ClientRateArgs, RateLimiter};
+use podium_runtime::tokens::{MIN_SECRET_BYTES, Tokens};
 use podium_schemas::read_model::Root;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 pub use error::{Error, Result};
 
+use crate::live::{Hub, StreamArgs};
 use crate::read_model::ReadModel;
+use crate::reads::Reads;
 
 /// Configuration, from flags or the environment.
 #[derive(Debug, Clone, Parser)]
 #[command(
     name = "podium-query-api",
     version,
-    about = "Podium's query API: leaderboards and player ranks from the read models."
+    about = "Podium's query API: quiz state, leaderboards, player ranks and live SSE streams \
+             from the read models."
 )]
 pub struct Config {
     /// Address to listen on.
@@ -40,8 +51,19 @@ pub struct Config {
     #[arg(long, env = "PODIUM_READ_MODEL_NAMESPACE", default_value = "podium")]
     pub namespace: String,
 
+    /// The secret the command API signs tokens with: player streams need a player token.
+    #[arg(long, env = "PODIUM_TOKEN_SECRET", hide_env_values = true)]
+    pub token_secret: String,
+
     #[command(flatten)]
     pub client_rate: ClientRateArgs,
+
+    #[command(flatten)]
+    pub streams: StreamArgs,
+
+    /// ScyllaDB, for the results of finished quizzes Redis no longer holds.
+    #[command(flatten)]
+    pub scylla: ScyllaConfig,
 }
 
 /// A built query API; the listener is bound.
@@ -49,16 +71,42 @@ pub struct Config {
 pub struct App {
     listener: TcpListener,
     router: axum::Router,
+    hub: Hub,
 }
 
 impl App {
     pub async fn build(config: &Config) -> anyhow::Result<Self> {
-        let read_model =
-            ReadModel::connect(&config.redis_url, Root::new(&config.namespace)).await?;
+        let durable = podium_durable::connect(&config.scylla)
+            .await?
+            .map(|store| Arc::new(store) as Arc<dyn DurableStore>);
+        Self::build_with(config, durable).await
+    }
+
+    /// Builds with the given durable store (tests pass the memory adapter).
+    pub async fn build_with(
+        config: &Config,
+        durable: Option<Arc<dyn DurableStore>>,
+    ) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            config.token_secret.len() >= MIN_SECRET_BYTES,
+            "PODIUM_TOKEN_SECRET must be at least {MIN_SECRET_BYTES} bytes"
+        );
+        let live = ReadModel::connect(&config.redis_url, Root::new(&config.namespace)).await?;
+        let hub = Hub::start(
+            live.clone(),
+            config.streams.clone(),
+            CancellationToken::new(),
+        );
+        let state = http::AppState {
+            reads: Reads { live, durable },
+            hub: hub.clone(),
+            tokens: Tokens::new(config.token_secret.as_bytes()),
+        };
         let listener = TcpListener::bind(config.listen).await?;
         Ok(Self {
             listener,
-            router: http::router(read_model, RateLimiter::new(config.client_rate.rate())),
+            router: http::router(state, RateLimiter::new(config.client_rate.rate())),
+            hub,
         })
     }
 
@@ -66,12 +114,18 @@ impl App {
         self.listener.local_addr()
     }
 
-    /// Serves until `shutdown` resolves, then drains in-flight requests.
+    /// Serves until `shutdown` resolves, then tells every stream's client to reconnect
+    /// elsewhere and drains in-flight requests.
     pub async fn run_until(
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        podium_runtime::serve("query API", self.listener, self.router, shutdown).await?;
+        let streams = self.hub.shutdown().clone();
+        let draining = async move {
+            shutdown.await;
+            streams.cancel();
+        };
+        podium_runtime::serve("query API", self.listener, self.router, draining).await?;
         Ok(())
     }
 }

@@ -2,46 +2,179 @@
 //! active generation, then reads inside it only, so a rebuild's switch is never seen half-done.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use podium_schemas::domain::{PlayerCard, QuestionStats, QuestionView, QuizView, Reveal};
 use podium_schemas::events::CloseReason;
-use podium_schemas::read_model::{Keys, Root, unpack_score};
+use podium_schemas::read_model::{Keys, Root, leaderboard_score, unpack_score};
 use redis::aio::ConnectionManager;
-use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::views::{LeaderboardEntry, PlayerStanding, Source};
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LeaderboardEntry {
-    pub rank: u64,
-    pub player_id: String,
-    pub points: i64,
-    pub elapsed_ms: i64,
+pub fn close_reason_name(reason: CloseReason) -> &'static str {
+    reason.name()
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Leaderboard {
-    pub quiz_id: String,
-    /// The read model's version: it increases with every applied change.
+/// The quiz state, its questions and the top of its leaderboard, read atomically.
+/// `KEYS`: version, state, leaderboard. `ARGV`: the quiz's key prefix, how many leaders.
+/// Player and question keys are derived from the prefix; they share the quiz's hash slot.
+const SNAPSHOT: &str = r"
+local version = redis.call('GET', KEYS[1])
+if not version then return false end
+local state = redis.call('HGETALL', KEYS[2])
+local n = tonumber(redis.call('HGET', KEYS[2], 'questions') or '0')
+local questions = {}
+for q = 1, n do questions[q] = redis.call('HGETALL', ARGV[1] .. 'question:' .. q) end
+local rows, names = {}, {}
+local top = tonumber(ARGV[2])
+if top > 0 then
+  rows = redis.call('ZRANGE', KEYS[3], 0, top - 1, 'WITHSCORES')
+  for i = 1, #rows, 2 do
+    names[#names + 1] = redis.call('HGET', ARGV[1] .. 'player:' .. rows[i], 'name') or ''
+  end
+end
+return {version, state, questions, rows, names, redis.call('ZCARD', KEYS[3])}
+";
+
+/// One page of the leaderboard. `KEYS`: version, leaderboard. `ARGV`: the quiz's key prefix,
+/// mode, count, then for `after` the cursor's score and player, for `around` the player.
+/// Byte-wise comparison, as the sorted set orders equal scores; Lua's `<` follows the locale.
+const PAGE: &str = r"
+local version = redis.call('GET', KEYS[1])
+if not version then return false end
+local board, prefix, mode, n = KEYS[2], ARGV[1], ARGV[2], tonumber(ARGV[3])
+local function at_or_before(a, b)
+  for i = 1, math.min(#a, #b) do
+    local x, y = a:byte(i), b:byte(i)
+    if x ~= y then return x < y end
+  end
+  return #a <= #b
+end
+local start = 0
+if mode == 'after' then
+  local score, player = ARGV[4], ARGV[5]
+  start = redis.call('ZCOUNT', board, '-inf', '(' .. score)
+  local offset = 0
+  while true do
+    local tied = redis.call('ZRANGE', board, score, score, 'BYSCORE', 'LIMIT', offset, 100)
+    local passed = 0
+    for _, member in ipairs(tied) do
+      if not at_or_before(member, player) then break end
+      passed = passed + 1
+    end
+    start = start + passed
+    if passed < 100 then break end
+    offset = offset + 100
+  end
+elseif mode == 'around' then
+  local rank = redis.call('ZRANK', board, ARGV[4])
+  if not rank then return {version, -1, {}, {}, redis.call('ZCARD', board)} end
+  start = math.max(0, rank - n)
+  n = rank - start + n + 1
+end
+local rows = redis.call('ZRANGE', board, start, start + n - 1, 'WITHSCORES')
+local names = {}
+for i = 1, #rows, 2 do
+  names[#names + 1] = redis.call('HGET', prefix .. 'player:' .. rows[i], 'name') or ''
+end
+return {version, start, rows, names, redis.call('ZCARD', board)}
+";
+
+/// One player's card and rank. `KEYS`: version, leaderboard, state, card. `ARGV`: the quiz's
+/// key prefix, the player. Also finds the latest closed question, for the streak.
+const PLAYER: &str = r"
+local version = redis.call('GET', KEYS[1])
+if not version then return false end
+local rank = redis.call('ZRANK', KEYS[2], ARGV[2])
+local n = tonumber(redis.call('HGET', KEYS[3], 'questions') or '0')
+local closed = 0
+for q = n, 1, -1 do
+  if redis.call('HEXISTS', ARGV[1] .. 'question:' .. q, 'closed_at') == 1 then
+    closed = q
+    break
+  end
+end
+return {version, rank or -1, redis.call('HGETALL', KEYS[4]), redis.call('ZCARD', KEYS[2]), closed}
+";
+
+/// Which part of the leaderboard to read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PageOf {
+    /// The first `limit` players.
+    Top { limit: usize },
+    /// `limit` players after the cursor's position (keyset paging).
+    After { cursor: Cursor, limit: usize },
+    /// The player and `radius` players on each side.
+    Around { player_id: String, radius: usize },
+}
+
+/// A position in the leaderboard: the score and player id of the last entry seen. Pages that
+/// start after it neither repeat nor skip players while scores move elsewhere.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cursor {
+    pub score: i64,
+    pub player_id: String,
+}
+
+impl Cursor {
+    pub fn of(entry: &LeaderboardEntry) -> Self {
+        Self {
+            score: leaderboard_score(entry.points, entry.elapsed_ms),
+            player_id: entry.player_id.clone(),
+        }
+    }
+
+    /// Opaque to clients: URL-safe base64 of `<score>:<player>`.
+    pub fn encode(&self) -> String {
+        use base64::Engine;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(format!("{}:{}", self.score, self.player_id))
+    }
+
+    pub fn decode(raw: &str) -> Option<Self> {
+        use base64::Engine;
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(raw)
+            .ok()?;
+        let text = String::from_utf8(bytes).ok()?;
+        let (score, player_id) = text.split_once(':')?;
+        let score = score.parse().ok()?;
+        (!player_id.is_empty()).then(|| Self {
+            score,
+            player_id: player_id.to_owned(),
+        })
+    }
+}
+
+/// One page of a leaderboard as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page {
     pub version: u64,
     pub entries: Vec<LeaderboardEntry>,
+    pub ranked_players: u64,
+    /// `false` for `Around` a player who has no counted answer.
+    pub found: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PlayerStanding {
-    pub quiz_id: String,
-    pub player_id: String,
-    pub version: u64,
-    pub rank: u64,
-    pub points: i64,
-    pub elapsed_ms: i64,
-    pub answers: u64,
+/// What the live streams and the quiz read need: the quiz as the pure view (without player
+/// cards), its player count, and the top of the leaderboard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    pub view: QuizView,
+    pub player_count: u64,
+    pub top: Vec<LeaderboardEntry>,
+    pub ranked_players: u64,
 }
 
 #[derive(Clone)]
 pub struct ReadModel {
     connection: ConnectionManager,
+    client: redis::Client,
     root: Root,
+    snapshot: Arc<redis::Script>,
+    page: Arc<redis::Script>,
+    player: Arc<redis::Script>,
 }
 
 impl std::fmt::Debug for ReadModel {
@@ -52,10 +185,32 @@ impl std::fmt::Debug for ReadModel {
     }
 }
 
+type SnapshotReply = (u64, Fields, Vec<Fields>, Vec<String>, Vec<String>, u64);
+
+/// Version, start position (-1: the player is not ranked), rows, names, ranked players.
+type PageReply = (u64, i64, Vec<String>, Vec<String>, u64);
+
 impl ReadModel {
     pub async fn connect(url: &str, root: Root) -> Result<Self> {
-        let connection = ConnectionManager::new(redis::Client::open(url)?).await?;
-        Ok(Self { connection, root })
+        let client = redis::Client::open(url)?;
+        let connection = ConnectionManager::new(client.clone()).await?;
+        Ok(Self {
+            connection,
+            client,
+            root,
+            snapshot: Arc::new(redis::Script::new(SNAPSHOT)),
+            page: Arc::new(redis::Script::new(PAGE)),
+            player: Arc::new(redis::Script::new(PLAYER)),
+        })
+    }
+
+    pub fn root(&self) -> &Root {
+        &self.root
+    }
+
+    /// A client for the connections that cannot be shared, such as pub/sub.
+    pub fn client(&self) -> &redis::Client {
+        &self.client
     }
 
     /// The keys of the active generation; a Redis without one has no quiz.
@@ -69,63 +224,139 @@ impl ReadModel {
             .ok_or(Error::QuizNotFound)
     }
 
-    /// The top `limit` players. Read in one MULTI, so the version matches the entries.
-    pub async fn top(&self, quiz_id: &str, limit: usize) -> Result<Leaderboard> {
+    /// The quiz, its questions and its `top` leaders, in one atomic read.
+    pub async fn snapshot(&self, quiz_id: &str, top: usize) -> Result<Snapshot> {
         let keys = self.keys().await?;
-        let stop = isize::try_from(limit).unwrap_or(isize::MAX) - 1;
-        let (version, rows): (Option<u64>, Vec<(String, f64)>) = redis::pipe()
-            .atomic()
-            .get(keys.version(quiz_id))
-            .zrange_withscores(keys.leaderboard(quiz_id), 0, stop)
-            .query_async(&mut self.connection.clone())
+        let reply: Option<SnapshotReply> = self
+            .snapshot
+            .key(keys.version(quiz_id))
+            .key(keys.state(quiz_id))
+            .key(keys.leaderboard(quiz_id))
+            .arg(keys.quiz_prefix(quiz_id))
+            .arg(top)
+            .invoke_async(&mut self.connection.clone())
             .await?;
-        let version = version.ok_or(Error::QuizNotFound)?;
-        let entries = rows
-            .into_iter()
-            .zip(1u64..)
-            .map(|((player_id, score), rank)| {
-                let (points, elapsed_ms) = unpack_score(score);
-                LeaderboardEntry {
-                    rank,
-                    player_id,
-                    points,
-                    elapsed_ms,
-                }
-            })
+        let (version, state, questions, rows, names, ranked_players) =
+            reply.ok_or(Error::QuizNotFound)?;
+        let mut view = QuizView::new(quiz_id);
+        view.version = version;
+        let player_count = state_into(&mut view, &state);
+        view.questions = (1..)
+            .zip(&questions)
+            .map(|(n, fields)| (n, question_view(fields)))
             .collect();
-        Ok(Leaderboard {
-            quiz_id: quiz_id.to_owned(),
-            version,
-            entries,
+        Ok(Snapshot {
+            view,
+            player_count,
+            top: entries(0, &rows, names),
+            ranked_players,
         })
     }
 
+    pub async fn page(&self, quiz_id: &str, of: &PageOf) -> Result<Page> {
+        let keys = self.keys().await?;
+        let mut invocation = self.page.prepare_invoke();
+        let _ = invocation
+            .key(keys.version(quiz_id))
+            .key(keys.leaderboard(quiz_id))
+            .arg(keys.quiz_prefix(quiz_id));
+        let _ = match of {
+            PageOf::Top { limit } => invocation.arg("top").arg(limit),
+            PageOf::After { cursor, limit } => invocation
+                .arg("after")
+                .arg(limit)
+                .arg(cursor.score)
+                .arg(&cursor.player_id),
+            PageOf::Around { player_id, radius } => {
+                invocation.arg("around").arg(radius).arg(player_id)
+            }
+        };
+        let reply: Option<PageReply> = invocation
+            .invoke_async(&mut self.connection.clone())
+            .await?;
+        let (version, start, rows, names, ranked_players) = reply.ok_or(Error::QuizNotFound)?;
+        let found = start >= 0;
+        Ok(Page {
+            version,
+            entries: entries(u64::try_from(start).unwrap_or(0), &rows, names),
+            ranked_players,
+            found,
+        })
+    }
+
+    /// A player's standing; `PlayerNotFound` if the player neither joined nor answered.
     pub async fn player(&self, quiz_id: &str, player_id: &str) -> Result<PlayerStanding> {
         let keys = self.keys().await?;
-        let board = keys.leaderboard(quiz_id);
-        let (version, rank, score, answers): (Option<u64>, Option<u64>, Option<f64>, Option<u64>) =
-            redis::pipe()
-                .atomic()
-                .get(keys.version(quiz_id))
-                .zrank(&board, player_id)
-                .zscore(&board, player_id)
-                .hget(keys.player(quiz_id, player_id), "answers")
-                .query_async(&mut self.connection.clone())
-                .await?;
-        let version = version.ok_or(Error::QuizNotFound)?;
-        let (Some(rank), Some(score)) = (rank, score) else {
+        let reply: Option<(u64, i64, Fields, u64, i32)> = self
+            .player
+            .key(keys.version(quiz_id))
+            .key(keys.leaderboard(quiz_id))
+            .key(keys.state(quiz_id))
+            .key(keys.player(quiz_id, player_id))
+            .arg(keys.quiz_prefix(quiz_id))
+            .arg(player_id)
+            .invoke_async(&mut self.connection.clone())
+            .await?;
+        let (version, rank, fields, ranked_players, latest_closed) =
+            reply.ok_or(Error::QuizNotFound)?;
+        if fields.is_empty() {
             return Err(Error::PlayerNotFound);
-        };
-        let (points, elapsed_ms) = unpack_score(score);
+        }
+        let card = player_card(&fields);
+        let rank = u64::try_from(rank).ok().map(|r| r + 1);
         Ok(PlayerStanding {
             quiz_id: quiz_id.to_owned(),
             player_id: player_id.to_owned(),
             version,
-            rank: rank + 1,
-            points,
-            elapsed_ms,
-            answers: answers.unwrap_or(0),
+            source: Source::Live,
+            name: card.name.clone(),
+            rank,
+            ranked_players,
+            percentile: rank.and_then(|r| PlayerStanding::percentile(r, ranked_players)),
+            points: card.points,
+            elapsed_ms: card.elapsed_ms,
+            answers: card.answers,
+            // The streak an answer carries breaks at the first closed question skipped.
+            streak: if card.last_question >= latest_closed {
+                card.streak
+            } else {
+                0
+            },
         })
+    }
+
+    /// The points a player's counted answer to `question` earned, if the player answered it.
+    pub async fn awarded(
+        &self,
+        quiz_id: &str,
+        player_id: &str,
+        question: i32,
+    ) -> Result<Option<i64>> {
+        let keys = self.keys().await?;
+        Ok(redis::cmd("HGET")
+            .arg(keys.player(quiz_id, player_id))
+            .arg(format!("q:{question}"))
+            .query_async(&mut self.connection.clone())
+            .await?)
+    }
+
+    /// One question as stored, with the version, or `None` if the quiz has no such question.
+    pub async fn question(
+        &self,
+        quiz_id: &str,
+        number: i32,
+    ) -> Result<(u64, Option<QuestionView>)> {
+        let keys = self.keys().await?;
+        let (version, count, fields): (Option<u64>, Option<i32>, Fields) = redis::pipe()
+            .atomic()
+            .get(keys.version(quiz_id))
+            .hget(keys.state(quiz_id), "questions")
+            .hgetall(keys.question(quiz_id, number))
+            .query_async(&mut self.connection.clone())
+            .await?;
+        let version = version.ok_or(Error::QuizNotFound)?;
+        let exists = (1..=count.unwrap_or(0)).contains(&number);
+        Ok((version, exists.then(|| question_view(&fields))))
     }
 }
 
@@ -136,13 +367,36 @@ fn field<T: std::str::FromStr>(fields: &Fields, name: &str) -> Option<T> {
 }
 
 fn close_reason(name: &str) -> Option<CloseReason> {
-    match name {
-        "DEADLINE" => Some(CloseReason::Deadline),
-        "HOST" => Some(CloseReason::Host),
-        "NEXT_QUESTION" => Some(CloseReason::NextQuestion),
-        "QUIZ_FINISHED" => Some(CloseReason::QuizFinished),
-        _ => None,
-    }
+    CloseReason::from_name(name)
+}
+
+fn entries(start: u64, rows: &[String], names: Vec<String>) -> Vec<LeaderboardEntry> {
+    rows.chunks_exact(2)
+        .zip(names)
+        .zip(start + 1..)
+        .map(|((row, name), rank)| {
+            let (points, elapsed_ms) = unpack_score(row[1].parse().unwrap_or(0.0));
+            LeaderboardEntry {
+                rank,
+                player_id: row[0].clone(),
+                name: (!name.is_empty()).then_some(name),
+                points,
+                elapsed_ms,
+            }
+        })
+        .collect()
+}
+
+fn state_into(view: &mut QuizView, state: &Fields) -> u64 {
+    view.title = state.get("title").cloned();
+    view.created_at = field(state, "created_at");
+    view.question_count = field(state, "questions").unwrap_or(0);
+    view.current = field(state, "current").zip(field(state, "deadline"));
+    view.locked_at = field(state, "locked_at");
+    view.finished_at = field(state, "finished_at");
+    view.flow = field(state, "flow").unwrap_or(0);
+    view.finished_flow = field(state, "finished_flow");
+    field(state, "players").unwrap_or(0)
 }
 
 fn player_card(fields: &Fields) -> PlayerCard {
@@ -233,14 +487,7 @@ impl ReadModel {
             .arg(keys.state(quiz_id))
             .query_async(&mut connection)
             .await?;
-        view.title = state.get("title").cloned();
-        view.created_at = field(&state, "created_at");
-        view.question_count = field(&state, "questions").unwrap_or(0);
-        view.current = field(&state, "current").zip(field(&state, "deadline"));
-        view.locked_at = field(&state, "locked_at");
-        view.finished_at = field(&state, "finished_at");
-        view.flow = field(&state, "flow").unwrap_or(0);
-        view.finished_flow = field(&state, "finished_flow");
+        let _ = state_into(&mut view, &state);
         let mut players = BTreeMap::new();
         for name in &names {
             let Some(rest) = name.strip_prefix(&prefix) else {

@@ -81,8 +81,8 @@ mod tests {
 
     #[test]
     fn the_schema_names_every_member_but_the_headers() {
-        let schema = serde_json::to_value(<Problem as utoipa::PartialSchema>::schema())
-            .unwrap_or_default();
+        let schema =
+            serde_json::to_value(<Problem as utoipa::PartialSchema>::schema()).unwrap_or_default();
         // The flattened extensions make it an `allOf` of an open object and the members.
         let parts = schema["allOf"].as_array().cloned().unwrap_or_default();
         let mut names: Vec<String> = parts

@@ -56,6 +56,29 @@ pub enum CloseReason {
     QuizFinished,
 }
 
+impl CloseReason {
+    pub const ALL: [Self; 4] = [
+        Self::Deadline,
+        Self::Host,
+        Self::NextQuestion,
+        Self::QuizFinished,
+    ];
+
+    /// The name of the Avro enum symbol, also used in the read models and the HTTP bodies.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Deadline => "DEADLINE",
+            Self::Host => "HOST",
+            Self::NextQuestion => "NEXT_QUESTION",
+            Self::QuizFinished => "QUIZ_FINISHED",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.name() == name)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QuestionClosed {
     pub quiz_id: String,

@@ -69,7 +69,13 @@ impl Keys {
     }
 
     fn of(&self, quiz_id: &str, what: &str) -> String {
-        format!("{}:{{{quiz_id}}}:{what}", self.namespace)
+        format!("{}{what}", self.quiz_prefix(quiz_id))
+    }
+
+    /// The prefix of every key of one quiz, for scripts that derive player and question keys
+    /// (`<prefix>player:<id>`, `<prefix>question:<n>`) inside the quiz's hash slot.
+    pub fn quiz_prefix(&self, quiz_id: &str) -> String {
+        format!("{}:{{{quiz_id}}}:", self.namespace)
     }
 
     /// Sorted set of player ids scored by [`leaderboard_score`]: ascending score is

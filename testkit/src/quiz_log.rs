@@ -134,6 +134,18 @@ impl QuizLog {
         })
     }
 
+    /// Every event in the order the command side appends them.
+    pub fn events(&self) -> impl Iterator<Item = &Event> {
+        self.opening
+            .iter()
+            .chain(self.rounds.iter().flat_map(|r| {
+                std::iter::once(&r.start)
+                    .chain(&r.answers)
+                    .chain(std::iter::once(&r.close))
+            }))
+            .chain(std::iter::once(&self.finish))
+    }
+
     /// How many answers the quiz holds.
     pub fn answer_count(&self) -> usize {
         self.rounds.iter().map(|r| r.answers.len()).sum()

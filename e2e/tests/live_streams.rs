@@ -1,0 +1,604 @@
+//! The query side live: reads and Server-Sent Event streams against the whole stack (command
+//! API, a real tansu broker, the projector, a real Redis, the query API), with a real HTTP SSE
+//! client (reqwest + eventsource-stream).
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail, ensure};
+use eventsource_stream::{Event, Eventsource};
+use futures::{Stream, StreamExt};
+use podium_e2e::Stack;
+use podium_testkit::eventually;
+use serde_json::{Value, json};
+
+type Events = Pin<Box<dyn Stream<Item = Result<Event>> + Send>>;
+
+/// A live stream as a browser's `EventSource` would read it.
+struct Sse {
+    events: Events,
+}
+
+impl Sse {
+    /// Opens `url`; an error response is returned as its status and problem document.
+    async fn open(
+        url: &str,
+        last_event_id: Option<&str>,
+    ) -> Result<std::result::Result<Self, (u16, Value)>> {
+        let mut request = reqwest::Client::new().get(url);
+        if let Some(id) = last_event_id {
+            request = request.header("Last-Event-ID", id);
+        }
+        let response = request.send().await.with_context(|| format!("GET {url}"))?;
+        let status = response.status().as_u16();
+        if status != 200 {
+            let retry_after = response.headers().get("retry-after").is_some();
+            let mut body: Value = response.json().await.unwrap_or(Value::Null);
+            body["retry_after_present"] = json!(retry_after);
+            return Ok(Err((status, body)));
+        }
+        let events = response
+            .bytes_stream()
+            .eventsource()
+            .map(|e| e.map_err(|e| anyhow!("{e}")));
+        Ok(Ok(Self {
+            events: Box::pin(events),
+        }))
+    }
+
+    async fn connect(url: &str, last_event_id: Option<&str>) -> Result<Self> {
+        Self::open(url, last_event_id)
+            .await?
+            .map_err(|(status, body)| anyhow!("{url}: {status} {body}"))
+    }
+
+    /// The next event, or an error if none comes within `within` or the stream ends.
+    async fn next(&mut self, within: Duration) -> Result<Event> {
+        tokio::time::timeout(within, self.events.next())
+            .await
+            .map_err(|_| anyhow!("no event within {within:?}"))?
+            .ok_or_else(|| anyhow!("the stream ended"))?
+    }
+
+    /// Events up to and including the first named `name`.
+    async fn until(&mut self, name: &str, within: Duration) -> Result<Vec<Event>> {
+        let deadline = tokio::time::Instant::now() + within;
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let event = self
+                .next(left)
+                .await
+                .with_context(|| format!("waiting for {name} after {:?}", names(&seen)))?;
+            let done = event.event == name;
+            seen.push(event);
+            if done {
+                return Ok(seen);
+            }
+        }
+    }
+}
+
+fn names(events: &[Event]) -> Vec<String> {
+    events.iter().map(|e| e.event.clone()).collect()
+}
+
+fn data(event: &Event) -> Value {
+    serde_json::from_str(&event.data).unwrap_or(Value::Null)
+}
+
+fn ids_increase(events: &[Event]) -> Result<()> {
+    let ids: Vec<u64> = events.iter().filter_map(|e| e.id.parse().ok()).collect();
+    ensure!(
+        ids.len() == events.len(),
+        "every event has a numeric id: {ids:?}"
+    );
+    ensure!(
+        ids.windows(2).all(|w| w[0] < w[1]),
+        "event ids increase: {ids:?} for {:?}",
+        names(events)
+    );
+    Ok(())
+}
+
+const WAIT: Duration = Duration::from_secs(30);
+
+async fn wait_for_quiz(stack: &Stack, quiz_id: &str) -> Result<()> {
+    eventually("the quiz in the read model", WAIT, || async {
+        let (status, _) = stack.get(&format!("/v1/quizzes/{quiz_id}")).await.ok()?;
+        (status == 200).then_some(())
+    })
+    .await
+}
+
+/// A quiz created and joined through the command API.
+struct Game {
+    quiz_id: String,
+    host: String,
+    players: Vec<(String, String)>,
+}
+
+impl Game {
+    async fn start(stack: &Stack, questions: usize, players: usize) -> Result<Self> {
+        let quiz = json!({
+            "title": "Live",
+            "questions": (0..questions).map(|n| json!({
+                "text": format!("Question {}?", n + 1),
+                "choices": ["A", "B", "C"],
+                "correct_choice": n % 3,
+            })).collect::<Vec<_>>(),
+        });
+        let (status, created) = stack.post("/v1/quizzes", None, &quiz).await?;
+        ensure!(status == 201, "create: {status} {created}");
+        let text = |v: &Value, k: &str| v[k].as_str().unwrap_or_default().to_owned();
+        let mut game = Self {
+            quiz_id: text(&created, "quiz_id"),
+            host: text(&created, "host_token"),
+            players: Vec::new(),
+        };
+        for i in 0..players {
+            let (status, joined) = stack
+                .post(
+                    "/v1/join",
+                    None,
+                    &json!({"join_code": text(&created, "join_code"), "name": format!("player {i}")}),
+                )
+                .await?;
+            ensure!(status == 201, "join: {status} {joined}");
+            game.players
+                .push((text(&joined, "player_id"), text(&joined, "player_token")));
+        }
+        Ok(game)
+    }
+
+    async fn host(&self, stack: &Stack, action: &str) -> Result<()> {
+        let path = format!("/v1/quizzes/{}/{action}", self.quiz_id);
+        let (status, body) = stack.post(&path, Some(&self.host), &json!({})).await?;
+        ensure!(status == 200, "{action}: {status} {body}");
+        Ok(())
+    }
+
+    /// Every player answers `question`, choice by player index.
+    async fn answer_all(&self, stack: &Stack, question: usize) -> Result<()> {
+        let answers = self
+            .players
+            .iter()
+            .enumerate()
+            .map(|(i, (_, token))| async move {
+                let path = format!("/v1/quizzes/{}/answers", self.quiz_id);
+                let body = json!({"question": question, "choice": i % 3});
+                let (status, body) = stack.post(&path, Some(token), &body).await?;
+                ensure!(status == 201, "answer: {status} {body}");
+                Ok(())
+            });
+        let _ = futures::future::try_join_all(answers).await?;
+        Ok(())
+    }
+
+    async fn play(&self, stack: &Stack, question: usize) -> Result<()> {
+        self.host(stack, &format!("questions/{question}/start"))
+            .await?;
+        self.answer_all(stack, question).await?;
+        self.host(stack, &format!("questions/{question}/close"))
+            .await
+    }
+
+    fn events_url(&self, query_url: &str) -> String {
+        format!("{query_url}/v1/quizzes/{}/events", self.quiz_id)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dashboard_sees_every_question_and_the_final_leaderboard() -> Result<()> {
+    let stack = Stack::start().await?;
+    let game = Game::start(&stack, 3, 12).await?;
+    let quiz = format!("/v1/quizzes/{}", game.quiz_id);
+    wait_for_quiz(&stack, &game.quiz_id).await?;
+
+    let mut dashboard = Sse::connect(&game.events_url(&stack.query_url), None).await?;
+    let snapshot = dashboard.next(WAIT).await?;
+    ensure!(
+        snapshot.event == "snapshot",
+        "first comes a snapshot: {snapshot:?}"
+    );
+    ensure!(
+        snapshot.retry.is_some(),
+        "the first event carries a retry hint"
+    );
+    ensure!(
+        data(&snapshot)["quiz"]["status"] == "lobby",
+        "{}",
+        snapshot.data
+    );
+    let mut seen = vec![snapshot];
+
+    // The first question, checked while it is open: no answer key anywhere.
+    game.host(&stack, "questions/1/start").await?;
+    let started = dashboard.until("question_started", WAIT).await?;
+    let question = data(started.last().context("started")?);
+    ensure!(
+        question["number"] == 1 && question.get("correct_choice").is_none(),
+        "{question}"
+    );
+    seen.extend(started);
+    game.answer_all(&stack, 1).await?;
+    let (status, state) = stack.get(&quiz).await?;
+    ensure!(
+        status == 200 && state["status"] == "question_open",
+        "{state}"
+    );
+    ensure!(
+        !state.to_string().contains("correct_choice"),
+        "no answer key while open: {state}"
+    );
+    let (status, sealed) = stack.get(&format!("{quiz}/questions/1/stats")).await?;
+    ensure!(
+        status == 403 && sealed["code"] == "question_not_closed",
+        "{status} {sealed}"
+    );
+    game.host(&stack, "questions/1/close").await?;
+    for question in 2..=3 {
+        game.play(&stack, question).await?;
+    }
+    game.host(&stack, "finish").await?;
+
+    seen.extend(dashboard.until("quiz_finished", WAIT).await?);
+    let flow: Vec<String> = seen
+        .iter()
+        .filter(|e| e.event.starts_with("question_") || e.event == "quiz_finished")
+        .map(|e| format!("{} {}", e.event, data(e)["number"]))
+        .collect();
+    ensure!(
+        flow == [
+            "question_started 1",
+            "question_closed 1",
+            "question_started 2",
+            "question_closed 2",
+            "question_started 3",
+            "question_closed 3",
+            "quiz_finished null"
+        ],
+        "every question starts and closes, in order: {flow:?}"
+    );
+    let closed = seen
+        .iter()
+        .find(|e| e.event == "question_closed")
+        .context("closed")?;
+    ensure!(
+        data(closed)["correct_choice"] == 0 && data(closed)["stats"]["answers"] == 12,
+        "{}",
+        closed.data
+    );
+
+    // The leaderboard converges to the final one.
+    let (_, final_board) = stack.get(&format!("{quiz}/leaderboard?limit=10")).await?;
+    let mut last_board = seen
+        .iter()
+        .rev()
+        .find(|e| e.event == "leaderboard")
+        .map(data);
+    while last_board.as_ref().map(|b| &b["entries"]) != Some(&final_board["entries"]) {
+        let event = dashboard.until("leaderboard", WAIT).await?;
+        last_board = event.last().map(data);
+        seen.extend(event);
+    }
+    ids_increase(&seen)?;
+
+    // Reads: keyset pages cover the whole leaderboard exactly once.
+    let (_, all) = stack.get(&format!("{quiz}/leaderboard?limit=100")).await?;
+    let mut paged = Vec::new();
+    let mut path = format!("{quiz}/leaderboard?limit=5");
+    loop {
+        let (status, page) = stack.get(&path).await?;
+        ensure!(status == 200, "{page}");
+        paged.extend(page["entries"].as_array().cloned().unwrap_or_default());
+        match page["next_cursor"].as_str() {
+            Some(cursor) => path = format!("{quiz}/leaderboard?limit=5&cursor={cursor}"),
+            None => break,
+        }
+    }
+    ensure!(
+        Value::from(paged) == all["entries"],
+        "pages equal the whole board"
+    );
+    let middle = all["entries"][5]["player_id"].as_str().unwrap_or_default();
+    let (_, around) = stack
+        .get(&format!("{quiz}/leaderboard/around/{middle}?radius=2"))
+        .await?;
+    let ranks: Vec<i64> = around["entries"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["rank"].as_i64())
+        .collect();
+    ensure!(ranks == [4, 5, 6, 7, 8], "around rank 6: {around}");
+    let (_, standing) = stack.get(&format!("{quiz}/players/{middle}")).await?;
+    ensure!(
+        standing["rank"] == 6 && standing["ranked_players"] == 12 && standing["answers"] == 3,
+        "{standing}"
+    );
+    ensure!(standing["percentile"].as_f64() == Some(50.0), "{standing}");
+    let (status, stats) = stack.get(&format!("{quiz}/questions/2/stats")).await?;
+    let per_choice: u64 = stats["stats"]["per_choice"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_u64)
+        .sum();
+    ensure!(
+        status == 200 && per_choice == 12 && stats["correct_choice"] == 1,
+        "{stats}"
+    );
+    let (status, bad) = stack
+        .get(&format!("{quiz}/leaderboard?cursor=%21%21"))
+        .await?;
+    ensure!(status == 400 && bad["code"] == "invalid_cursor", "{bad}");
+    stack.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_client_that_reconnects_gets_what_it_missed_or_a_resync() -> Result<()> {
+    let mut stack = Stack::start().await?;
+    let game = Game::start(&stack, 4, 3).await?;
+    let mut short = stack.query_config();
+    short.streams.replay_limit = 1;
+    let short_url = stack.start_query_api_with("query-api-short", short).await?;
+    wait_for_quiz(&stack, &game.quiz_id).await?;
+
+    // The player stream needs the player's own token.
+    let (me, token) = game.players[0].clone();
+    let player_url = format!(
+        "{}/v1/quizzes/{}/players/{me}/events",
+        stack.query_url, game.quiz_id
+    );
+    let refused = Sse::open(&player_url, None)
+        .await?
+        .err()
+        .context("no token")?;
+    ensure!(
+        refused.0 == 401 && refused.1["code"] == "invalid_token",
+        "{refused:?}"
+    );
+    let other = format!("{player_url}?access_token={}", game.players[1].1);
+    let refused = Sse::open(&other, None)
+        .await?
+        .err()
+        .context("another's token")?;
+    ensure!(
+        refused.0 == 403 && refused.1["code"] == "not_this_player",
+        "{refused:?}"
+    );
+    let mut player = Sse::connect(&format!("{player_url}?access_token={token}"), None).await?;
+    let hello = player.next(WAIT).await?;
+    ensure!(
+        hello.event == "snapshot" && data(&hello)["you"]["player_id"] == me.as_str(),
+        "{hello:?}"
+    );
+
+    let mut dashboard = Sse::connect(&game.events_url(&stack.query_url), None).await?;
+    game.play(&stack, 1).await?;
+    let got = dashboard.until("question_closed", WAIT).await?;
+    let last_id = got.last().context("closed")?.id.clone();
+    drop(dashboard);
+
+    let result = player.until("question_result", WAIT).await?;
+    let result = data(result.last().context("result")?);
+    ensure!(
+        result["answered"] == true && result["question"]["number"] == 1,
+        "{result}"
+    );
+    ensure!(
+        result["awarded"].as_i64() > Some(0),
+        "player 0 chose 0, the right answer: {result}"
+    );
+
+    // Missed while away: question 2's start and close.
+    game.play(&stack, 2).await?;
+    eventually("question 2 closed in the read model", WAIT, || async {
+        let (_, state) = stack
+            .get(&format!("/v1/quizzes/{}", game.quiz_id))
+            .await
+            .ok()?;
+        (state["closed"].as_array().map(Vec::len) == Some(2)).then_some(())
+    })
+    .await?;
+    let mut back = Sse::connect(&game.events_url(&stack.query_url), Some(&last_id)).await?;
+    let first = back.next(WAIT).await?;
+    let second = back.next(WAIT).await?;
+    ensure!(
+        (first.event.as_str(), second.event.as_str()) == ("question_started", "question_closed")
+            && data(&first)["number"] == 2
+            && data(&second)["number"] == 2,
+        "the missed flow is replayed: {first:?} {second:?}"
+    );
+    ids_increase(&[got.last().context("closed")?.clone(), first, second])?;
+
+    // Two missed events exceed the other instance's replay limit of one: a resync.
+    let mut resynced = Sse::connect(&game.events_url(&short_url), Some(&last_id)).await?;
+    let snapshot = resynced.next(WAIT).await?;
+    ensure!(
+        snapshot.event == "snapshot" && data(&snapshot)["resync"] == true,
+        "{snapshot:?}"
+    );
+    ensure!(
+        data(&snapshot)["quiz"]["closed"].as_array().map(Vec::len) == Some(2),
+        "{}",
+        snapshot.data
+    );
+
+    // Shutting an instance down tells its clients to reconnect.
+    stack.stop_service("query-api-short").await;
+    let bye = resynced.until("reconnect", WAIT).await?;
+    ensure!(data(bye.last().context("bye")?)["reason"] == "server_shutdown");
+    ensure!(
+        resynced.next(Duration::from_secs(5)).await.is_err(),
+        "the stream ends"
+    );
+    stack.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn leaderboard_events_are_coalesced_and_streams_are_capped() -> Result<()> {
+    let mut stack = Stack::start().await?;
+    let game = Game::start(&stack, 1, 20).await?;
+    let mut config = stack.query_config();
+    config.streams.max_connections = 1;
+    config.streams.coalesce_ms = 1000;
+    let url = stack
+        .start_query_api_with("query-api-capped", config)
+        .await?;
+    wait_for_quiz(&stack, &game.quiz_id).await?;
+    let mut dashboard = Sse::connect(&game.events_url(&url), None).await?;
+    let refused = Sse::open(&game.events_url(&url), None)
+        .await?
+        .err()
+        .context("capped")?;
+    ensure!(
+        refused.0 == 503
+            && refused.1["code"] == "too_many_streams"
+            && refused.1["retry_after_present"] == true,
+        "{refused:?}"
+    );
+
+    game.host(&stack, "questions/1/start").await?;
+    game.answer_all(&stack, 1).await?;
+    let mut boards = 0;
+    loop {
+        let events = dashboard.until("leaderboard", WAIT).await?;
+        boards += 1;
+        let board = data(events.last().context("board")?);
+        if board["ranked_players"] == 20 {
+            break;
+        }
+    }
+    ensure!(
+        boards < 20,
+        "20 answers, {boards} leaderboard events: coalesced"
+    );
+    stack.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_finished_quiz_redis_lost_is_read_from_the_durable_results() -> Result<()> {
+    use podium_durable::{DurableStore, MemoryDurableStore, Sourced};
+    // ScyllaDB cannot run here; the memory adapter passes the same contract tests.
+    let store = Arc::new(MemoryDurableStore::new());
+    let log = podium_testkit::QuizLog::play("durable-quiz", 30, 3, 0.9, 11)?;
+    let batch: Vec<Sourced> = (0..)
+        .zip(log.events())
+        .map(|(offset, event)| Sourced {
+            topic: "log".into(),
+            partition: 0,
+            offset,
+            event: event.clone(),
+        })
+        .collect();
+    store.record(&batch).await?;
+    let results = store.results("durable-quiz").await?.context("results")?;
+
+    let mut stack = Stack::start().await?;
+    let url = stack
+        .start_query_api_using("query-api-durable", stack.query_config(), Some(store))
+        .await?;
+    let http = reqwest::Client::new();
+    let board: Value = http
+        .get(format!(
+            "{url}/v1/quizzes/durable-quiz/leaderboard?limit=100"
+        ))
+        .send()
+        .await?
+        .json()
+        .await?;
+    ensure!(board["source"] == "durable", "{board}");
+    let ids: Vec<&str> = board["entries"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["player_id"].as_str())
+        .collect();
+    let expected: Vec<&str> = results
+        .standings
+        .iter()
+        .map(|s| s.player_id.as_str())
+        .collect();
+    ensure!(
+        ids == expected,
+        "the durable leaderboard is the final results"
+    );
+    let third = &results.standings[2];
+    let standing: Value = http
+        .get(format!(
+            "{url}/v1/quizzes/durable-quiz/players/{}",
+            third.player_id
+        ))
+        .send()
+        .await?
+        .json()
+        .await?;
+    ensure!(
+        standing["rank"] == 3 && standing["points"] == third.points,
+        "{standing}"
+    );
+    let missing = http
+        .get(format!("{url}/v1/quizzes/nope/leaderboard"))
+        .send()
+        .await?;
+    ensure!(
+        missing.status() == 404,
+        "a quiz in neither store is not found"
+    );
+    stack.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_openapi_document_matches_the_routes() -> Result<()> {
+    let stack = Stack::start().await?;
+    let http = reqwest::Client::new();
+    let document: Value = http
+        .get(format!("{}/openapi.json", stack.query_url))
+        .send()
+        .await?
+        .json()
+        .await?;
+    ensure!(
+        document["openapi"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("3.1")),
+        "{}",
+        document["openapi"]
+    );
+    let paths = document["paths"].as_object().context("paths")?;
+    ensure!(
+        paths.len() == 7,
+        "every read and stream is documented: {:?}",
+        paths.keys()
+    );
+    let mut routed: HashMap<String, u16> = HashMap::new();
+    for (path, operations) in paths {
+        for method in operations.as_object().into_iter().flat_map(|o| o.keys()) {
+            let concrete = path.replace("{n}", "1").replace(['{', '}'], "");
+            let response = http
+                .request(
+                    method.to_uppercase().parse()?,
+                    format!("{}{concrete}", stack.query_url),
+                )
+                .send()
+                .await?;
+            let status = response.status().as_u16();
+            let body: Value = response.json().await.unwrap_or(Value::Null);
+            if body["code"] == "not_found" || body["code"] == "method_not_allowed" {
+                bail!("{method} {path} is documented but not routed: {status} {body}");
+            }
+            let _ = routed.insert(format!("{method} {path}"), status);
+        }
+    }
+    ensure!(routed.len() == 7, "{routed:?}");
+    stack.stop().await;
+    Ok(())
+}

@@ -1,0 +1,327 @@
+//! One client's stream: its first events (a snapshot, or what it missed), then the quiz's
+//! frames through a bounded queue, with the player's own view added on a player stream.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::response::sse::Event;
+use futures::{Stream, StreamExt};
+use serde_json::json;
+use tokio::sync::{OwnedSemaphorePermit, broadcast, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+
+use super::feed::{Feed, Frame, Mark, board_frame, flow_frame};
+use super::{Hub, ID_SPAN};
+use crate::error::{Error, Result};
+use crate::read_model::Snapshot;
+use crate::reads::now_millis;
+use crate::views::{FlowEvent, PlayerStanding, QuizState, flow_since};
+
+/// Events queued for a client that hyper has not written yet: the bound on what a slow
+/// client costs, beside the broadcast's own bounded buffer.
+const QUEUE: usize = 8;
+/// How long the last words to a leaving client may wait for room in its queue.
+const LAST_WORDS: Duration = Duration::from_secs(1);
+
+/// Whose stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamOf {
+    /// A dashboard: the question flow and the leaderboard.
+    Quiz,
+    /// A player (already authenticated): the question flow, their results and rank changes.
+    Player(String),
+}
+
+/// The `Last-Event-ID` a client reconnected with, if any.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Resume(pub Option<String>);
+
+fn event(name: &str, id: u64, data: &str) -> Event {
+    Event::default().event(name).id(id.to_string()).data(data)
+}
+
+fn snapshot_id(snapshot: &Snapshot) -> u64 {
+    snapshot.view.flow * ID_SPAN + snapshot.view.version
+}
+
+struct Session {
+    hub: Hub,
+    feed: Arc<Feed>,
+    quiz_id: String,
+    of: StreamOf,
+    queue: mpsc::Sender<Event>,
+    /// The highest flow number and version the client has been sent.
+    seen_flow: u64,
+    seen_version: u64,
+    retry_sent: bool,
+    skips: u32,
+    rank: Option<u64>,
+    rank_due: bool,
+}
+
+impl Session {
+    /// Queues an event; `false` once the client has gone.
+    async fn send(&mut self, mut event: Event) -> bool {
+        if !self.retry_sent {
+            self.retry_sent = true;
+            event = event.retry(self.hub.settings().retry());
+        }
+        self.queue.send(event).await.is_ok()
+    }
+
+    async fn player(&self) -> Option<PlayerStanding> {
+        let StreamOf::Player(player_id) = &self.of else {
+            return None;
+        };
+        match self.hub.read_model().player(&self.quiz_id, player_id).await {
+            Ok(standing) => Some(standing),
+            Err(cause) => {
+                tracing::debug!(%cause, "player read for a stream failed");
+                None
+            }
+        }
+    }
+
+    async fn snapshot(&mut self, snapshot: &Snapshot, resync: bool) -> bool {
+        let quiz = QuizState::of(&snapshot.view, snapshot.player_count, now_millis());
+        let data = match &self.of {
+            StreamOf::Quiz => json!({
+                "resync": resync,
+                "quiz": quiz,
+                "leaderboard": {
+                    "version": snapshot.view.version,
+                    "ranked_players": snapshot.ranked_players,
+                    "entries": snapshot.top,
+                },
+            }),
+            StreamOf::Player(_) => {
+                let you = self.player().await;
+                self.rank = you.as_ref().and_then(|p| p.rank);
+                json!({ "resync": resync, "quiz": quiz, "you": you })
+            }
+        };
+        self.seen_flow = snapshot.view.flow;
+        self.seen_version = self.seen_version.max(snapshot.view.version);
+        if resync {
+            metrics::counter!("podium_query_sse_resyncs_total").increment(1);
+        }
+        self.send(event("snapshot", snapshot_id(snapshot), &data.to_string()))
+            .await
+    }
+
+    /// Sends a frame the client has not seen, as this client's kind of stream shows it.
+    async fn forward(&mut self, frame: &Frame) -> bool {
+        match (&frame.mark, &self.of) {
+            (Mark::Flow(flow, _), _) if *flow <= self.seen_flow => true,
+            (Mark::Board { version, .. }, _) if *version <= self.seen_version => true,
+            (Mark::Board { flow, version }, StreamOf::Player(_)) => {
+                self.seen_flow = self.seen_flow.max(*flow);
+                self.seen_version = *version;
+                self.rank_due = true;
+                true
+            }
+            (Mark::Board { flow, version }, StreamOf::Quiz) => {
+                self.seen_flow = self.seen_flow.max(*flow);
+                self.seen_version = *version;
+                self.send(event(frame.name, frame.id(), &frame.data)).await
+            }
+            (Mark::Flow(flow, FlowEvent::QuestionClosed(question)), StreamOf::Player(player)) => {
+                self.seen_flow = *flow;
+                let you = self.player().await;
+                let awarded = match &you {
+                    Some(_) => self
+                        .hub
+                        .read_model()
+                        .awarded(&self.quiz_id, player, question.number)
+                        .await
+                        .unwrap_or(None),
+                    None => None,
+                };
+                let data = json!({
+                    "question": question,
+                    "answered": awarded.is_some(),
+                    "awarded": awarded.unwrap_or(0),
+                    "you": you,
+                });
+                self.rank_due = true;
+                self.send(event("question_result", frame.id(), &data.to_string()))
+                    .await
+            }
+            (Mark::Flow(flow, _), _) => {
+                self.seen_flow = *flow;
+                self.send(event(frame.name, frame.id(), &frame.data)).await
+            }
+        }
+    }
+
+    async fn check_rank(&mut self) -> bool {
+        if !std::mem::take(&mut self.rank_due) {
+            return true;
+        }
+        let Some(you) = self.player().await else {
+            return true;
+        };
+        if you.rank == self.rank {
+            return true;
+        }
+        let data = json!({ "from": self.rank, "to": you.rank, "you": you });
+        self.rank = you.rank;
+        self.seen_version = self.seen_version.max(you.version);
+        let id = self.seen_flow * ID_SPAN + self.seen_version;
+        self.send(event("rank", id, &data.to_string())).await
+    }
+
+    /// The first events: a snapshot, or on reconnection what the client missed.
+    async fn start(&mut self, snapshot: &Snapshot, resume: &Resume) -> bool {
+        let Some(raw) = &resume.0 else {
+            return self.snapshot(snapshot, false).await;
+        };
+        let Ok(id) = raw.trim().parse::<u64>() else {
+            return self.snapshot(snapshot, true).await;
+        };
+        let (flow, version) = (id / ID_SPAN, id % ID_SPAN);
+        let missed = flow_since(&snapshot.view, flow, now_millis());
+        if flow > snapshot.view.flow || missed.len() > self.hub.settings().replay_limit {
+            return self.snapshot(snapshot, true).await;
+        }
+        self.seen_flow = flow;
+        self.seen_version = version;
+        if let StreamOf::Player(_) = self.of {
+            self.rank = None;
+            self.rank_due = true;
+        }
+        for (number, missed) in missed {
+            if !self.forward(&flow_frame(number, missed)).await {
+                return false;
+            }
+        }
+        self.forward(&board_frame(snapshot)).await
+    }
+
+    async fn last_words(&mut self, name: &str, reason: &str) {
+        metrics::counter!("podium_query_sse_disconnects_total", "reason" => reason.to_owned())
+            .increment(1);
+        let data = json!({ "reason": reason }).to_string();
+        let id = self.seen_flow * ID_SPAN + self.seen_version;
+        let _ = tokio::time::timeout(LAST_WORDS, self.send(event(name, id, &data))).await;
+    }
+
+    async fn follow(
+        mut self,
+        snapshot: Arc<Snapshot>,
+        resume: Resume,
+        mut frames: broadcast::Receiver<Arc<Frame>>,
+    ) {
+        if !self.start(&snapshot, &resume).await {
+            return;
+        }
+        let shutdown = self.hub.shutdown().clone();
+        let mut rank_tick = tokio::time::interval(
+            self.hub
+                .settings()
+                .coalesce()
+                .max(Duration::from_millis(250)),
+        );
+        rank_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let player = matches!(self.of, StreamOf::Player(_));
+        loop {
+            let open = tokio::select! {
+                biased;
+                () = shutdown.cancelled() => {
+                    self.last_words("reconnect", "server_shutdown").await;
+                    return;
+                }
+                () = self.queue.closed() => return,
+                frame = frames.recv() => match frame {
+                    Ok(frame) => self.forward(&frame).await,
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        self.skips += 1;
+                        if self.skips > self.hub.settings().max_skips {
+                            self.last_words("disconnect", "too_slow").await;
+                            return;
+                        }
+                        match self.feed.latest() {
+                            Some(latest) => self.snapshot(&latest, true).await,
+                            None => true,
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                },
+                _ = rank_tick.tick(), if player => self.check_rank().await,
+            };
+            if !open {
+                return;
+            }
+        }
+    }
+}
+
+/// Counts open streams for `/metrics` and releases the connection slot with the body.
+struct Held {
+    _permit: OwnedSemaphorePermit,
+    hub: Hub,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        #[allow(clippy::cast_precision_loss)]
+        metrics::gauge!("podium_query_sse_streams")
+            .set(self.hub.open_streams().saturating_sub(1) as f64);
+    }
+}
+
+impl Hub {
+    /// Opens a stream: refuses beyond the connection cap, 404s an unknown quiz or player, then
+    /// streams until the client leaves, falls too far behind, or the instance shuts down.
+    pub async fn open(
+        &self,
+        quiz_id: &str,
+        of: StreamOf,
+        resume: Resume,
+    ) -> Result<impl Stream<Item = Result<Event, Infallible>> + use<>> {
+        let permit = self
+            .inner
+            .connections
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| Error::TooManyStreams)?;
+        let (feed, frames) = self.join(quiz_id);
+        let snapshot = match feed.latest() {
+            Some(latest) => latest,
+            None => feed.offer(Arc::new(
+                self.read_model()
+                    .snapshot(quiz_id, usize::from(self.settings().top))
+                    .await?,
+            )),
+        };
+        if let StreamOf::Player(player_id) = &of {
+            let _ = self.read_model().player(quiz_id, player_id).await?;
+        }
+        let (queue, events) = mpsc::channel(QUEUE);
+        let session = Session {
+            hub: self.clone(),
+            feed,
+            quiz_id: quiz_id.to_owned(),
+            of,
+            queue,
+            seen_flow: 0,
+            seen_version: 0,
+            retry_sent: false,
+            skips: 0,
+            rank: None,
+            rank_due: false,
+        };
+        drop(tokio::spawn(session.follow(snapshot, resume, frames)));
+        #[allow(clippy::cast_precision_loss)]
+        metrics::gauge!("podium_query_sse_streams").set(self.open_streams() as f64);
+        let held = Held {
+            _permit: permit,
+            hub: self.clone(),
+        };
+        Ok(ReceiverStream::new(events).map(move |event| {
+            let _ = &held;
+            Ok(event)
+        }))
+    }
+}

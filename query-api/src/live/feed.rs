@@ -1,0 +1,184 @@
+//! One quiz's feed: reads the read model when it changes and broadcasts what changed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Notify, broadcast, watch};
+use tokio::time::Instant;
+
+use super::{Hub, ID_SPAN};
+use crate::read_model::Snapshot;
+use crate::views::{FlowEvent, flow_since};
+
+/// How often a feed reads the quiz without a nudge: pub/sub may drop a message.
+const POLL: Duration = Duration::from_secs(1);
+/// How long a feed without clients lingers, so a burst of reconnections finds it warm.
+const LINGER: Duration = Duration::from_secs(10);
+
+/// What a frame says, for the clients' filters.
+#[derive(Debug, Clone)]
+pub(super) enum Mark {
+    /// A question-flow event with its flow number.
+    Flow(u64, FlowEvent),
+    /// The leaderboard at this flow and version.
+    Board { flow: u64, version: u64 },
+}
+
+/// One event for every client of a quiz, serialised once.
+#[derive(Debug)]
+pub(super) struct Frame {
+    pub mark: Mark,
+    pub name: &'static str,
+    pub data: String,
+}
+
+impl Frame {
+    pub(super) fn id(&self) -> u64 {
+        match self.mark {
+            Mark::Flow(flow, _) => flow * ID_SPAN,
+            Mark::Board { flow, version } => flow * ID_SPAN + version,
+        }
+    }
+}
+
+/// The name and JSON data of a flow event.
+pub(super) fn flow_frame(flow: u64, event: FlowEvent) -> Frame {
+    let (name, data) = match &event {
+        FlowEvent::QuestionStarted(q) => ("question_started", serde_json::to_string(q)),
+        FlowEvent::QuestionClosed(q) => ("question_closed", serde_json::to_string(q)),
+        FlowEvent::QuizFinished { finished_at } => (
+            "quiz_finished",
+            serde_json::to_string(&serde_json::json!({ "finished_at": finished_at })),
+        ),
+    };
+    Frame {
+        mark: Mark::Flow(flow, event),
+        name,
+        data: data.unwrap_or_default(),
+    }
+}
+
+/// The `leaderboard` event of a snapshot.
+pub(super) fn board_frame(snapshot: &Snapshot) -> Frame {
+    let data = serde_json::json!({
+        "version": snapshot.view.version,
+        "ranked_players": snapshot.ranked_players,
+        "entries": snapshot.top,
+    });
+    Frame {
+        mark: Mark::Board {
+            flow: snapshot.view.flow,
+            version: snapshot.view.version,
+        },
+        name: "leaderboard",
+        data: data.to_string(),
+    }
+}
+
+#[derive(Debug)]
+pub(super) struct Feed {
+    quiz_id: String,
+    frames: broadcast::Sender<Arc<Frame>>,
+    latest: watch::Sender<Option<Arc<Snapshot>>>,
+    nudged: Notify,
+}
+
+impl Feed {
+    pub(super) fn new(quiz_id: &str, buffer: usize) -> Self {
+        Self {
+            quiz_id: quiz_id.to_owned(),
+            frames: broadcast::channel(buffer).0,
+            latest: watch::channel(None).0,
+            nudged: Notify::new(),
+        }
+    }
+
+    pub(super) fn quiz_id(&self) -> &str {
+        &self.quiz_id
+    }
+
+    pub(super) fn subscribe(&self) -> broadcast::Receiver<Arc<Frame>> {
+        self.frames.subscribe()
+    }
+
+    pub(super) fn receivers(&self) -> usize {
+        self.frames.receiver_count()
+    }
+
+    pub(super) fn nudge(&self) {
+        self.nudged.notify_one();
+    }
+
+    /// The last state the feed read, if it has read one.
+    pub(super) fn latest(&self) -> Option<Arc<Snapshot>> {
+        self.latest.borrow().clone()
+    }
+
+    /// Seeds the feed with a client's own first read, unless the feed has read since; returns
+    /// the state the client must start from. The feed's next read is then diffed against
+    /// what the client was shown, so nothing between the two is lost.
+    pub(super) fn offer(&self, snapshot: Arc<Snapshot>) -> Arc<Snapshot> {
+        let _ = self.latest.send_if_modified(|latest| {
+            if latest.is_some() {
+                return false;
+            }
+            *latest = Some(snapshot.clone());
+            true
+        });
+        self.latest().unwrap_or(snapshot)
+    }
+}
+
+/// The frames that lead from `before` to `after`: the flow in order, then the leaderboard if
+/// it changed.
+pub(super) fn changes(before: &Snapshot, after: &Snapshot, now: i64) -> Vec<Frame> {
+    let mut frames: Vec<Frame> = flow_since(&after.view, before.view.flow, now)
+        .into_iter()
+        .map(|(flow, event)| flow_frame(flow, event))
+        .collect();
+    if after.top != before.top || after.ranked_players != before.ranked_players {
+        frames.push(board_frame(after));
+    }
+    frames
+}
+
+pub(super) async fn run(hub: Hub, feed: Arc<Feed>) {
+    hub.subscribe_changes(&feed.quiz_id, true).await;
+    let settings = hub.settings().clone();
+    let top = usize::from(settings.top);
+    let mut last_read = Instant::now() - settings.coalesce();
+    let mut idle_since: Option<Instant> = None;
+    loop {
+        tokio::select! {
+            () = hub.shutdown().cancelled() => break,
+            () = feed.nudged.notified() => {}
+            () = tokio::time::sleep(POLL) => {}
+        }
+        // Coalescing: changes that arrive meanwhile are read together.
+        tokio::time::sleep_until(last_read + settings.coalesce()).await;
+        last_read = Instant::now();
+        match hub.read_model().snapshot(&feed.quiz_id, top).await {
+            Ok(snapshot) => {
+                let snapshot = Arc::new(snapshot);
+                let previous = feed.latest.send_replace(Some(snapshot.clone()));
+                if let Some(previous) = previous {
+                    for frame in changes(&previous, &snapshot, crate::reads::now_millis()) {
+                        // No receivers is fine: the feed is about to retire.
+                        let _ = feed.frames.send(Arc::new(frame));
+                    }
+                }
+            }
+            Err(crate::Error::QuizNotFound) => {}
+            Err(cause) => tracing::warn!(%cause, quiz_id = %feed.quiz_id, "feed read failed"),
+        }
+        if feed.receivers() == 0 {
+            let since = *idle_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= LINGER && hub.retire(&feed) {
+                break;
+            }
+        } else {
+            idle_since = None;
+        }
+    }
+    hub.subscribe_changes(&feed.quiz_id, false).await;
+}

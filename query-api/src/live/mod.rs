@@ -1,0 +1,293 @@
+//! Live streams over Server-Sent Events.
+//!
+//! One [`Feed`] per quiz per instance follows the read model: it is nudged by the projector's
+//! change channel (one Redis subscription per quiz) and polls as a safety net, reads the quiz
+//! at most once per coalescing interval, and turns what changed into frames on a bounded
+//! broadcast channel that every client of the quiz shares. Each client has a small task that
+//! forwards frames into a bounded queue; a client too slow for the broadcast skips to the
+//! latest state, and one that keeps falling behind is disconnected with a reason.
+//!
+//! Event ids are `flow × 10^12 + version`: `flow` numbers the question flow (the same on every
+//! instance and replay), `version` the read model's changes (0 on flow events). They increase
+//! per quiz, and a client that reconnects with `Last-Event-ID` is sent the flow it missed.
+
+mod client;
+mod feed;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use clap::Args;
+use redis::aio::PubSubSink;
+use tokio::sync::{Semaphore, broadcast};
+use tokio_util::sync::CancellationToken;
+
+pub use client::{Resume, StreamOf};
+use feed::Feed;
+
+use crate::read_model::ReadModel;
+
+/// Flow numbers are scaled by this in event ids; versions stay below it.
+pub const ID_SPAN: u64 = 1_000_000_000_000;
+
+/// Settings of the live streams, from flags or the environment.
+#[derive(Debug, Clone, Args)]
+pub struct StreamArgs {
+    /// Leaders in each snapshot and leaderboard event.
+    #[arg(long = "sse-top", env = "PODIUM_SSE_TOP", default_value_t = 10,
+          value_parser = clap::value_parser!(u16).range(1..=100))]
+    pub top: u16,
+
+    /// At most one read of a quiz (and one leaderboard event) per this many milliseconds.
+    #[arg(
+        long = "sse-coalesce-ms",
+        env = "PODIUM_SSE_COALESCE_MS",
+        default_value_t = 100
+    )]
+    pub coalesce_ms: u64,
+
+    /// Comment lines keep idle connections open through proxies.
+    #[arg(
+        long = "sse-heartbeat-seconds",
+        env = "PODIUM_SSE_HEARTBEAT_SECONDS",
+        default_value_t = 15
+    )]
+    pub heartbeat_seconds: u64,
+
+    /// The reconnection delay suggested to clients (`retry:`).
+    #[arg(
+        long = "sse-retry-ms",
+        env = "PODIUM_SSE_RETRY_MS",
+        default_value_t = 2000
+    )]
+    pub retry_ms: u64,
+
+    /// Live streams one instance holds; beyond, 503 with Retry-After.
+    #[arg(
+        long = "sse-max-connections",
+        env = "PODIUM_SSE_MAX_CONNECTIONS",
+        default_value_t = 10_000
+    )]
+    pub max_connections: usize,
+
+    /// Frames a client may fall behind the quiz before it skips to the latest state.
+    #[arg(long = "sse-client-buffer", env = "PODIUM_SSE_CLIENT_BUFFER", default_value_t = 32,
+          value_parser = clap::value_parser!(u16).range(1..))]
+    pub client_buffer: u16,
+
+    /// Skips to the latest state a client may need before it is disconnected as too slow.
+    #[arg(
+        long = "sse-max-skips",
+        env = "PODIUM_SSE_MAX_SKIPS",
+        default_value_t = 3
+    )]
+    pub max_skips: u32,
+
+    /// Missed question-flow events replayed on reconnection; a longer gap gets a fresh
+    /// snapshot marked as a resync instead.
+    #[arg(
+        long = "sse-replay-limit",
+        env = "PODIUM_SSE_REPLAY_LIMIT",
+        default_value_t = 32
+    )]
+    pub replay_limit: usize,
+}
+
+impl Default for StreamArgs {
+    fn default() -> Self {
+        Self {
+            top: 10,
+            coalesce_ms: 100,
+            heartbeat_seconds: 15,
+            retry_ms: 2000,
+            max_connections: 10_000,
+            client_buffer: 32,
+            max_skips: 3,
+            replay_limit: 32,
+        }
+    }
+}
+
+impl StreamArgs {
+    fn coalesce(&self) -> Duration {
+        Duration::from_millis(self.coalesce_ms)
+    }
+    pub fn heartbeat(&self) -> Duration {
+        Duration::from_secs(self.heartbeat_seconds.max(1))
+    }
+    fn retry(&self) -> Duration {
+        Duration::from_millis(self.retry_ms)
+    }
+}
+
+/// Every live stream of one instance.
+#[derive(Debug, Clone)]
+pub struct Hub {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    read_model: ReadModel,
+    settings: StreamArgs,
+    feeds: Mutex<HashMap<String, Arc<Feed>>>,
+    upstream: tokio::sync::Mutex<Option<PubSubSink>>,
+    connections: Arc<Semaphore>,
+    shutdown: CancellationToken,
+}
+
+impl Hub {
+    /// Starts the upstream subscription task; everything stops when `shutdown` is cancelled.
+    pub fn start(read_model: ReadModel, settings: StreamArgs, shutdown: CancellationToken) -> Self {
+        let hub = Self {
+            inner: Arc::new(Inner {
+                read_model,
+                connections: Arc::new(Semaphore::new(settings.max_connections)),
+                settings,
+                feeds: Mutex::new(HashMap::new()),
+                upstream: tokio::sync::Mutex::new(None),
+                shutdown,
+            }),
+        };
+        drop(tokio::spawn(hub.clone().follow_changes()));
+        hub
+    }
+
+    pub fn settings(&self) -> &StreamArgs {
+        &self.inner.settings
+    }
+
+    pub fn read_model(&self) -> &ReadModel {
+        &self.inner.read_model
+    }
+
+    pub fn shutdown(&self) -> &CancellationToken {
+        &self.inner.shutdown
+    }
+
+    /// Streams open now.
+    pub fn open_streams(&self) -> usize {
+        self.inner.settings.max_connections - self.inner.connections.available_permits()
+    }
+
+    /// The quiz's feed, started if needed, and a receiver of its frames. The receiver is
+    /// created under the same lock the feed takes to retire, so a feed never retires under
+    /// a new client.
+    fn join(&self, quiz_id: &str) -> (Arc<Feed>, broadcast::Receiver<Arc<feed::Frame>>) {
+        let mut feeds = self
+            .inner
+            .feeds
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(feed) = feeds.get(quiz_id) {
+            return (feed.clone(), feed.subscribe());
+        }
+        let feed = Arc::new(Feed::new(
+            quiz_id,
+            usize::from(self.inner.settings.client_buffer),
+        ));
+        let receiver = feed.subscribe();
+        let _ = feeds.insert(quiz_id.to_owned(), feed.clone());
+        drop(tokio::spawn(feed::run(self.clone(), feed.clone())));
+        (feed, receiver)
+    }
+
+    /// Removes the feed if no client holds it; returns whether it did.
+    fn retire(&self, feed: &Feed) -> bool {
+        let mut feeds = self
+            .inner
+            .feeds
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if feed.receivers() > 0 {
+            return false;
+        }
+        let _ = feeds.remove(feed.quiz_id());
+        true
+    }
+
+    async fn subscribe_changes(&self, quiz_id: &str, subscribe: bool) {
+        let channel = self.inner.read_model.root().changes(quiz_id);
+        if let Some(sink) = self.inner.upstream.lock().await.as_mut() {
+            let result = if subscribe {
+                sink.subscribe(&channel).await
+            } else {
+                sink.unsubscribe(&channel).await
+            };
+            if let Err(cause) = result {
+                // The feed's poll still sees every change, only later.
+                tracing::warn!(%cause, %channel, "change subscription failed");
+            }
+        }
+    }
+
+    /// Holds the pub/sub connection: routes change messages to feeds, and after a lost
+    /// connection resubscribes every feed and nudges them all, since messages may be lost.
+    async fn follow_changes(self) {
+        use futures::StreamExt;
+        let prefix = self.inner.read_model.root().changes("");
+        let prefix = prefix.trim_end_matches('}').to_owned();
+        while !self.inner.shutdown.is_cancelled() {
+            let pubsub = match self.inner.read_model.client().get_async_pubsub().await {
+                Ok(pubsub) => pubsub,
+                Err(cause) => {
+                    tracing::warn!(%cause, "change subscription connection failed; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            let (mut sink, mut messages) = pubsub.split();
+            let quizzes: Vec<String> = self
+                .feeds()
+                .iter()
+                .map(|f| f.quiz_id().to_owned())
+                .collect();
+            for quiz_id in &quizzes {
+                let _ = sink
+                    .subscribe(self.inner.read_model.root().changes(quiz_id))
+                    .await;
+            }
+            *self.inner.upstream.lock().await = Some(sink);
+            for feed in self.feeds() {
+                feed.nudge();
+            }
+            loop {
+                tokio::select! {
+                    () = self.inner.shutdown.cancelled() => return,
+                    message = messages.next() => {
+                        let Some(message) = message else { break };
+                        let channel = message.get_channel_name();
+                        let quiz_id = channel
+                            .strip_prefix(prefix.as_str())
+                            .and_then(|rest| rest.strip_suffix('}'));
+                        if let Some(feed) = quiz_id.and_then(|q| self.feed(q)) {
+                            feed.nudge();
+                        }
+                    }
+                }
+            }
+            *self.inner.upstream.lock().await = None;
+            tracing::warn!("change subscription lost; reconnecting");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    fn feeds(&self) -> Vec<Arc<Feed>> {
+        let feeds = self
+            .inner
+            .feeds
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        feeds.values().cloned().collect()
+    }
+
+    fn feed(&self, quiz_id: &str) -> Option<Arc<Feed>> {
+        let feeds = self
+            .inner
+            .feeds
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        feeds.get(quiz_id).cloned()
+    }
+}
