@@ -9,14 +9,18 @@ use std::net::{IpAddr, SocketAddr};
 use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequest, Path, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use axum::{Json, Router};
+use podium_runtime::problem::Problem;
 use podium_runtime::rate_limit::{RateLimiter, per_client};
 use podium_schemas::domain::{AnswerCommand, Command, QuestionDraft, QuizDraft};
 use podium_schemas::events::{AnswerSubmitted, Millis};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tower_http::trace::TraceLayer;
+use utoipa::{OpenApi, ToSchema};
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
+use utoipa_axum::routes;
 
 use crate::clock::Clock;
 use crate::error::{Error, Result};
@@ -29,6 +33,8 @@ pub const MAX_QUIZ_BODY_BYTES: usize = 1024 * 1024;
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
 /// Idempotency keys are opaque to us, but bounded.
 pub const MAX_IDEMPOTENCY_KEY_CHARS: usize = 128;
+/// Every error response is a problem document.
+const PROBLEM: &str = "application/problem+json";
 
 #[derive(Clone, Debug)]
 pub struct AppState {
@@ -49,24 +55,32 @@ pub struct Limits {
     pub answers_per_player: RateLimiter<String>,
 }
 
+/// The documented routes. Each is routed by the same `#[utoipa::path]` that documents it, so the
+/// document cannot drift from the router.
+fn documented_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(crate::openapi::ApiDoc::openapi())
+        .routes(routes!(create_quiz).layer(DefaultBodyLimit::max(MAX_QUIZ_BODY_BYTES)))
+        .routes(routes!(join))
+        .routes(routes!(lock_joining))
+        .routes(routes!(start_question))
+        .routes(routes!(close_question))
+        .routes(routes!(finish))
+        .routes(routes!(answer))
+}
+
+/// The OpenAPI 3.1 document of the command API, as served at `/openapi.json`.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    documented_routes().into_openapi()
+}
+
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let (routes, document) = documented_routes().split_for_parts();
+    let document = Arc::new(document);
+    routes
         .route(
-            "/v1/quizzes",
-            post(create_quiz).layer(DefaultBodyLimit::max(MAX_QUIZ_BODY_BYTES)),
+            "/openapi.json",
+            get(move || serve_document(document.clone())),
         )
-        .route("/v1/join", post(join))
-        .route("/v1/quizzes/{quiz_id}/lock", post(lock_joining))
-        .route(
-            "/v1/quizzes/{quiz_id}/questions/{n}/start",
-            post(start_question),
-        )
-        .route(
-            "/v1/quizzes/{quiz_id}/questions/{n}/close",
-            post(close_question),
-        )
-        .route("/v1/quizzes/{quiz_id}/finish", post(finish))
-        .route("/v1/quizzes/{quiz_id}/answers", post(answer))
         .route("/healthz", get(|| async { "ok" }))
         .fallback(|| async { Error::NotFound })
         .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
@@ -77,6 +91,13 @@ pub fn router(state: AppState) -> Router {
         ))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
+}
+
+async fn serve_document(document: Arc<utoipa::openapi::OpenApi>) -> Result<Response> {
+    let json = document
+        .to_json()
+        .map_err(|e| Error::Internal(e.to_string()))?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], json).into_response())
 }
 
 /// JSON bodies whose every rejection is a problem document with a stable code.
@@ -123,33 +144,57 @@ fn question_number(raw: &str) -> Result<i32> {
 
 // --- create ---
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateQuizRequest {
     pub title: String,
+    /// Asked in this order, numbered from 1.
     pub questions: Vec<QuestionRequest>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct QuestionRequest {
     pub text: String,
     pub choices: Vec<String>,
+    /// Index into `choices`, from 0.
     pub correct_choice: i64,
+    /// Points for a correct answer at once; fewer the longer the player takes.
     pub points: Option<i64>,
     pub time_limit_seconds: Option<i64>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct QuizCreatedResponse {
     pub quiz_id: String,
+    /// Players join with it.
     pub join_code: String,
     pub title: String,
+    /// How many questions the quiz has.
     pub questions: usize,
     /// Send as `Authorization: Bearer` on host commands. Shown once; not stored.
     pub host_token: String,
 }
 
+/// Create a quiz
+///
+/// Validates the quiz, records it, and returns its join code and the host token that drives it.
+/// Limited per client address.
+#[utoipa::path(
+    post,
+    path = "/v1/quizzes",
+    tag = "host",
+    request_body = CreateQuizRequest,
+    responses(
+        (status = CREATED, description = "The quiz is recorded.", body = QuizCreatedResponse),
+        (status = BAD_REQUEST, description = "`malformed_json`.", body = Problem, content_type = PROBLEM),
+        (status = PAYLOAD_TOO_LARGE, description = "`payload_too_large`.", body = Problem, content_type = PROBLEM),
+        (status = UNSUPPORTED_MEDIA_TYPE, description = "`unsupported_media_type`.", body = Problem, content_type = PROBLEM),
+        (status = UNPROCESSABLE_ENTITY, description = "`validation_failed`, with `errors`.", body = Problem, content_type = PROBLEM),
+        (status = TOO_MANY_REQUESTS, description = "`rate_limited`, with `Retry-After`.", body = Problem, content_type = PROBLEM),
+        (status = SERVICE_UNAVAILABLE, description = "`event_log_busy` or `event_log_unavailable`: nothing was recorded; retry.", body = Problem, content_type = PROBLEM),
+    )
+)]
 async fn create_quiz(
     State(app): State<AppState>,
     ConnectInfo(client): ConnectInfo<SocketAddr>,
@@ -189,14 +234,16 @@ async fn create_quiz(
 
 // --- join ---
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JoinRequest {
+    /// As the host shared it; case does not matter.
     pub join_code: String,
+    /// Shown on the leaderboard; unique in the quiz, ignoring case.
     pub name: String,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct JoinedResponse {
     pub quiz_id: String,
     pub player_id: String,
@@ -205,6 +252,31 @@ pub struct JoinedResponse {
     pub player_token: String,
 }
 
+/// Join a quiz
+///
+/// Joins by code under a name unique in the quiz. With the player token of an earlier join, it is
+/// a rejoin: the same player and score, and nothing new is recorded.
+#[utoipa::path(
+    post,
+    path = "/v1/join",
+    tag = "player",
+    request_body = JoinRequest,
+    security((), ("bearer" = [])),
+    responses(
+        (status = OK, description = "Rejoined with the player token sent.", body = JoinedResponse),
+        (status = CREATED, description = "Joined as a new player.", body = JoinedResponse),
+        (status = BAD_REQUEST, description = "`malformed_json`.", body = Problem, content_type = PROBLEM),
+        (status = UNAUTHORIZED, description = "`invalid_token` (a rejoin with a bad token).", body = Problem, content_type = PROBLEM),
+        (status = FORBIDDEN, description = "`not_this_player`: the token is not a player's of this quiz.", body = Problem, content_type = PROBLEM),
+        (status = NOT_FOUND, description = "`quiz_not_found` or, on a rejoin, `player_not_found`.", body = Problem, content_type = PROBLEM),
+        (status = CONFLICT, description = "`name_taken`, `joining_locked` or `quiz_finished`.", body = Problem, content_type = PROBLEM),
+        (status = PAYLOAD_TOO_LARGE, description = "`payload_too_large`.", body = Problem, content_type = PROBLEM),
+        (status = UNSUPPORTED_MEDIA_TYPE, description = "`unsupported_media_type`.", body = Problem, content_type = PROBLEM),
+        (status = UNPROCESSABLE_ENTITY, description = "`validation_failed`, with `errors`.", body = Problem, content_type = PROBLEM),
+        (status = TOO_MANY_REQUESTS, description = "`rate_limited`, with `Retry-After`.", body = Problem, content_type = PROBLEM),
+        (status = SERVICE_UNAVAILABLE, description = "`event_log_busy` or `event_log_unavailable`: nothing was recorded; retry.", body = Problem, content_type = PROBLEM),
+    )
+)]
 async fn join(
     State(app): State<AppState>,
     headers: HeaderMap,
@@ -248,6 +320,25 @@ async fn host_command(
     Ok(Json(app.quizzes.host(quiz_id, command).await?))
 }
 
+/// Lock joining
+///
+/// No one else may join; players already in keep playing.
+#[utoipa::path(
+    post,
+    path = "/v1/quizzes/{quiz_id}/lock",
+    tag = "host",
+    params(("quiz_id" = String, Path, description = "The quiz, as created.")),
+    security(("bearer" = [])),
+    responses(
+        (status = OK, description = "The quiz after the command.", body = QuizStatus),
+        (status = UNAUTHORIZED, description = "`invalid_token`.", body = Problem, content_type = PROBLEM),
+        (status = FORBIDDEN, description = "`not_host`: not this quiz's host token.", body = Problem, content_type = PROBLEM),
+        (status = NOT_FOUND, description = "`quiz_not_found`.", body = Problem, content_type = PROBLEM),
+        (status = CONFLICT, description = "`quiz_finished`.", body = Problem, content_type = PROBLEM),
+        (status = TOO_MANY_REQUESTS, description = "`rate_limited`, with `Retry-After`.", body = Problem, content_type = PROBLEM),
+        (status = SERVICE_UNAVAILABLE, description = "`event_log_busy` or `event_log_unavailable`: nothing was recorded; retry.", body = Problem, content_type = PROBLEM),
+    )
+)]
 async fn lock_joining(
     State(app): State<AppState>,
     Path(quiz_id): Path<String>,
@@ -269,6 +360,30 @@ async fn question_command(
     host_command(app, headers, quiz_id, command(question, app.clock.now())).await
 }
 
+/// Start a question
+///
+/// Questions start in order; the clock runs from now, and the question closes by itself at its
+/// time limit.
+#[utoipa::path(
+    post,
+    path = "/v1/quizzes/{quiz_id}/questions/{n}/start",
+    tag = "host",
+    params(
+        ("quiz_id" = String, Path, description = "The quiz, as created."),
+        ("n" = i32, Path, description = "The question's number, from 1."),
+    ),
+    security(("bearer" = [])),
+    responses(
+        (status = OK, description = "The quiz after the command.", body = QuizStatus),
+        (status = BAD_REQUEST, description = "`invalid_input`: `n` is not a whole number.", body = Problem, content_type = PROBLEM),
+        (status = UNAUTHORIZED, description = "`invalid_token`.", body = Problem, content_type = PROBLEM),
+        (status = FORBIDDEN, description = "`not_host`: not this quiz's host token.", body = Problem, content_type = PROBLEM),
+        (status = NOT_FOUND, description = "`quiz_not_found` or `question_not_found`.", body = Problem, content_type = PROBLEM),
+        (status = CONFLICT, description = "`question_out_of_order` or `quiz_finished`.", body = Problem, content_type = PROBLEM),
+        (status = TOO_MANY_REQUESTS, description = "`rate_limited`, with `Retry-After`.", body = Problem, content_type = PROBLEM),
+        (status = SERVICE_UNAVAILABLE, description = "`event_log_busy` or `event_log_unavailable`: nothing was recorded; retry.", body = Problem, content_type = PROBLEM),
+    )
+)]
 async fn start_question(
     State(app): State<AppState>,
     Path((quiz_id, n)): Path<(String, String)>,
@@ -280,6 +395,30 @@ async fn start_question(
     .await
 }
 
+/// Close a question
+///
+/// Closes the running question before its time limit. Closing a closed question again succeeds
+/// and changes nothing, so a retry is safe.
+#[utoipa::path(
+    post,
+    path = "/v1/quizzes/{quiz_id}/questions/{n}/close",
+    tag = "host",
+    params(
+        ("quiz_id" = String, Path, description = "The quiz, as created."),
+        ("n" = i32, Path, description = "The question's number, from 1."),
+    ),
+    security(("bearer" = [])),
+    responses(
+        (status = OK, description = "The quiz after the command.", body = QuizStatus),
+        (status = BAD_REQUEST, description = "`invalid_input`: `n` is not a whole number.", body = Problem, content_type = PROBLEM),
+        (status = UNAUTHORIZED, description = "`invalid_token`.", body = Problem, content_type = PROBLEM),
+        (status = FORBIDDEN, description = "`not_host`: not this quiz's host token.", body = Problem, content_type = PROBLEM),
+        (status = NOT_FOUND, description = "`quiz_not_found` or `question_not_found`.", body = Problem, content_type = PROBLEM),
+        (status = CONFLICT, description = "`question_not_active`: it has not started.", body = Problem, content_type = PROBLEM),
+        (status = TOO_MANY_REQUESTS, description = "`rate_limited`, with `Retry-After`.", body = Problem, content_type = PROBLEM),
+        (status = SERVICE_UNAVAILABLE, description = "`event_log_busy` or `event_log_unavailable`: nothing was recorded; retry.", body = Problem, content_type = PROBLEM),
+    )
+)]
 async fn close_question(
     State(app): State<AppState>,
     Path((quiz_id, n)): Path<(String, String)>,
@@ -291,6 +430,25 @@ async fn close_question(
     .await
 }
 
+/// Finish the quiz
+///
+/// Closes the running question, if any, and ends the quiz. Finishing a finished quiz succeeds and
+/// changes nothing.
+#[utoipa::path(
+    post,
+    path = "/v1/quizzes/{quiz_id}/finish",
+    tag = "host",
+    params(("quiz_id" = String, Path, description = "The quiz, as created.")),
+    security(("bearer" = [])),
+    responses(
+        (status = OK, description = "The quiz after the command.", body = QuizStatus),
+        (status = UNAUTHORIZED, description = "`invalid_token`.", body = Problem, content_type = PROBLEM),
+        (status = FORBIDDEN, description = "`not_host`: not this quiz's host token.", body = Problem, content_type = PROBLEM),
+        (status = NOT_FOUND, description = "`quiz_not_found`.", body = Problem, content_type = PROBLEM),
+        (status = TOO_MANY_REQUESTS, description = "`rate_limited`, with `Retry-After`.", body = Problem, content_type = PROBLEM),
+        (status = SERVICE_UNAVAILABLE, description = "`event_log_busy` or `event_log_unavailable`: nothing was recorded; retry.", body = Problem, content_type = PROBLEM),
+    )
+)]
 async fn finish(
     State(app): State<AppState>,
     Path(quiz_id): Path<String>,
@@ -302,15 +460,17 @@ async fn finish(
 
 // --- answers ---
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AnswerRequest {
+    /// The question's number, from 1.
     pub question: i32,
+    /// Index into the question's choices, from 0.
     pub choice: i64,
 }
 
 /// The outcome of an answer, as the player sees it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct AnswerResult {
     pub quiz_id: String,
     pub player_id: String,
@@ -323,6 +483,7 @@ pub struct AnswerResult {
     pub elapsed_ms: i32,
     /// The player's total after this answer; absent where it is not known (a refusal).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub total: Option<i64>,
 }
 
@@ -361,6 +522,36 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>> {
     Ok(Some(key.to_owned()))
 }
 
+/// Answer a question
+///
+/// One answer per player and question, timed from when the server received it. It is
+/// acknowledged only once recorded. A retry with the same `Idempotency-Key` returns the original
+/// result; any other second answer is refused with the one that stands.
+#[utoipa::path(
+    post,
+    path = "/v1/quizzes/{quiz_id}/answers",
+    tag = "player",
+    params(
+        ("quiz_id" = String, Path, description = "The quiz joined."),
+        ("Idempotency-Key" = Option<String>, Header, nullable = false, max_length = 128, description = "Makes a retry safe: the same key returns the original result."),
+    ),
+    request_body = AnswerRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = OK, description = "A retry with the same `Idempotency-Key`: the original result.", body = AnswerResult),
+        (status = CREATED, description = "The answer is recorded and scored.", body = AnswerResult),
+        (status = BAD_REQUEST, description = "`malformed_json`, or `invalid_input` for a bad `Idempotency-Key`.", body = Problem, content_type = PROBLEM),
+        (status = UNAUTHORIZED, description = "`invalid_token`.", body = Problem, content_type = PROBLEM),
+        (status = FORBIDDEN, description = "`not_this_player`: not a player token of this quiz.", body = Problem, content_type = PROBLEM),
+        (status = NOT_FOUND, description = "`quiz_not_found`, `question_not_found` or `player_not_found`.", body = Problem, content_type = PROBLEM),
+        (status = CONFLICT, description = "`already_answered` (with the `original` result), `question_not_active`, `question_closed` or `quiz_finished`.", body = Problem, content_type = PROBLEM),
+        (status = PAYLOAD_TOO_LARGE, description = "`payload_too_large`.", body = Problem, content_type = PROBLEM),
+        (status = UNSUPPORTED_MEDIA_TYPE, description = "`unsupported_media_type`.", body = Problem, content_type = PROBLEM),
+        (status = UNPROCESSABLE_ENTITY, description = "`invalid_choice`, or `validation_failed` with `errors`.", body = Problem, content_type = PROBLEM),
+        (status = TOO_MANY_REQUESTS, description = "`rate_limited` (per client or per player), with `Retry-After`.", body = Problem, content_type = PROBLEM),
+        (status = SERVICE_UNAVAILABLE, description = "`event_log_busy` or `event_log_unavailable`: nothing was recorded; retry.", body = Problem, content_type = PROBLEM),
+    )
+)]
 async fn answer(
     State(app): State<AppState>,
     Path(quiz_id): Path<String>,

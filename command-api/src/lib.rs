@@ -5,6 +5,7 @@ pub mod clock;
 pub mod error;
 pub mod event_log;
 pub mod http;
+pub mod openapi;
 pub mod quizzes;
 
 use std::net::SocketAddr;

@@ -60,20 +60,26 @@ fn poisoned<T>(_: T) -> Error {
 }
 
 /// The state of a quiz as its host sees it after a command.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct QuizStatus {
     pub quiz_id: String,
     pub questions: usize,
     pub players: usize,
     pub joining_locked: bool,
     pub finished: bool,
+    /// The question started last; null before the first starts.
     pub current_question: Option<CurrentQuestion>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct CurrentQuestion {
+    /// From 1.
     pub number: i32,
+    /// Milliseconds since the Unix epoch, on the server clock.
+    #[schema(value_type = i64)]
     pub started_at: Millis,
+    /// When it closes by itself, in milliseconds since the Unix epoch.
+    #[schema(value_type = i64)]
     pub deadline: Millis,
     pub open: bool,
 }

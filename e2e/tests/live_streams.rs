@@ -602,3 +602,109 @@ async fn the_openapi_document_matches_the_routes() -> Result<()> {
     stack.stop().await;
     Ok(())
 }
+
+/// Reads a socket the way a client on a bad network would: a little at a time, slowly, until
+/// the server ends the stream or nothing comes for five seconds.
+async fn read_slowly(mut socket: tokio::net::TcpStream) -> Result<String> {
+    use tokio::io::AsyncReadExt;
+    let mut received = Vec::new();
+    let mut buffer = [0u8; 2048];
+    while let Ok(read) =
+        tokio::time::timeout(Duration::from_secs(5), socket.read(&mut buffer)).await
+    {
+        match read? {
+            0 => break,
+            n => received.extend_from_slice(&buffer[..n]),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(String::from_utf8_lossy(&received).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_slow_client_skips_to_the_latest_state_and_is_then_disconnected() -> Result<()> {
+    use podium_projectors::read_model::{RedisReadModel, Sourced};
+    use podium_schemas::read_model::Root;
+    use tokio::io::AsyncWriteExt;
+    let mut stack = Stack::start().await?;
+    let mut config = stack.query_config();
+    config.streams.client_buffer = 8;
+    config.streams.max_skips = 1;
+    config.streams.coalesce_ms = 10;
+    config.streams.top = 100;
+    let url = stack.start_query_api_with("query-api-slow", config).await?;
+
+    // The workload goes straight into Redis through the projector's own write path, one
+    // event per batch, so the quiz changes hundreds of times: as fast as a big live quiz.
+    let quiz_id = podium_testkit::unique("slow");
+    let log = podium_testkit::QuizLog::play(&quiz_id, 60, 4, 1.0, 3)?;
+    let store = RedisReadModel::connect(&stack.redis_url(), Root::new(&stack.namespace)).await?;
+    let _ = store.adopt_active().await?;
+    let mut offset = 0i64;
+    let mut apply = async |event: &podium_schemas::Event| -> Result<()> {
+        let batch = [Sourced {
+            topic: "workload".into(),
+            partition: 0,
+            offset,
+            event: event.clone(),
+        }];
+        offset += 1;
+        let next = [("workload:0".to_owned(), offset)].into_iter().collect();
+        let _ = store.apply(&batch, &next).await?;
+        Ok(())
+    };
+    let mut events = log.events();
+    for event in events.by_ref().take(log.opening.len()) {
+        apply(event).await?;
+    }
+    wait_for_quiz(&stack, &quiz_id).await?;
+
+    // A client that reads far slower than the quiz changes, with a tiny receive window, so
+    // the server's socket and queues fill within a few events.
+    let address = url.trim_start_matches("http://").parse()?;
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.set_recv_buffer_size(2048)?;
+    let mut slow = socket.connect(address).await?;
+    let request = format!(
+        "GET /v1/quizzes/{quiz_id}/events HTTP/1.1\r\nHost: podium\r\nAccept: text/event-stream\r\n\r\n"
+    );
+    slow.write_all(request.as_bytes()).await?;
+    let slow = tokio::spawn(read_slowly(slow));
+    // A client that keeps up, reading all the time.
+    let mut fast = Sse::connect(&format!("{url}/v1/quizzes/{quiz_id}/events"), None).await?;
+    let fast = tokio::spawn(async move { fast.until("quiz_finished", WAIT * 4).await });
+
+    for event in events {
+        apply(event).await?;
+        // Pacing, not an assertion: each change gets a read of its own.
+        tokio::time::sleep(Duration::from_millis(12)).await;
+    }
+    let fast_events = fast.await??;
+    let fast_boards = fast_events
+        .iter()
+        .filter(|e| e.event == "leaderboard")
+        .count();
+    ensure!(
+        !fast_events.iter().any(|e| e.event == "disconnect"),
+        "the fast client keeps up"
+    );
+
+    let seen = slow.await??;
+    let slow_boards = seen.matches("event: leaderboard").count();
+    let names: Vec<&str> = seen.lines().filter(|l| l.starts_with("event:")).collect();
+    ensure!(
+        seen.contains("\"resync\":true"),
+        "the slow client skipped to a fresh snapshot; it read {} bytes: {names:?}; the fast one got {fast_boards} leaderboards",
+        seen.len(),
+    );
+    ensure!(
+        seen.contains("event: disconnect") && seen.contains("too_slow"),
+        "falling behind again, it was disconnected with a reason: {names:?}"
+    );
+    ensure!(
+        slow_boards < fast_boards,
+        "the server did not buffer everything for it: {slow_boards} of {fast_boards} leaderboards"
+    );
+    stack.stop().await;
+    Ok(())
+}

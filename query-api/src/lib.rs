@@ -72,6 +72,7 @@ pub struct App {
     listener: TcpListener,
     router: axum::Router,
     hub: Hub,
+    send_buffer: usize,
 }
 
 impl App {
@@ -107,6 +108,7 @@ impl App {
             listener,
             router: http::router(state, RateLimiter::new(config.client_rate.rate())),
             hub,
+            send_buffer: config.streams.send_buffer_bytes,
         })
     }
 
@@ -125,7 +127,15 @@ impl App {
             shutdown.await;
             streams.cancel();
         };
-        podium_runtime::serve("query API", self.listener, self.router, draining).await?;
+        let send_buffer = Some(self.send_buffer).filter(|&bytes| bytes > 0);
+        podium_runtime::serve_with(
+            "query API",
+            self.listener,
+            self.router,
+            draining,
+            send_buffer,
+        )
+        .await?;
         Ok(())
     }
 }

@@ -97,7 +97,28 @@ pub async fn serve(
     router: axum::Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    serve_with(name, listener, router, shutdown, None).await
+}
+
+/// [`serve`], with each connection's kernel send buffer fixed at `send_buffer` bytes. Linux
+/// grows it to 4 MiB for a peer that stops reading; a server holding many long-lived streams
+/// bounds that, so a stalled client costs little and is noticed soon.
+pub async fn serve_with(
+    name: &str,
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    send_buffer: Option<usize>,
+) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
     tracing::info!(addr = %listener.local_addr()?, "{name} listening");
+    let listener = listener.tap_io(move |stream| {
+        if let Some(bytes) = send_buffer
+            && let Err(cause) = socket2::SockRef::from(&*stream).set_send_buffer_size(bytes)
+        {
+            tracing::warn!(%cause, "could not set the send buffer");
+        }
+    });
     let app = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)

@@ -21,8 +21,8 @@ use crate::views::{FlowEvent, PlayerStanding, QuizState, flow_since};
 /// Events queued for a client that hyper has not written yet: the bound on what a slow
 /// client costs, beside the broadcast's own bounded buffer.
 const QUEUE: usize = 8;
-/// How long the last words to a leaving client may wait for room in its queue.
-const LAST_WORDS: Duration = Duration::from_secs(1);
+/// The last event of a stream the server ends, written after whatever is still queued.
+type LastWords = Arc<std::sync::Mutex<Option<Event>>>;
 
 /// Whose stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,6 +51,7 @@ struct Session {
     quiz_id: String,
     of: StreamOf,
     queue: mpsc::Sender<Event>,
+    last_words: LastWords,
     /// The highest flow number and version the client has been sent.
     seen_flow: u64,
     seen_version: u64,
@@ -199,12 +200,18 @@ impl Session {
         self.forward(&board_frame(snapshot)).await
     }
 
-    async fn last_words(&mut self, name: &str, reason: &str) {
+    /// Ends the stream with a reason. It goes after the queued events, so even a client
+    /// whose queue is full reads why, once it has read the rest.
+    fn last_words(&mut self, name: &str, reason: &str) {
         metrics::counter!("podium_query_sse_disconnects_total", "reason" => reason.to_owned())
             .increment(1);
         let data = json!({ "reason": reason }).to_string();
         let id = self.seen_flow * ID_SPAN + self.seen_version;
-        let _ = tokio::time::timeout(LAST_WORDS, self.send(event(name, id, &data))).await;
+        let words = event(name, id, &data).retry(self.hub.settings().retry());
+        *self
+            .last_words
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(words);
     }
 
     async fn follow(
@@ -229,7 +236,7 @@ impl Session {
             let open = tokio::select! {
                 biased;
                 () = shutdown.cancelled() => {
-                    self.last_words("reconnect", "server_shutdown").await;
+                    self.last_words("reconnect", "server_shutdown");
                     return;
                 }
                 () = self.queue.closed() => return,
@@ -238,7 +245,7 @@ impl Session {
                     Err(broadcast::error::RecvError::Lagged(_)) => {
                         self.skips += 1;
                         if self.skips > self.hub.settings().max_skips {
-                            self.last_words("disconnect", "too_slow").await;
+                            self.last_words("disconnect", "too_slow");
                             return;
                         }
                         match self.feed.latest() {
@@ -299,7 +306,9 @@ impl Hub {
             let _ = self.read_model().player(quiz_id, player_id).await?;
         }
         let (queue, events) = mpsc::channel(QUEUE);
+        let last_words = LastWords::default();
         let session = Session {
+            last_words: last_words.clone(),
             hub: self.clone(),
             feed,
             quiz_id: quiz_id.to_owned(),
@@ -319,9 +328,18 @@ impl Hub {
             _permit: permit,
             hub: self.clone(),
         };
-        Ok(ReceiverStream::new(events).map(move |event| {
-            let _ = &held;
-            Ok(event)
-        }))
+        let farewell = futures::stream::once(async move {
+            last_words
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take()
+        })
+        .filter_map(std::future::ready);
+        Ok(ReceiverStream::new(events)
+            .chain(farewell)
+            .map(move |event| {
+                let _ = &held;
+                Ok(event)
+            }))
     }
 }

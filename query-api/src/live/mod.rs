@@ -84,6 +84,15 @@ pub struct StreamArgs {
     )]
     pub max_skips: u32,
 
+    /// Kernel send buffer of each connection, in bytes (0: the kernel's own, which grows to
+    /// 4 MiB for a client that stops reading).
+    #[arg(
+        long = "sse-send-buffer-bytes",
+        env = "PODIUM_SSE_SEND_BUFFER_BYTES",
+        default_value_t = 65_536
+    )]
+    pub send_buffer_bytes: usize,
+
     /// Missed question-flow events replayed on reconnection; a longer gap gets a fresh
     /// snapshot marked as a resync instead.
     #[arg(
@@ -104,6 +113,7 @@ impl Default for StreamArgs {
             max_connections: 10_000,
             client_buffer: 32,
             max_skips: 3,
+            send_buffer_bytes: 65_536,
             replay_limit: 32,
         }
     }
