@@ -384,8 +384,17 @@ async fn a_client_that_reconnects_gets_what_it_missed_or_a_resync() -> Result<()
     let last_id = got.last().context("closed")?.id.clone();
     drop(dashboard);
 
-    let result = player.until("question_result", WAIT).await?;
-    let result = data(result.last().context("result")?);
+    // The result and the first rank change come in either order: answers move the board
+    // before the close is applied.
+    let mut mine = player.until("question_result", WAIT).await?;
+    if !mine.iter().any(|e| e.event == "rank") {
+        mine.extend(player.until("rank", WAIT).await?);
+    }
+    let result = data(
+        mine.iter()
+            .find(|e| e.event == "question_result")
+            .context("result")?,
+    );
     ensure!(
         result["answered"] == true && result["question"]["number"] == 1,
         "{result}"
@@ -393,6 +402,12 @@ async fn a_client_that_reconnects_gets_what_it_missed_or_a_resync() -> Result<()
     ensure!(
         result["awarded"].as_i64() > Some(0),
         "player 0 chose 0, the right answer: {result}"
+    );
+    // Ranked for the first time: a rank change from none to a place on the board.
+    let moved = data(mine.iter().find(|e| e.event == "rank").context("rank")?);
+    ensure!(
+        moved["from"].is_null() && moved["to"].as_u64().is_some_and(|r| (1..=3).contains(&r)),
+        "{moved}"
     );
 
     // Missed while away: question 2's start and close.

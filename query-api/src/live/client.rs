@@ -21,6 +21,8 @@ use crate::views::{FlowEvent, PlayerStanding, QuizState, flow_since};
 /// Events queued for a client that hyper has not written yet: the bound on what a slow
 /// client costs, beside the broadcast's own bounded buffer.
 const QUEUE: usize = 8;
+/// How often a player stream looks up the player's rank while the leaderboard moves.
+const RANK_INTERVAL: Duration = Duration::from_millis(250);
 /// The last event of a stream the server ends, written after whatever is still queued.
 type LastWords = Arc<std::sync::Mutex<Option<Event>>>;
 
@@ -58,7 +60,9 @@ struct Session {
     retry_sent: bool,
     skips: u32,
     rank: Option<u64>,
-    rank_due: bool,
+    /// When to look up the player's rank again: set by leaderboard changes, at most every
+    /// [`RANK_INTERVAL`], so a player stream costs one read per interval at most.
+    rank_at: Option<tokio::time::Instant>,
 }
 
 impl Session {
@@ -119,7 +123,7 @@ impl Session {
             (Mark::Board { flow, version }, StreamOf::Player(_)) => {
                 self.seen_flow = self.seen_flow.max(*flow);
                 self.seen_version = *version;
-                self.rank_due = true;
+                self.rank_due();
                 true
             }
             (Mark::Board { flow, version }, StreamOf::Quiz) => {
@@ -145,7 +149,7 @@ impl Session {
                     "awarded": awarded.unwrap_or(0),
                     "you": you,
                 });
-                self.rank_due = true;
+                self.rank_due();
                 self.send(event("question_result", frame.id(), &data.to_string()))
                     .await
             }
@@ -156,10 +160,14 @@ impl Session {
         }
     }
 
+    fn rank_due(&mut self) {
+        let _ = self
+            .rank_at
+            .get_or_insert_with(|| tokio::time::Instant::now() + RANK_INTERVAL);
+    }
+
     async fn check_rank(&mut self) -> bool {
-        if !std::mem::take(&mut self.rank_due) {
-            return true;
-        }
+        self.rank_at = None;
         let Some(you) = self.player().await else {
             return true;
         };
@@ -190,7 +198,7 @@ impl Session {
         self.seen_version = version;
         if let StreamOf::Player(_) = self.of {
             self.rank = None;
-            self.rank_due = true;
+            self.rank_due();
         }
         for (number, missed) in missed {
             if !self.forward(&flow_frame(number, missed)).await {
@@ -224,15 +232,14 @@ impl Session {
             return;
         }
         let shutdown = self.hub.shutdown().clone();
-        let mut rank_tick = tokio::time::interval(
-            self.hub
-                .settings()
-                .coalesce()
-                .max(Duration::from_millis(250)),
-        );
-        rank_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let player = matches!(self.of, StreamOf::Player(_));
         loop {
+            let rank_at = self.rank_at;
+            let rank_due = async {
+                match rank_at {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
             let open = tokio::select! {
                 biased;
                 () = shutdown.cancelled() => {
@@ -255,7 +262,7 @@ impl Session {
                     }
                     Err(broadcast::error::RecvError::Closed) => return,
                 },
-                _ = rank_tick.tick(), if player => self.check_rank().await,
+                () = rank_due => self.check_rank().await,
             };
             if !open {
                 return;
@@ -319,7 +326,7 @@ impl Hub {
             retry_sent: false,
             skips: 0,
             rank: None,
-            rank_due: false,
+            rank_at: None,
         };
         drop(tokio::spawn(session.follow(snapshot, resume, frames)));
         #[allow(clippy::cast_precision_loss)]
