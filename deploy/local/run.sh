@@ -35,6 +35,11 @@ grace=$(post /v1/join "" "{\"join_code\": \"$CODE\", \"name\": \"Grace\"}")
 jq -c 'del(.player_token)' <<<"$ada"; jq -c 'del(.player_token)' <<<"$grace"
 ADA=$(jq -r .player_token <<<"$ada"); GRACE=$(jq -r .player_token <<<"$grace")
 
+# A dashboard follows the quiz over Server-Sent Events from here on.
+stream="$PODIUM_HOME/demo-stream.txt"
+curl -sS -N --max-time 20 "$PODIUM_QUERY_URL/v1/quizzes/$QUIZ/events" >"$stream" 2>/dev/null &
+dashboard=$!
+
 say "3. The host starts question 1"
 post "/v1/quizzes/$QUIZ/questions/1/start" "$HOST" '{}' | jq -c .
 
@@ -49,6 +54,17 @@ for _ in $(seq 1 50); do
   sleep 0.1
 done
 jq . <<<"$board"
+
+say "6. The quiz state: question 1 is open, its answer hidden"
+curl -sS --max-time 5 "$PODIUM_QUERY_URL/v1/quizzes/$QUIZ" | jq -c '{status, player_count, current: (.current | {number, text, choices, remaining_ms})}'
+
+say "7. What the dashboard's SSE stream received"
+for _ in $(seq 1 30); do
+  grep -q '^event: leaderboard' "$stream" && break
+  sleep 0.1
+done
+kill "$dashboard" 2>/dev/null || true
+grep -E '^(event|id):' "$stream" | paste - - | sed 's/^/  /'
 
 cat > "$PODIUM_HOME/demo.env" <<ENV
 export QUIZ=$QUIZ CODE=$CODE HOST=$HOST
@@ -69,6 +85,9 @@ cat <<TXT
   # the leaderboard, and one player's points and rank
   curl -s "\$QRY/v1/quizzes/\$QUIZ/leaderboard?limit=10"
   curl -s "\$QRY/v1/quizzes/\$QUIZ/players/<player_id>"
+
+  # follow the quiz live, as a dashboard does (Ctrl-C to stop)
+  curl -N "\$QRY/v1/quizzes/\$QUIZ/events"
 
   # as the host: next question, then finish
   curl -s -X POST \$CMD/v1/quizzes/\$QUIZ/questions/2/start -H "Authorization: Bearer \$HOST"
