@@ -215,6 +215,7 @@ impl Stack {
                 rate_per_client: 0,
                 rate_burst_per_client: 0,
             },
+            cors_origins: vec!["*".into()],
             streams: podium_query_api::live::StreamArgs::default(),
             scylla: no_scylla(),
         }

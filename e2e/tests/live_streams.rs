@@ -614,6 +614,31 @@ async fn the_openapi_document_matches_the_routes() -> Result<()> {
         }
     }
     ensure!(routed.len() == 7, "{routed:?}");
+    // A dashboard page on another origin may read, and preflight a stream with Last-Event-ID.
+    let preflight = http
+        .request(
+            reqwest::Method::OPTIONS,
+            format!("{}/v1/quizzes/q/events", stack.query_url),
+        )
+        .header("Origin", "https://dashboard.example")
+        .header("Access-Control-Request-Method", "GET")
+        .header("Access-Control-Request-Headers", "last-event-id")
+        .send()
+        .await?;
+    let allowed = |name: &str| {
+        preflight
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    ensure!(
+        allowed("access-control-allow-origin") == "*"
+            && allowed("access-control-allow-headers").contains("last-event-id"),
+        "CORS preflight: {:?}",
+        preflight.headers()
+    );
     stack.stop().await;
     Ok(())
 }

@@ -104,6 +104,30 @@ pub fn router(state: AppState, per_client: RateLimiter<IpAddr>) -> axum::Router 
         .layer(TraceLayer::new_for_http())
 }
 
+/// Lets dashboards on other origins read, and open streams with `EventSource`.
+pub fn cors(origins: &[String]) -> anyhow::Result<tower_http::cors::CorsLayer> {
+    use axum::http::{HeaderName, HeaderValue, Method, header};
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    let layer = CorsLayer::new()
+        .allow_methods([Method::GET])
+        .allow_headers([
+            header::AUTHORIZATION,
+            HeaderName::from_static("last-event-id"),
+        ])
+        .max_age(std::time::Duration::from_secs(3600));
+    if origins.iter().any(|o| o.trim() == "*") {
+        return Ok(layer.allow_origin(AllowOrigin::any()));
+    }
+    let origins = origins
+        .iter()
+        .map(|o| {
+            HeaderValue::from_str(o.trim())
+                .map_err(|_| anyhow::anyhow!("PODIUM_CORS_ORIGINS: {o:?} is not an origin"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(layer.allow_origin(AllowOrigin::list(origins)))
+}
+
 fn check_id(what: &str, id: &str) -> Result<()> {
     if id.is_empty() || id.len() > MAX_ID_CHARS {
         return Err(Error::InvalidQuery(format!(

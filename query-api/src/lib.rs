@@ -58,6 +58,16 @@ pub struct Config {
     #[command(flatten)]
     pub client_rate: ClientRateArgs,
 
+    /// Origins whose pages may read the API and its streams (CORS), comma separated; `*` for
+    /// any. Reads are public and use no cookies, so any origin is the default.
+    #[arg(
+        long,
+        env = "PODIUM_CORS_ORIGINS",
+        value_delimiter = ',',
+        default_value = "*"
+    )]
+    pub cors_origins: Vec<String>,
+
     #[command(flatten)]
     pub streams: StreamArgs,
 
@@ -106,7 +116,8 @@ impl App {
         let listener = TcpListener::bind(config.listen).await?;
         Ok(Self {
             listener,
-            router: http::router(state, RateLimiter::new(config.client_rate.rate())),
+            router: http::router(state, RateLimiter::new(config.client_rate.rate()))
+                .layer(http::cors(&config.cors_origins)?),
             hub,
             send_buffer: config.streams.send_buffer_bytes,
         })
