@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the local stack and the tests need, skipping whatever is already present:
-# Debian's redis-server, and the tansu broker at the pinned version.
+# Debian's redis-server and chromium, and the tansu broker at the pinned version.
 set -euo pipefail
 export PATH="$HOME/.cargo/bin:$PATH"
 
@@ -15,11 +15,12 @@ as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
 }
 
-# Debian packages: the Redis server, and curl + jq for the demo.
+# Debian packages: the Redis server, curl + jq for the demo, and Chromium for the browser test.
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v jq >/dev/null 2>&1 || missing+=(jq)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 if [ "${#missing[@]}" -gt 0 ]; then
   log "installing Debian packages: ${missing[*]}"
   as_root apt-get update -qq
@@ -27,7 +28,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
   # The package may start a system Redis on 6379; Podium runs its own on other ports.
   as_root systemctl disable --now redis-server >/dev/null 2>&1 || true
 else
-  log "redis-server, jq and curl present"
+  log "redis-server, jq, curl and chromium present"
 fi
 
 have_tansu_version() {

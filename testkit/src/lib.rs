@@ -277,3 +277,40 @@ impl Redis {
         Ok(client.get_multiplexed_async_connection().await?)
     }
 }
+
+/// Headless Debian Chromium showing one page, for tests of what a real browser does (its
+/// `EventSource`, CORS). Closed when dropped.
+#[derive(Debug)]
+pub struct Browser {
+    _child: Child,
+    _profile: TempDir,
+}
+
+impl Browser {
+    pub fn open(url: &str) -> Result<Self> {
+        let chromium = program("CHROMIUM_BIN", "chromium")?;
+        let profile = tempfile::Builder::new()
+            .prefix("podium-chromium")
+            .tempdir()?;
+        let profile_arg = format!("--user-data-dir={}", profile.path().display());
+        // No sandbox (tests may run as root); no background traffic: the machine's network is
+        // closed and Chromium would retry its own services forever.
+        let args = [
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            profile_arg.as_str(),
+            url,
+        ];
+        let child = spawn(&chromium, &args, &profile.path().join("chromium.log"))?;
+        Ok(Self {
+            _child: child,
+            _profile: profile,
+        })
+    }
+}
