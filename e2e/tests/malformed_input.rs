@@ -180,6 +180,27 @@ fn every_endpoint_answers_bad_input_with_a_problem() -> Result<()> {
             "p".repeat(500)
         ))),
         post(query(&format!("/v1/quizzes/{quiz_id}/leaderboard")), None),
+        get(query(&format!(
+            "/v1/quizzes/{quiz_id}/leaderboard?cursor=not-a-cursor"
+        ))),
+        get(query(&format!(
+            "/v1/quizzes/{quiz_id}/leaderboard/around/{player_id}?radius=abc"
+        ))),
+        get(query(&format!(
+            "/v1/quizzes/{quiz_id}/leaderboard/around/{player_id}?radius=51"
+        ))),
+        get(query(&format!("/v1/quizzes/{quiz_id}/questions/0/stats"))),
+        get(query(&format!("/v1/quizzes/{quiz_id}/questions/x/stats"))),
+        get(query(&format!("/v1/quizzes/{quiz_id}/questions/99/stats"))),
+        get(query(&format!("/v1/quizzes/{}", "q".repeat(500)))),
+        // Streams that are refused before they start; an accepted one never ends.
+        get(query("/v1/quizzes/unknown/events")),
+        get(query(&format!(
+            "/v1/quizzes/{quiz_id}/players/{player_id}/events"
+        ))),
+        get(query(&format!(
+            "/v1/quizzes/{quiz_id}/players/{player_id}/events?access_token=forged"
+        ))),
     ];
 
     // Fixed malformations at every endpoint.
