@@ -300,10 +300,12 @@ impl Hub {
             .clone()
             .try_acquire_owned()
             .map_err(|_| Error::TooManyStreams)?;
-        let (feed, frames) = self.join(quiz_id);
-        let snapshot = match feed.latest() {
-            Some(latest) => latest,
-            None => feed.offer(Arc::new(
+        // Read before joining when the quiz has no warm feed: a request for a quiz that does not
+        // exist (or a player who does not) is refused without starting a feed for it.
+        let warm = self.feed(quiz_id).and_then(|feed| feed.latest());
+        let read = match warm {
+            Some(_) => None,
+            None => Some(Arc::new(
                 self.read_model()
                     .snapshot(quiz_id, usize::from(self.settings().top))
                     .await?,
@@ -312,6 +314,17 @@ impl Hub {
         if let StreamOf::Player(player_id) = &of {
             let _ = self.read_model().player(quiz_id, player_id).await?;
         }
+        let (feed, frames) = self.join(quiz_id);
+        // Whatever happened meanwhile, the feed's next read is diffed against this snapshot.
+        let snapshot = match (feed.latest(), read) {
+            (Some(latest), _) => latest,
+            (None, Some(read)) => feed.offer(read),
+            (None, None) => feed.offer(Arc::new(
+                self.read_model()
+                    .snapshot(quiz_id, usize::from(self.settings().top))
+                    .await?,
+            )),
+        };
         let (queue, events) = mpsc::channel(QUEUE);
         let last_words = LastWords::default();
         let session = Session {
