@@ -1,0 +1,18 @@
+use std::process::ExitCode;
+
+use clap::Parser;
+use podium_analyst::Cli;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    podium_runtime::init_telemetry();
+    match podium_analyst::run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        // `podium-analyst tail | head`: the reader has what it wanted.
+        Err(e) if e.is_broken_pipe() => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("podium-analyst: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
