@@ -188,3 +188,39 @@ fn event_type_names_match_the_avro_record_names() {
         assert_eq!(schema.name().map(|n| n.name()), Some(name));
     }
 }
+
+/// The specification's fingerprints, as fastavro's `fingerprint()` and Java's
+/// `SchemaNormalization.parsingFingerprint64` compute them (docs/analysts.md), little-endian.
+const SPECIFICATION_FINGERPRINTS: [(&str, &str); 7] = [
+    ("QuizCreated", "a5bf60be844c5bee"),
+    ("PlayerJoined", "f481c3e1015c00f7"),
+    ("JoiningLocked", "a4864c28f58c77aa"),
+    ("QuestionStarted", "912baa1f82182d6c"),
+    ("QuestionClosed", "120dbc571697cf47"),
+    ("QuizFinished", "db0de716f957c526"),
+    ("AnswerSubmitted", "89c8838b7bf39777"),
+];
+
+#[test]
+fn records_carrying_the_specifications_fingerprint_decode_too() {
+    let codec = Codec::new();
+    for (name, avsc) in podium_schemas::codec::SCHEMAS {
+        let hex: String = podium_schemas::codec::specification_fingerprint(avsc)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let expected = SPECIFICATION_FINGERPRINTS
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, f)| *f);
+        assert_eq!(Some(hex.as_str()), expected, "{name}");
+    }
+    let event = Event::QuizFinished(QuizFinished {
+        quiz_id: "q1".into(),
+        finished_at: 1_800_000_000_000,
+    });
+    let mut bytes = codec.encode(&event).unwrap_or_default();
+    let finished = podium_schemas::codec::SCHEMAS[5].1;
+    bytes[2..10].copy_from_slice(&podium_schemas::codec::specification_fingerprint(finished));
+    assert_eq!(codec.decode(&bytes).ok(), Some(event));
+}
