@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use crate::domain::scoring::{self, RULE_VERSION};
+use crate::domain::scoring::Rules;
 use crate::domain::standings::Standings;
 use crate::domain::{Rejection, normalize_name};
 use crate::events::{
@@ -225,19 +225,8 @@ impl Quiz {
         let elapsed = (cmd.received_at - active.started_at).clamp(0, i64::from(i32::MAX));
         let elapsed_ms = i32::try_from(elapsed).unwrap_or(i32::MAX);
         let correct = choice == question.correct_choice;
-        let (points, streak, bonus) = if correct {
-            let previous = player.map_or(0, |p| p.streak_at(cmd.question - 1));
-            let streak = previous + 1;
-            let points = scoring::speed_points(
-                u32::try_from(question.points).unwrap_or(0),
-                u32::try_from(elapsed_ms).unwrap_or(0),
-                u32::try_from(question.time_limit_ms).unwrap_or(0),
-            );
-            let bonus = scoring::streak_bonus(u32::try_from(streak).unwrap_or(0));
-            (points, streak, bonus)
-        } else {
-            (0, 0, 0)
-        };
+        let previous_streak = player.map_or(0, |p| p.streak_at(cmd.question - 1));
+        let score = Rules::CURRENT.score(question, correct, elapsed_ms, previous_streak);
         Ok(Decision::Append(vec![Event::AnswerSubmitted(
             AnswerSubmitted {
                 quiz_id: self.quiz_id.clone(),
@@ -247,10 +236,10 @@ impl Quiz {
                 received_at: cmd.received_at,
                 elapsed_ms,
                 correct,
-                points: i32::try_from(points).unwrap_or(i32::MAX),
-                streak,
-                streak_bonus: i32::try_from(bonus).unwrap_or(i32::MAX),
-                rule_version: RULE_VERSION,
+                points: score.points,
+                streak: score.streak,
+                streak_bonus: score.streak_bonus,
+                rule_version: Rules::CURRENT.version(),
                 idempotency_key: cmd.idempotency_key.clone(),
             },
         )]))
