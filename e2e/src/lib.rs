@@ -184,10 +184,7 @@ impl Stack {
     pub fn projector_config(&self) -> podium_projectors::Config {
         podium_projectors::Config {
             kafka: self.kafka.clone(),
-            redis: podium_projectors::RedisArgs {
-                redis_url: self.redis.url(),
-                namespace: self.namespace.clone(),
-            },
+            redis: self.redis_args(),
             scylla: no_scylla(),
             group: format!("{}read-models", self.kafka.topic_prefix),
             batch_max: 500,
@@ -208,8 +205,7 @@ impl Stack {
     pub fn query_config(&self) -> podium_query_api::Config {
         podium_query_api::Config {
             listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
-            redis_url: self.redis.url(),
-            namespace: self.namespace.clone(),
+            redis: self.redis_args(),
             token_secret: TOKEN_SECRET.into(),
             client_rate: ClientRateArgs {
                 rate_per_client: 0,
@@ -247,6 +243,13 @@ impl Stack {
         let url = format!("http://{}", app.local_addr()?);
         self.spawn(name, |signal| app.run_until(signal));
         Ok(url)
+    }
+
+    pub fn redis_args(&self) -> podium_runtime::RedisArgs {
+        podium_runtime::RedisArgs {
+            redis_url: self.redis.url(),
+            namespace: self.namespace.clone(),
+        }
     }
 
     pub fn redis_url(&self) -> String {

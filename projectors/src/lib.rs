@@ -14,35 +14,19 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::{Args, Parser};
+use clap::Parser;
 use podium_runtime::KafkaArgs;
-use podium_schemas::read_model::Root;
 
 pub use error::{Error, Result};
 
 use crate::projector::{Batching, Projector};
 use crate::read_model::RedisReadModel;
 
-/// Where the Redis read models live.
-#[derive(Debug, Clone, Args)]
-pub struct RedisArgs {
-    /// Redis holding the hot read models.
-    #[arg(
-        long,
-        env = "PODIUM_REDIS_URL",
-        default_value = "redis://127.0.0.1:6379/"
-    )]
-    pub redis_url: String,
+pub use podium_runtime::RedisArgs;
 
-    /// Root of every read-model key; generations of the read models live under it.
-    #[arg(long, env = "PODIUM_READ_MODEL_NAMESPACE", default_value = "podium")]
-    pub namespace: String,
-}
-
-impl RedisArgs {
-    pub async fn connect(&self) -> Result<RedisReadModel> {
-        RedisReadModel::connect(&self.redis_url, Root::new(&self.namespace)).await
-    }
+/// Connects to the read models `args` names.
+pub async fn connect(args: &RedisArgs) -> Result<RedisReadModel> {
+    RedisReadModel::connect(&args.redis_url, args.root()).await
 }
 
 /// Configuration of the projector service, from flags or the environment.
@@ -128,7 +112,7 @@ pub async fn run(
     if let Some(listen) = config.metrics_listen()? {
         let _ = podium_runtime::metrics::serve_metrics(listen, shutdown.clone()).await?;
     }
-    let store = config.redis.connect().await?;
+    let store = connect(&config.redis).await?;
     let batching = Batching {
         max_messages: config.batch_max.max(1),
         linger: Duration::from_millis(config.batch_linger_ms),

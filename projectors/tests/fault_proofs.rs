@@ -403,8 +403,12 @@ async fn poison_goes_to_the_dead_letters_and_every_answer_around_it_counts() -> 
             .text()
             .await
             .ok()?;
-        text.contains("podium_projector_consumer_lag{")
-            .then_some(text)
+        // Statistics arrive per partition: wait for the answers topic's gauge itself.
+        let answers_lag = text.lines().any(|line| {
+            line.starts_with("podium_projector_consumer_lag{")
+                && line.contains(&format!("topic=\"{answers}\""))
+        });
+        answers_lag.then_some(text)
     })
     .await?;
     assert!(lag.contains(&format!("topic=\"{answers}\"")));

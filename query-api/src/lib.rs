@@ -16,7 +16,6 @@ use clap::Parser;
 use podium_durable::{DurableStore, ScyllaConfig};
 use podium_runtime::rate_limit::{ClientRateArgs, RateLimiter};
 use podium_runtime::tokens::{MIN_SECRET_BYTES, Tokens};
-use podium_schemas::read_model::Root;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -39,17 +38,8 @@ pub struct Config {
     #[arg(long, env = "PODIUM_QUERY_LISTEN", default_value = "127.0.0.1:8081")]
     pub listen: SocketAddr,
 
-    /// Redis holding the hot read models.
-    #[arg(
-        long,
-        env = "PODIUM_REDIS_URL",
-        default_value = "redis://127.0.0.1:6379/"
-    )]
-    pub redis_url: String,
-
-    /// Root of every read-model key; the active generation is read under it.
-    #[arg(long, env = "PODIUM_READ_MODEL_NAMESPACE", default_value = "podium")]
-    pub namespace: String,
+    #[command(flatten)]
+    pub redis: podium_runtime::RedisArgs,
 
     /// The secret the command API signs tokens with: player streams need a player token.
     #[arg(long, env = "PODIUM_TOKEN_SECRET", hide_env_values = true)]
@@ -102,7 +92,7 @@ impl App {
             config.token_secret.len() >= MIN_SECRET_BYTES,
             "PODIUM_TOKEN_SECRET must be at least {MIN_SECRET_BYTES} bytes"
         );
-        let live = ReadModel::connect(&config.redis_url, Root::new(&config.namespace)).await?;
+        let live = ReadModel::connect(&config.redis.redis_url, config.redis.root()).await?;
         let hub = Hub::start(
             live.clone(),
             config.streams.clone(),

@@ -48,6 +48,29 @@ impl KafkaArgs {
     }
 }
 
+/// Where the Redis read models live: the projectors write them, the query API reads them.
+/// Flattened into both binaries' configurations.
+#[derive(Debug, Clone, Args)]
+pub struct RedisArgs {
+    /// Redis holding the hot read models.
+    #[arg(
+        long,
+        env = "PODIUM_REDIS_URL",
+        default_value = "redis://127.0.0.1:6379/"
+    )]
+    pub redis_url: String,
+
+    /// Root of every read-model key; generations of the read models live under it.
+    #[arg(long, env = "PODIUM_READ_MODEL_NAMESPACE", default_value = "podium")]
+    pub namespace: String,
+}
+
+impl RedisArgs {
+    pub fn root(&self) -> podium_schemas::read_model::Root {
+        podium_schemas::read_model::Root::new(&self.namespace)
+    }
+}
+
 /// Logs to stderr: human-readable by default, JSON lines when `PODIUM_LOG_FORMAT=json`.
 /// `RUST_LOG` filters, defaulting to `info`.
 pub fn init_telemetry() {

@@ -81,7 +81,7 @@ async fn main() -> anyhow::Result<()> {
             batch_max,
             grace_seconds,
         } => {
-            let store = redis.connect().await?;
+            let store = podium_projectors::connect(&redis).await?;
             let options = RebuildOptions {
                 batch_max: batch_max.max(1),
                 grace: Duration::from_secs(grace_seconds),
