@@ -38,29 +38,15 @@ impl Game {
                 "time_limit_seconds": 120,
             })).collect::<Vec<_>>(),
         });
-        let (status, created) = stack.post("/v1/quizzes", None, &quiz).await?;
-        ensure!(status == 201, "create: {status} {created}");
-        let text = |v: &Value, k: &str| v[k].as_str().unwrap_or_default().to_owned();
-        let mut game = Self {
-            quiz_id: text(&created, "quiz_id"),
-            host: text(&created, "host_token"),
-            players: Vec::new(),
-            events: 1,
-        };
-        for i in 0..PLAYERS {
-            let (status, joined) = stack
-                .post(
-                    "/v1/join",
-                    None,
-                    &json!({"join_code": text(&created, "join_code"), "name": format!("player {i}")}),
-                )
-                .await?;
-            ensure!(status == 201, "join: {status} {joined}");
-            game.players
-                .push((text(&joined, "player_id"), text(&joined, "player_token")));
-            game.events += 1;
-        }
-        Ok(game)
+        let created = stack.create_and_join(&quiz, PLAYERS).await?;
+        // The creation and one join each.
+        let events = 1 + u64::try_from(created.players.len())?;
+        Ok(Self {
+            quiz_id: created.quiz_id,
+            host: created.host,
+            players: created.players,
+            events,
+        })
     }
 
     async fn host(&mut self, stack: &Stack, action: &str) -> Result<()> {

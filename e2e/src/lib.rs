@@ -57,6 +57,16 @@ fn stop_signal() -> (oneshot::Sender<()>, impl std::future::Future<Output = ()>)
     })
 }
 
+/// A quiz created through the command API, and the players who joined it.
+#[derive(Debug, Clone)]
+pub struct Created {
+    pub quiz_id: String,
+    pub host: String,
+    pub join_code: String,
+    /// Each player's id and token, in the order they joined.
+    pub players: Vec<(String, String)>,
+}
+
 /// ScyllaDB cannot run here: the durable read model stays disabled.
 fn no_scylla() -> podium_durable::ScyllaConfig {
     podium_durable::ScyllaConfig {
@@ -279,6 +289,32 @@ impl Stack {
             status,
             response.json().await.unwrap_or(serde_json::Value::Null),
         ))
+    }
+
+    /// Creates `quiz` and has `players` players join it, named `player 0`, `player 1`, ….
+    pub async fn create_and_join(
+        &self,
+        quiz: &serde_json::Value,
+        players: usize,
+    ) -> Result<Created> {
+        let (status, created) = self.post("/v1/quizzes", None, quiz).await?;
+        anyhow::ensure!(status == 201, "create: {status} {created}");
+        let text = |v: &serde_json::Value, k: &str| v[k].as_str().unwrap_or_default().to_owned();
+        let mut game = Created {
+            quiz_id: text(&created, "quiz_id"),
+            host: text(&created, "host_token"),
+            join_code: text(&created, "join_code"),
+            players: Vec::with_capacity(players),
+        };
+        for i in 0..players {
+            let body =
+                serde_json::json!({"join_code": game.join_code, "name": format!("player {i}")});
+            let (status, joined) = self.post("/v1/join", None, &body).await?;
+            anyhow::ensure!(status == 201, "join: {status} {joined}");
+            game.players
+                .push((text(&joined, "player_id"), text(&joined, "player_token")));
+        }
+        Ok(game)
     }
 
     /// Reads from the query API; returns the status and the JSON body.

@@ -130,27 +130,12 @@ impl Game {
                 "correct_choice": n % 3,
             })).collect::<Vec<_>>(),
         });
-        let (status, created) = stack.post("/v1/quizzes", None, &quiz).await?;
-        ensure!(status == 201, "create: {status} {created}");
-        let text = |v: &Value, k: &str| v[k].as_str().unwrap_or_default().to_owned();
-        let mut game = Self {
-            quiz_id: text(&created, "quiz_id"),
-            host: text(&created, "host_token"),
-            players: Vec::new(),
-        };
-        for i in 0..players {
-            let (status, joined) = stack
-                .post(
-                    "/v1/join",
-                    None,
-                    &json!({"join_code": text(&created, "join_code"), "name": format!("player {i}")}),
-                )
-                .await?;
-            ensure!(status == 201, "join: {status} {joined}");
-            game.players
-                .push((text(&joined, "player_id"), text(&joined, "player_token")));
-        }
-        Ok(game)
+        let created = stack.create_and_join(&quiz, players).await?;
+        Ok(Self {
+            quiz_id: created.quiz_id,
+            host: created.host,
+            players: created.players,
+        })
     }
 
     async fn host(&self, stack: &Stack, action: &str) -> Result<()> {
