@@ -178,8 +178,9 @@ impl MomentArgs {
     }
 }
 
+/// What `leaderboard` and `rescore` both read and print.
 #[derive(Debug, Args)]
-pub struct LeaderboardArgs {
+pub struct BoardArgs {
     #[command(flatten)]
     pub kafka: KafkaArgs,
 
@@ -190,7 +191,7 @@ pub struct LeaderboardArgs {
     #[command(flatten)]
     pub moment: MomentArgs,
 
-    /// Print JSON (the query API's leaderboard shape) instead of a table.
+    /// Print JSON instead of a table (for `leaderboard`, the query API's leaderboard shape).
     #[arg(long)]
     pub json: bool,
 
@@ -199,29 +200,38 @@ pub struct LeaderboardArgs {
     pub top: Option<usize>,
 }
 
+impl BoardArgs {
+    /// Prints `board` as JSON or as the table `to_table` makes.
+    fn print<B: serde::Serialize>(
+        &self,
+        board: &B,
+        to_table: impl FnOnce(&B) -> String,
+    ) -> Result<()> {
+        let text = if self.json {
+            serde_json::to_string_pretty(board)? + "\n"
+        } else {
+            to_table(board)
+        };
+        let mut out = std::io::stdout().lock();
+        out.write_all(text.as_bytes())?;
+        Ok(out.flush()?)
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct LeaderboardArgs {
+    #[command(flatten)]
+    pub board: BoardArgs,
+}
+
 #[derive(Debug, Args)]
 pub struct RescoreArgs {
-    #[command(flatten)]
-    pub kafka: KafkaArgs,
-
-    /// The quiz.
-    #[arg(long, value_name = "QUIZ_ID")]
-    pub quiz: String,
-
     /// The scoring rule version to re-score with (1 or 2).
     #[arg(long, value_name = "VERSION")]
     pub rules: i32,
 
     #[command(flatten)]
-    pub moment: MomentArgs,
-
-    /// Print JSON instead of a table.
-    #[arg(long)]
-    pub json: bool,
-
-    /// Show only the first N rows.
-    #[arg(long, value_name = "N")]
-    pub top: Option<usize>,
+    pub board: BoardArgs,
 }
 
 /// Runs a command, writing its output to standard output.
@@ -277,29 +287,15 @@ pub fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
-        Command::Leaderboard(args) => {
+        Command::Leaderboard(LeaderboardArgs { board: args }) => {
             let history = QuizHistory::read(&args.kafka, &args.quiz, progress)?;
             let board = leaderboard::board(&history, args.moment.moment(), args.top)?;
-            let text = if args.json {
-                serde_json::to_string_pretty(&board)? + "\n"
-            } else {
-                board.to_table()
-            };
-            let mut out = stdout.lock();
-            out.write_all(text.as_bytes())?;
-            Ok(out.flush()?)
+            args.print(&board, leaderboard::Board::to_table)
         }
-        Command::Rescore(args) => {
+        Command::Rescore(RescoreArgs { rules, board: args }) => {
             let history = QuizHistory::read(&args.kafka, &args.quiz, progress)?;
-            let board = leaderboard::rescore(&history, args.moment.moment(), args.rules, args.top)?;
-            let text = if args.json {
-                serde_json::to_string_pretty(&board)? + "\n"
-            } else {
-                board.to_table()
-            };
-            let mut out = stdout.lock();
-            out.write_all(text.as_bytes())?;
-            Ok(out.flush()?)
+            let board = leaderboard::rescore(&history, args.moment.moment(), rules, args.top)?;
+            args.print(&board, leaderboard::Rescored::to_table)
         }
     }
 }
