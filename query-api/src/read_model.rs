@@ -12,10 +12,6 @@ use redis::aio::ConnectionManager;
 use crate::error::{Error, Result};
 use crate::views::{LeaderboardEntry, PlayerStanding, Source};
 
-pub fn close_reason_name(reason: CloseReason) -> &'static str {
-    reason.name()
-}
-
 /// The quiz state, its questions and the top of its leaderboard, read atomically.
 /// `KEYS`: version, state, leaderboard. `ARGV`: the quiz's key prefix, how many leaders.
 /// Player and question keys are derived from the prefix; they share the quiz's hash slot.
@@ -366,10 +362,6 @@ fn field<T: std::str::FromStr>(fields: &Fields, name: &str) -> Option<T> {
     fields.get(name).and_then(|v| v.parse().ok())
 }
 
-fn close_reason(name: &str) -> Option<CloseReason> {
-    CloseReason::from_name(name)
-}
-
 fn entries(start: u64, rows: &[String], names: Vec<String>) -> Vec<LeaderboardEntry> {
     rows.chunks_exact(2)
         .zip(names)
@@ -418,7 +410,7 @@ fn question_view(fields: &Fields) -> QuestionView {
     let reveal = match (
         field(fields, "closed_at"),
         field(fields, "correct_choice"),
-        fields.get("reason").and_then(|r| close_reason(r)),
+        fields.get("reason").and_then(|r| CloseReason::from_name(r)),
     ) {
         (Some(closed_at), Some(correct_choice), Some(reason)) => Some(Reveal {
             closed_at,

@@ -6,8 +6,6 @@ use podium_schemas::events::Millis;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::read_model::close_reason_name;
-
 /// Where a read came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -182,7 +180,7 @@ pub fn closed_question(number: i32, question: &QuestionView) -> Option<ClosedQue
         text: question.text.clone(),
         choices: question.choices.clone(),
         correct_choice: reveal.correct_choice,
-        reason: close_reason_name(reveal.reason).to_owned(),
+        reason: reveal.reason.name().to_owned(),
         closed_at: reveal.closed_at,
         stats: QuestionStats {
             answers: stats.answers,

@@ -302,14 +302,10 @@ impl Hub {
             .map_err(|_| Error::TooManyStreams)?;
         // Read before joining when the quiz has no warm feed: a request for a quiz that does not
         // exist (or a player who does not) is refused without starting a feed for it.
-        let warm = self.feed(quiz_id).and_then(|feed| feed.latest());
-        let read = match warm {
+        let top = usize::from(self.settings().top);
+        let read = match self.feed(quiz_id).and_then(|feed| feed.latest()) {
             Some(_) => None,
-            None => Some(Arc::new(
-                self.read_model()
-                    .snapshot(quiz_id, usize::from(self.settings().top))
-                    .await?,
-            )),
+            None => Some(Arc::new(self.read_model().snapshot(quiz_id, top).await?)),
         };
         if let StreamOf::Player(player_id) = &of {
             let _ = self.read_model().player(quiz_id, player_id).await?;
@@ -319,11 +315,8 @@ impl Hub {
         let snapshot = match (feed.latest(), read) {
             (Some(latest), _) => latest,
             (None, Some(read)) => feed.offer(read),
-            (None, None) => feed.offer(Arc::new(
-                self.read_model()
-                    .snapshot(quiz_id, usize::from(self.settings().top))
-                    .await?,
-            )),
+            // The warm feed retired in between: this one is new.
+            (None, None) => feed.offer(Arc::new(self.read_model().snapshot(quiz_id, top).await?)),
         };
         let (queue, events) = mpsc::channel(QUEUE);
         let last_words = LastWords::default();
