@@ -193,7 +193,7 @@ impl EventLog for KafkaEventLog {
     }
 
     async fn history(&self) -> Result<Vec<Event>, AppendError> {
-        let mut config = self.kafka.client_config();
+        let mut config = self.kafka.consumer_config();
         let _ = config
             .set("group.id", "podium-command-api-history")
             .set("enable.auto.commit", "false")

@@ -40,7 +40,7 @@ impl DurableProjector {
         batching: Batching,
     ) -> Result<Self> {
         let consumer: StreamConsumer = kafka
-            .client_config()
+            .consumer_config()
             .set("group.id", group)
             .set("enable.auto.commit", "true")
             .set("enable.auto.offset.store", "false")

@@ -187,7 +187,7 @@ impl Projector {
         store: RedisReadModel,
         batching: Batching,
     ) -> Result<Self> {
-        let mut config = kafka.client_config();
+        let mut config = kafka.consumer_config();
         if let Some(instance) = &batching.instance_id {
             let _ = config.set("group.instance.id", instance);
         }

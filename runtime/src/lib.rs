@@ -24,14 +24,35 @@ pub struct KafkaArgs {
     /// Prefix for every topic name, to keep deployments (or tests) apart on one cluster.
     #[arg(long = "topic-prefix", env = "PODIUM_TOPIC_PREFIX", default_value = "")]
     pub topic_prefix: String,
+
+    /// Longest a consumer's fetch may wait at the broker for new records. Kafka answers as soon
+    /// as a record arrives, but tansu holds every fetch for the whole wait, which librdkafka
+    /// sets to 500 ms: measured, that wait was the whole of an answer's freshness.
+    #[arg(
+        long = "kafka-fetch-wait-ms",
+        env = "PODIUM_KAFKA_FETCH_WAIT_MS",
+        default_value_t = DEFAULT_FETCH_WAIT_MS
+    )]
+    pub fetch_wait_ms: u64,
 }
+
+/// See [`KafkaArgs::fetch_wait_ms`].
+pub const DEFAULT_FETCH_WAIT_MS: u64 = 25;
 
 impl KafkaArgs {
     pub fn new(brokers: impl Into<String>, topic_prefix: impl Into<String>) -> Self {
         Self {
             brokers: brokers.into(),
             topic_prefix: topic_prefix.into(),
+            fetch_wait_ms: DEFAULT_FETCH_WAIT_MS,
         }
+    }
+
+    /// A consumer's configuration: the client's, with the fetch wait bounded.
+    pub fn consumer_config(&self) -> ClientConfig {
+        let mut config = self.client_config();
+        let _ = config.set("fetch.wait.max.ms", self.fetch_wait_ms.to_string());
+        config
     }
 
     /// A client configuration with the bootstrap servers set; callers add their own settings.
