@@ -151,6 +151,11 @@ impl Broker {
         Ok(broker)
     }
 
+    /// The broker's process id, while it runs: the bench reads its CPU time.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     /// `host:port` for `bootstrap.servers`.
     pub fn bootstrap(&self) -> &str {
         &self.bootstrap
@@ -265,6 +270,11 @@ impl Redis {
         self.child.kill().await.context("killing redis")?;
         self.child = Self::spawn(self.dir.path(), self.port).await?;
         Ok(())
+    }
+
+    /// The server's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
     }
 
     /// `redis://127.0.0.1:port/`.
