@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Sets everything up and runs every check: formatting, clippy with warnings as errors, and all
 # tests (unit, property, contract and end-to-end against a real tansu broker and Redis that the
-# tests start themselves on free ports).
+# tests start themselves on free ports), then a few seconds of every benchmark phase.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 # shellcheck source=env.sh
@@ -29,3 +29,11 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --workspace --locked --no-fail-fast
 fi
+
+# Only to show that the benchmark works: a debug build, and seconds per phase. Its figures mean
+# nothing, and nothing here is timed; deploy/local/bench.sh measures.
+step "benchmark smoke run"
+cargo build --workspace --bins --locked --quiet
+smoke="$(mktemp -d)"
+trap 'rm -rf "$smoke"' EXIT
+target/debug/podium-bench --profile smoke --out "$smoke"

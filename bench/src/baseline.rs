@@ -1,0 +1,197 @@
+//! The raw components, measured in the same run as Podium: a bare rdkafka producer, pipelined
+//! `ZINCRBY`, and a bare axum hello-world. Every Podium figure is reported as a ratio to one of
+//! them, because absolute numbers on a shared machine drift.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use podium_runtime::KafkaArgs;
+use rand::Rng;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde::Serialize;
+
+use crate::measure::{Recorded, Recorder, rate};
+
+/// The raw broker: records of an answer's size and headers, produced with the command API's
+/// own producer settings (idempotent, `acks=all`, 1 ms linger) to a topic with the answers
+/// topic's partitions, `in_flight` at a time, for `duration`.
+pub async fn raw_producer(
+    kafka: &KafkaArgs,
+    topic: &str,
+    payload: Vec<u8>,
+    in_flight: usize,
+    duration: Duration,
+) -> Result<Recorded> {
+    let producer: FutureProducer = kafka
+        .client_config()
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "1")
+        .set("message.timeout.ms", "5000")
+        .create()?;
+    let payload = Arc::new(payload);
+    let recorder = Arc::new(Recorder::new());
+    let deadline = Instant::now() + duration;
+    let workers: Vec<_> = (0..in_flight)
+        .map(|w| {
+            let (producer, payload, recorder, topic) = (
+                producer.clone(),
+                payload.clone(),
+                recorder.clone(),
+                topic.to_owned(),
+            );
+            tokio::spawn(async move {
+                let mut n = 0u64;
+                while Instant::now() < deadline {
+                    n += 1;
+                    let key = format!("quiz/player-{w}-{n}");
+                    let headers = OwnedHeaders::new()
+                        .insert(Header {
+                            key: "event_type",
+                            value: Some("AnswerSubmitted"),
+                        })
+                        .insert(Header {
+                            key: "event_id",
+                            value: Some("0190c0a0-0000-7000-8000-000000000000"),
+                        })
+                        .insert(Header {
+                            key: "traceparent",
+                            value: Some("00-00000000000000000000000000000000-0000000000000000-01"),
+                        });
+                    let record = FutureRecord::to(&topic)
+                        .key(&key)
+                        .payload(payload.as_slice())
+                        .headers(headers);
+                    let sent = Instant::now();
+                    let outcome = producer.send(record, Duration::from_secs(5)).await;
+                    let now = Instant::now();
+                    match outcome {
+                        Ok(_) => recorder.ok(now - sent, now),
+                        Err((e, _)) => recorder.error(&format!("kafka: {e}"), now),
+                    }
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        let _ = worker.await;
+    }
+    Ok(recorder.finish())
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RedisBaseline {
+    pub pipeline: usize,
+    pub ops: u64,
+    pub seconds: f64,
+    pub ops_per_second: f64,
+}
+
+/// Raw Redis: `ZINCRBY` in pipelines of `pipeline` over `members` members, on one connection,
+/// for `duration`.
+pub async fn pipelined_zincrby(
+    redis: &mut redis::aio::MultiplexedConnection,
+    key: &str,
+    members: u32,
+    pipeline: usize,
+    duration: Duration,
+) -> Result<RedisBaseline> {
+    let started = Instant::now();
+    let mut ops = 0u64;
+    while started.elapsed() < duration {
+        let mut pipe = redis::pipe();
+        {
+            let mut rng = rand::rng();
+            for _ in 0..pipeline {
+                let _ = pipe
+                    .cmd("ZINCRBY")
+                    .arg(key)
+                    .arg(rng.random_range(1..1000))
+                    .arg(format!("p{}", rng.random_range(0..members)))
+                    .ignore();
+            }
+        }
+        pipe.query_async::<()>(redis).await?;
+        ops += pipeline as u64;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let _: () = redis::cmd("DEL").arg(key).query_async(redis).await?;
+    Ok(RedisBaseline {
+        pipeline,
+        ops,
+        seconds,
+        ops_per_second: rate(ops, seconds),
+    })
+}
+
+/// The bare axum hello-world the bench starts as a child process of its own binary
+/// (`podium-bench hello-world`), so it runs as the APIs do: in a process of its own.
+pub async fn serve_hello_world(listen: SocketAddr) -> Result<()> {
+    let router = axum::Router::new().route("/", axum::routing::get(|| async { "Hello, world!" }));
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
+    axum::serve(listener, router).await?;
+    Ok(())
+}
+
+/// Closed-loop GETs of whatever `path_of` names, `in_flight` at a time, for `duration`.
+pub async fn get_loop(
+    http: &reqwest::Client,
+    in_flight: usize,
+    duration: Duration,
+    path_of: Arc<dyn Fn() -> String + Send + Sync>,
+) -> Recorded {
+    let recorder = Arc::new(Recorder::new());
+    let deadline = Instant::now() + duration;
+    let workers: Vec<_> = (0..in_flight)
+        .map(|_| {
+            let (http, recorder, path_of) = (http.clone(), recorder.clone(), path_of.clone());
+            tokio::spawn(async move {
+                while Instant::now() < deadline {
+                    let sent = Instant::now();
+                    let outcome = http.get(path_of()).send().await;
+                    let outcome = match outcome {
+                        Ok(r) if r.status().is_success() => r
+                            .bytes()
+                            .await
+                            .map(|_| ())
+                            .map_err(|e| crate::podium::transport_kind(&e)),
+                        Ok(r) => {
+                            let status = r.status().as_u16();
+                            let body = r.bytes().await.unwrap_or_default();
+                            Err(crate::podium::failure_kind(status, &body))
+                        }
+                        Err(e) => Err(crate::podium::transport_kind(&e)),
+                    };
+                    let now = Instant::now();
+                    match outcome {
+                        Ok(()) => recorder.ok(now - sent, now),
+                        Err(kind) => recorder.error(&kind, now),
+                    }
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        let _ = worker.await;
+    }
+    recorder.finish()
+}
+
+/// A figure and the raw component it is measured against.
+#[derive(Debug, Clone, Serialize)]
+pub struct Baselines {
+    /// Records per second a bare producer gets acknowledged, at the ingest phase's concurrency.
+    pub producer: Recorded,
+    /// The same while a bare consumer follows the topic, as the projector follows the answers.
+    pub producer_with_reader: Recorded,
+    /// The same, measured again at the end of the run on the log the run has grown.
+    pub producer_after: Option<Recorded>,
+    pub redis: RedisBaseline,
+    /// Requests per second a bare axum answers, at the reads phase's concurrency.
+    pub hello_world: Recorded,
+}

@@ -1,0 +1,314 @@
+//! Podium's benchmark: starts the stack (tansu, Redis and the three release binaries), drives it
+//! over HTTP and SSE, measures the raw broker, Redis and axum in the same run, and reports every
+//! figure beside its baseline as a ratio. See docs/performance.md.
+
+pub mod baseline;
+pub mod ingest;
+pub mod measure;
+pub mod podium;
+pub mod probe;
+pub mod reads;
+pub mod report;
+pub mod stack;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use podium_runtime::RedisArgs;
+
+use crate::podium::{Api, create_games};
+use crate::report::{Results, Run};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "podium-bench",
+    version,
+    about = "Podium's benchmark: starts the whole stack, drives it over HTTP and SSE, and reports \
+             ingest, freshness, reads, fan-out and rebuild beside the raw broker, Redis and axum \
+             measured in the same run.",
+    long_about = None,
+    after_help = "Run it through deploy/local/bench.sh, which installs what is missing and builds \
+                  the release binaries first. Results go to <out>/<profile>.json and the chart to \
+                  <out>/<profile>.svg."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub run: RunArgs,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve a bare axum hello-world: the bench's HTTP baseline, started as a child process.
+    #[command(hide = true)]
+    HelloWorld {
+        #[arg(long)]
+        listen: SocketAddr,
+    },
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunArgs {
+    /// How long and how large: `quick` takes about two minutes, `full` about fifteen with a
+    /// million-player quiz and 10,000 streams; `smoke` runs each phase for a few seconds to
+    /// show that everything works, and its figures mean nothing.
+    #[arg(long, value_enum, default_value_t = Profile::Quick)]
+    pub profile: Profile,
+
+    /// Where the services' binaries are; by default, beside this one.
+    #[arg(long)]
+    pub bin_dir: Option<PathBuf>,
+
+    /// Directory for the JSON results and the SVG chart.
+    #[arg(long, default_value = "bench-results")]
+    pub out: PathBuf,
+
+    /// Answers in flight in the closed-loop ingest phase; by default the profile's.
+    #[arg(long)]
+    pub concurrency: Option<usize>,
+
+    /// SSE streams in the fan-out phase; by default the profile's.
+    #[arg(long)]
+    pub streams: Option<usize>,
+
+    /// Players of the quiz the reads run on; by default the profile's.
+    #[arg(long)]
+    pub read_players: Option<usize>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Profile {
+    Smoke,
+    Quick,
+    Full,
+}
+
+/// The sizes and durations of a profile.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Plan {
+    pub profile: Profile,
+    pub baseline: Duration,
+    pub ingest: Duration,
+    pub in_flight: usize,
+    pub huge_quiz_players: usize,
+    pub small_quizzes: usize,
+    pub small_quiz_players: usize,
+    pub probes: usize,
+    pub read_players: usize,
+    pub reads: Duration,
+    pub read_in_flight: usize,
+    pub streams: usize,
+    pub fan_out_probes: usize,
+}
+
+impl Plan {
+    pub fn of(args: &RunArgs) -> Self {
+        let s = Duration::from_secs;
+        let mut plan = match args.profile {
+            Profile::Smoke => Self {
+                profile: Profile::Smoke,
+                baseline: s(2),
+                ingest: s(3),
+                in_flight: 16,
+                huge_quiz_players: 100,
+                small_quizzes: 5,
+                small_quiz_players: 10,
+                probes: 5,
+                read_players: 1_000,
+                reads: s(2),
+                read_in_flight: 8,
+                streams: 50,
+                fan_out_probes: 3,
+            },
+            Profile::Quick => Self {
+                profile: Profile::Quick,
+                baseline: s(5),
+                ingest: s(15),
+                in_flight: 64,
+                huge_quiz_players: 3_000,
+                small_quizzes: 100,
+                small_quiz_players: 10,
+                probes: 100,
+                read_players: 100_000,
+                reads: s(5),
+                read_in_flight: 32,
+                streams: 1_000,
+                fan_out_probes: 10,
+            },
+            Profile::Full => Self {
+                profile: Profile::Full,
+                baseline: s(10),
+                ingest: s(45),
+                in_flight: 64,
+                huge_quiz_players: 10_000,
+                small_quizzes: 300,
+                small_quiz_players: 10,
+                probes: 300,
+                read_players: 1_000_000,
+                reads: s(15),
+                read_in_flight: 32,
+                streams: 10_000,
+                fan_out_probes: 20,
+            },
+        };
+        if let Some(n) = args.concurrency {
+            plan.in_flight = n.max(1);
+        }
+        if let Some(n) = args.streams {
+            plan.streams = n;
+        }
+        if let Some(n) = args.read_players {
+            plan.read_players = n.max(1);
+        }
+        plan
+    }
+}
+
+/// Serves the hello-world baseline until killed.
+pub async fn hello_world(listen: SocketAddr) -> Result<()> {
+    baseline::serve_hello_world(listen).await
+}
+
+/// Runs every phase and writes the results.
+pub async fn run(args: &RunArgs) -> Result<Results> {
+    let plan = Plan::of(args);
+    let bin_dir = match &args.bin_dir {
+        Some(dir) => dir.clone(),
+        None => std::env::current_exe()?
+            .parent()
+            .context("the bench's own directory")?
+            .to_path_buf(),
+    };
+    let run = Run::begin(&plan, &bin_dir)?;
+    eprintln!(
+        "podium-bench: {:?} profile, {} build, revision {}",
+        plan.profile, run.build, run.revision
+    );
+
+    step("starting the stack: tansu, Redis, projector, command API, query API");
+    let mut stack = stack::Stack::start(
+        &bin_dir,
+        &stack::Settings {
+            max_streams: plan.streams + 1_000,
+        },
+    )
+    .await?;
+    let api = Api {
+        http: podium::http_client()?,
+        command_url: stack.command_url.clone(),
+        query_url: stack.query_url.clone(),
+    };
+
+    let mut cpu = Vec::new();
+    let mut mark = stack.cpu_mark();
+    let mut phase_done = |stack: &stack::Stack, phase: &str| {
+        cpu.push(report::PhaseCpu {
+            phase: phase.to_owned(),
+            cores: stack.cpu_since(&mark),
+        });
+        mark = stack.cpu_mark();
+    };
+
+    step("baselines: bare producer, pipelined ZINCRBY, axum hello-world");
+    let mut baselines = report::measure_baselines(&stack, &plan, &bin_dir, &api.http).await?;
+    phase_done(&stack, "baselines");
+
+    step("creating quizzes and joining players over HTTP");
+    let mut games = create_games(&api, "Huge", 1, plan.huge_quiz_players, 64).await?;
+    games.extend(
+        create_games(
+            &api,
+            "Small",
+            plan.small_quizzes,
+            plan.small_quiz_players,
+            64,
+        )
+        .await?,
+    );
+    let probe_games = create_games(&api, "Probe", 2, probe::PROBE_PLAYERS, 10).await?;
+    let answers = Arc::new(ingest::Answers::new(games));
+    phase_done(&stack, "joins");
+
+    step("ingest at the maximum rate (closed loop)");
+    let max = ingest::saturate(&api, &answers, plan.in_flight, plan.ingest).await;
+    stack.check()?;
+    phase_done(&stack, "ingest max");
+    let half = (max.per_second / 2.0).max(1.0);
+    step(&format!(
+        "ingest at half of it, {half:.0} answers/s (open loop), with freshness probes"
+    ));
+    let probe_interval = plan.ingest / u32::try_from(plan.probes.max(1)).unwrap_or(1);
+    let (half_rate, freshness) = tokio::join!(
+        ingest::at_rate(&api, &answers, half, plan.ingest, "ingest half"),
+        probe::freshness(&api, probe_games[0].clone(), plan.probes, probe_interval)
+    );
+    let freshness = freshness?;
+    stack.check()?;
+    phase_done(&stack, "ingest half");
+
+    step(&format!(
+        "fan-out: {} SSE streams on one query API",
+        plan.streams
+    ));
+    let fan_out = probe::fan_out(
+        &api,
+        probe_games[1].clone(),
+        plan.streams,
+        plan.fan_out_probes,
+        Duration::from_millis(500),
+        || stack.query_api_rss(),
+    )
+    .await?;
+    stack.check()?;
+    phase_done(&stack, "fan-out");
+
+    step(&format!("reads on a quiz of {} players", plan.read_players));
+    let redis = RedisArgs {
+        redis_url: stack.redis.url(),
+        namespace: stack.namespace.clone(),
+    };
+    let seeded = reads::seed(&redis, &api, plan.read_players).await?;
+    phase_done(&stack, "seeding");
+    let reads = reads::reads(&api, &seeded, plan.read_in_flight, plan.reads).await;
+    stack.check()?;
+    phase_done(&stack, "reads");
+
+    step("rebuild: every read model, from the whole log");
+    let rebuilt = reads::full_rebuild(&stack.kafka, &redis).await?;
+    eprintln!(
+        "  rebuild        {} events in {:.1} s",
+        rebuilt.events, rebuilt.seconds
+    );
+    stack.check()?;
+    phase_done(&stack, "rebuild");
+
+    step("the bare producer again, on the stack's broker and the log the run has grown");
+    baselines.producer_after =
+        Some(report::producer_baseline(&stack.broker, &plan, "producer-end", false).await?);
+    phase_done(&stack, "producer after");
+    stack.stop();
+
+    let results = run.finish(report::Measured {
+        baselines,
+        ingest: report::Ingest { max, half_rate },
+        freshness,
+        fan_out,
+        seeded,
+        reads,
+        rebuild: rebuilt,
+        cpu,
+    });
+    results.write(&args.out)?;
+    Ok(results)
+}
+
+fn step(what: &str) {
+    eprintln!("\n==> {what}");
+}

@@ -1,0 +1,16 @@
+use clap::Parser;
+use podium_bench::{Cli, Command};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    podium_runtime::init_telemetry();
+    match cli.command {
+        Some(Command::HelloWorld { listen }) => podium_bench::hello_world(listen).await,
+        None => {
+            let results = podium_bench::run(&cli.run).await?;
+            results.print_table();
+            results.check()
+        }
+    }
+}

@@ -1,0 +1,242 @@
+//! Counting and timing: latency histograms (HdrHistogram, so p99.9 is exact to three digits),
+//! errors by kind, and a per-second timeline for the chart.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+/// Latencies are kept in microseconds, from 1 µs to 10 minutes.
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 600_000_000, 3).unwrap_or_else(|_| unreachable!())
+}
+
+fn micros(latency: Duration) -> u64 {
+    u64::try_from(latency.as_micros())
+        .unwrap_or(u64::MAX)
+        .clamp(1, 600_000_000)
+}
+
+fn millis(micros: u64) -> f64 {
+    // Latencies here fit f64 exactly; the cast is the unit change.
+    #[allow(clippy::cast_precision_loss)]
+    let ms = micros as f64 / 1000.0;
+    ms
+}
+
+/// A latency distribution, in milliseconds.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Summary {
+    pub count: u64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    pub max_ms: f64,
+}
+
+impl Summary {
+    fn of(h: &Histogram<u64>) -> Self {
+        if h.is_empty() {
+            return Self::default();
+        }
+        Self {
+            count: h.len(),
+            p50_ms: millis(h.value_at_quantile(0.50)),
+            p99_ms: millis(h.value_at_quantile(0.99)),
+            p999_ms: millis(h.value_at_quantile(0.999)),
+            max_ms: millis(h.max()),
+        }
+    }
+}
+
+/// One second of a run: how many calls succeeded and how fast.
+#[derive(Debug, Clone, Serialize)]
+pub struct Second {
+    /// Seconds since the recorder started.
+    pub at: u64,
+    pub ok: u64,
+    pub errors: u64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+}
+
+#[derive(Debug)]
+struct Inner {
+    all: Histogram<u64>,
+    seconds: Vec<(Histogram<u64>, u64)>,
+    errors: BTreeMap<String, u64>,
+}
+
+/// What a phase records from many tasks at once.
+#[derive(Debug)]
+pub struct Recorder {
+    started: Instant,
+    inner: Mutex<Inner>,
+}
+
+/// What a recorder saw.
+#[derive(Debug, Clone, Serialize)]
+pub struct Recorded {
+    pub ok: u64,
+    pub errors: BTreeMap<String, u64>,
+    pub seconds: f64,
+    /// Successful calls per second over the whole recording.
+    pub per_second: f64,
+    pub latency: Summary,
+    pub timeline: Vec<Second>,
+}
+
+impl Recorder {
+    pub fn new() -> Self {
+        Self {
+            started: Instant::now(),
+            inner: Mutex::new(Inner {
+                all: histogram(),
+                seconds: Vec::new(),
+                errors: BTreeMap::new(),
+            }),
+        }
+    }
+
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Inner) -> T) -> T {
+        // A poisoned lock only means another task panicked mid-record; the counts stand.
+        let mut inner = self
+            .inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(&mut inner)
+    }
+
+    fn second(inner: &mut Inner, index: usize) -> &mut (Histogram<u64>, u64) {
+        while inner.seconds.len() <= index {
+            inner.seconds.push((histogram(), 0));
+        }
+        &mut inner.seconds[index]
+    }
+
+    fn index(&self, at: Instant) -> usize {
+        usize::try_from(at.saturating_duration_since(self.started).as_secs()).unwrap_or(0)
+    }
+
+    /// A success that took `latency`, finished at `at`.
+    pub fn ok(&self, latency: Duration, at: Instant) {
+        let index = self.index(at);
+        let value = micros(latency);
+        self.with(|inner| {
+            let _ = inner.all.record(value);
+            let _ = Self::second(inner, index).0.record(value);
+        });
+    }
+
+    /// A failure of `kind` (a problem `code`, a status, or a transport error).
+    pub fn error(&self, kind: &str, at: Instant) {
+        let index = self.index(at);
+        self.with(|inner| {
+            *inner.errors.entry(kind.to_owned()).or_default() += 1;
+            Self::second(inner, index).1 += 1;
+        });
+    }
+
+    /// The latency distribution so far, without the rest.
+    pub fn latency(&self) -> Summary {
+        self.with(|inner| Summary::of(&inner.all))
+    }
+
+    pub fn finish(&self) -> Recorded {
+        let seconds = self.started.elapsed().as_secs_f64();
+        self.with(|inner| {
+            let ok = inner.all.len();
+            Recorded {
+                ok,
+                errors: inner.errors.clone(),
+                seconds,
+                per_second: rate(ok, seconds),
+                latency: Summary::of(&inner.all),
+                timeline: inner
+                    .seconds
+                    .iter()
+                    .enumerate()
+                    .map(|(at, (h, errors))| {
+                        let s = Summary::of(h);
+                        Second {
+                            at: at as u64,
+                            ok: s.count,
+                            errors: *errors,
+                            p50_ms: s.p50_ms,
+                            p99_ms: s.p99_ms,
+                        }
+                    })
+                    .collect(),
+            }
+        })
+    }
+}
+
+impl Default for Recorder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// `count` per second over `seconds`.
+pub fn rate(count: u64, seconds: f64) -> f64 {
+    if seconds <= 0.0 {
+        return 0.0;
+    }
+    #[allow(clippy::cast_precision_loss)]
+    let count = count as f64;
+    count / seconds
+}
+
+/// `value / baseline`, or 0 when there is no baseline.
+pub fn ratio(value: f64, baseline: f64) -> f64 {
+    if baseline > 0.0 {
+        value / baseline
+    } else {
+        0.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summarises_what_was_recorded() {
+        let r = Recorder::new();
+        let now = r.started();
+        for ms in 1..=1000 {
+            r.ok(Duration::from_millis(ms), now);
+        }
+        r.error("quiz_not_found", now);
+        r.error("quiz_not_found", now + Duration::from_secs(2));
+        let done = r.finish();
+        assert_eq!(done.ok, 1000);
+        assert_eq!(done.errors.get("quiz_not_found"), Some(&2));
+        assert!(
+            (done.latency.p50_ms - 500.0).abs() < 1.0,
+            "{:?}",
+            done.latency
+        );
+        assert!(
+            (done.latency.p99_ms - 990.0).abs() < 1.5,
+            "{:?}",
+            done.latency
+        );
+        assert_eq!(done.timeline.len(), 3);
+        assert_eq!(done.timeline[0].ok, 1000);
+        assert_eq!(done.timeline[2].errors, 1);
+    }
+
+    #[test]
+    fn ratio_without_a_baseline_is_zero() {
+        assert!(ratio(5.0, 0.0).abs() < f64::EPSILON);
+        assert!((ratio(3.0, 4.0) - 0.75).abs() < f64::EPSILON);
+    }
+}

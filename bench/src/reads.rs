@@ -1,0 +1,163 @@
+//! Reads on a huge quiz, and the rebuild. A quiz of a million players cannot go through the
+//! local broker in a benchmark's minutes (tansu takes about 2,500 records a second), so its
+//! events (what the command side would append, from the testkit's `QuizLog`) are folded into
+//! the active read model through the projector's own write path, `RedisReadModel::apply`, in
+//! batches as the projector applies them. The rebuild then replays everything in the log.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use podium_projectors::read_model::{Outcome, Sourced};
+use podium_projectors::rebuild::{RebuildOptions, rebuild};
+use podium_runtime::{KafkaArgs, RedisArgs};
+use podium_testkit::QuizLog;
+use rand::Rng;
+use serde::Serialize;
+
+use crate::baseline::get_loop;
+use crate::measure::{Recorded, rate};
+use crate::podium::Api;
+
+/// Events per apply: the projector's default `PODIUM_BATCH_MAX`.
+const BATCH: usize = 1000;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Seeded {
+    pub quiz_id: String,
+    pub players: usize,
+    pub events: u64,
+    /// Seconds the projector's write path took to fold every event.
+    pub fold_seconds: f64,
+    /// Events per second through `RedisReadModel::apply`, batches of 1000.
+    pub fold_events_per_second: f64,
+}
+
+/// Folds a quiz of `players` players who each answered one question into the active read
+/// model, and checks that the query API ranks all of them.
+pub async fn seed(redis: &RedisArgs, api: &Api, players: usize) -> Result<Seeded> {
+    let quiz_id = format!("huge-{}", rand::rng().random::<u32>());
+    eprintln!("  seeding        {players} players into quiz {quiz_id}");
+    let log = QuizLog::play(&quiz_id, players, 1, 1.0, 7)?;
+    let store = podium_projectors::connect(redis).await?;
+    let _ = store.adopt_active().await?;
+    let events: Vec<_> = log.events().cloned().collect();
+    let total = events.len() as u64;
+    let started = Instant::now();
+    let mut last = Instant::now();
+    let mut offset = 0i64;
+    for chunk in events.chunks(BATCH) {
+        let batch: Vec<Sourced<_>> = chunk
+            .iter()
+            .map(|event| {
+                offset += 1;
+                Sourced {
+                    topic: "bench-seed".into(),
+                    partition: 0,
+                    offset: offset - 1,
+                    event: event.clone(),
+                }
+            })
+            .collect();
+        let next: BTreeMap<String, i64> = [("bench-seed:0".to_owned(), offset)].into();
+        if let Outcome::Moved { .. } = store.apply(&batch, &next).await? {
+            bail!("the read model moved to a new generation while seeding");
+        }
+        if last.elapsed() > Duration::from_secs(2) {
+            last = Instant::now();
+            eprintln!("  seeding        {offset}/{total} events folded");
+        }
+    }
+    let fold_seconds = started.elapsed().as_secs_f64();
+    let (status, board) = api
+        .get(&format!("/v1/quizzes/{quiz_id}/leaderboard?limit=1"))
+        .await?;
+    let ranked = board["ranked_players"].as_u64().unwrap_or(0);
+    if status != 200 || ranked != players as u64 {
+        bail!("the query API ranks {ranked} of {players} seeded players ({status})");
+    }
+    Ok(Seeded {
+        quiz_id,
+        players,
+        events: total,
+        fold_seconds,
+        fold_events_per_second: rate(total, fold_seconds),
+    })
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Reads {
+    pub players: usize,
+    pub top10: Recorded,
+    pub rank: Recorded,
+}
+
+/// Top-10 reads, then rank lookups of random players, `in_flight` at a time, each for
+/// `duration`.
+pub async fn reads(api: &Api, seeded: &Seeded, in_flight: usize, duration: Duration) -> Reads {
+    let top = format!(
+        "{}/v1/quizzes/{}/leaderboard?limit=10",
+        api.query_url, seeded.quiz_id
+    );
+    eprintln!("  reads          top 10 of {} players", seeded.players);
+    let top10 = get_loop(
+        &api.http,
+        in_flight,
+        duration,
+        Arc::new(move || top.clone()),
+    )
+    .await;
+    eprintln!(
+        "  reads          {:.0} top-10 reads/s; now rank lookups",
+        top10.per_second
+    );
+    let base = format!("{}/v1/quizzes/{}/players/", api.query_url, seeded.quiz_id);
+    let players = seeded.players;
+    let rank = get_loop(
+        &api.http,
+        in_flight,
+        duration,
+        Arc::new(move || {
+            let p = rand::rng().random_range(0..players);
+            format!("{base}p{p:06}")
+        }),
+    )
+    .await;
+    eprintln!("  reads          {:.0} rank lookups/s", rank.per_second);
+    Reads {
+        players: seeded.players,
+        top10,
+        rank,
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Rebuild {
+    pub events: u64,
+    pub seconds: f64,
+    pub events_per_second: f64,
+}
+
+/// A full rebuild of the read models from the log, as `podium-ops rebuild` runs it (the same
+/// library call), with the projector still running beside it.
+pub async fn full_rebuild(kafka: &KafkaArgs, redis: &RedisArgs) -> Result<Rebuild> {
+    let store = podium_projectors::connect(redis).await?;
+    let report = rebuild(
+        kafka,
+        &store,
+        &RebuildOptions {
+            batch_max: 1000,
+            grace: Duration::from_secs(1),
+            progress: false,
+        },
+    )
+    .await
+    .context("rebuilding the read models")?;
+    let seconds = report.elapsed.as_secs_f64();
+    Ok(Rebuild {
+        events: report.events,
+        seconds,
+        events_per_second: rate(report.events, seconds),
+    })
+}

@@ -1,0 +1,661 @@
+//! What a run found: the JSON results (with the git revision and the machine), the table on
+//! stdout, and the chart of ingest over time.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use plotters::prelude::*;
+use serde::Serialize;
+
+use crate::baseline::{self, Baselines};
+use crate::measure::{Recorded, ratio};
+use crate::probe::{FanOut, Freshness};
+use crate::reads::{Reads, Rebuild, Seeded};
+use crate::stack::{CpuUse, Stack};
+use crate::{Plan, Profile};
+use podium_runtime::KafkaArgs;
+use podium_testkit::Broker;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+
+/// The machine a run came from.
+#[derive(Debug, Clone, Serialize)]
+pub struct Machine {
+    pub cpu: String,
+    pub cores: usize,
+    pub memory_gib: f64,
+    pub kernel: String,
+    pub tansu: String,
+    pub redis: String,
+}
+
+fn command_output(program: &str, args: &[&str]) -> String {
+    Command::new(program)
+        .args(args)
+        .stderr(Stdio::null())
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default()
+}
+
+impl Machine {
+    fn read() -> Self {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        let field = |text: &str, name: &str| {
+            text.lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|v| v.trim().to_owned())
+                .unwrap_or_default()
+        };
+        let kib: f64 = field(&meminfo, "MemTotal")
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0);
+        Self {
+            cpu: field(&cpuinfo, "model name"),
+            cores: std::thread::available_parallelism().map_or(1, usize::from),
+            memory_gib: (kib / 1024.0 / 1024.0 * 10.0).round() / 10.0,
+            kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+                .unwrap_or_default()
+                .trim()
+                .to_owned(),
+            tansu: command_output("tansu", &["--version"]),
+            redis: command_output("redis-server", &["--version"]),
+        }
+    }
+}
+
+/// A run under way: what is known before measuring.
+#[derive(Debug)]
+pub struct Run {
+    pub revision: String,
+    pub build: &'static str,
+    plan: Plan,
+    started_at: String,
+    machine: Machine,
+}
+
+impl Run {
+    pub fn begin(plan: &Plan, bin_dir: &Path) -> Result<Self> {
+        let mut revision = command_output("git", &["rev-parse", "--short=12", "HEAD"]);
+        if revision.is_empty() {
+            revision = "unknown".into();
+        } else if !command_output("git", &["status", "--porcelain", "--untracked-files=no"])
+            .is_empty()
+        {
+            revision.push_str("-dirty");
+        }
+        let build = if bin_dir.ends_with("release") {
+            "release"
+        } else {
+            "debug"
+        };
+        Ok(Self {
+            revision,
+            build,
+            plan: plan.clone(),
+            started_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            machine: Machine::read(),
+        })
+    }
+
+    pub fn finish(self, measured: Measured) -> Results {
+        Results {
+            revision: self.revision,
+            build: self.build.to_owned(),
+            started_at: self.started_at,
+            machine: self.machine,
+            plan: self.plan,
+            measured,
+        }
+    }
+}
+
+/// Cores each process kept busy during a phase.
+#[derive(Debug, Clone, Serialize)]
+pub struct PhaseCpu {
+    pub phase: String,
+    pub cores: CpuUse,
+}
+
+/// Every figure of a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Measured {
+    pub baselines: Baselines,
+    pub ingest: Ingest,
+    pub freshness: Freshness,
+    pub fan_out: FanOut,
+    pub seeded: Seeded,
+    pub reads: Reads,
+    pub rebuild: Rebuild,
+    pub cpu: Vec<PhaseCpu>,
+}
+
+/// The raw broker: a bare producer on a topic laid out as the answers topic, on `broker`.
+/// With `reader`, a bare consumer follows the topic meanwhile, with the projector's fetch
+/// settings, as the projector follows the answers topic while Podium ingests.
+pub async fn producer_baseline(
+    broker: &Broker,
+    plan: &Plan,
+    name: &str,
+    reader: bool,
+) -> Result<Recorded> {
+    let kafka = KafkaArgs::new(broker.bootstrap(), "bench.");
+    let topic = format!("bench.{name}");
+    broker
+        .create_topics(&[(&topic, podium_schemas::topics::ANSWERS_PARTITIONS)])
+        .await?;
+    let reader = if reader {
+        let consumer: StreamConsumer = kafka
+            .consumer_config()
+            .set("group.id", format!("bench-reader-{name}"))
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .create()?;
+        consumer.subscribe(&[topic.as_str()])?;
+        Some(tokio::spawn(async move {
+            while consumer.recv().await.is_ok() {}
+        }))
+    } else {
+        None
+    };
+    let sample = podium_testkit::QuizLog::play("baseline-quiz-0000000000000000000", 1, 1, 1.0, 1)?;
+    let answer = sample
+        .rounds
+        .first()
+        .and_then(|r| r.answers.first())
+        .context("a sample answer")?;
+    let payload = podium_schemas::Codec::new().encode(answer)?;
+    let producer =
+        baseline::raw_producer(&kafka, &topic, payload, plan.in_flight, plan.baseline).await?;
+    if let Some(reader) = reader {
+        reader.abort();
+    }
+    eprintln!(
+        "  {name:<14} {:.0} records/s, p50 {:.2} ms, p99 {:.2} ms",
+        producer.per_second, producer.latency.p50_ms, producer.latency.p99_ms
+    );
+    Ok(producer)
+}
+
+/// Measures the three raw components, on the stack's own broker and Redis.
+pub async fn measure_baselines(
+    stack: &Stack,
+    plan: &Plan,
+    bin_dir: &Path,
+    http: &reqwest::Client,
+) -> Result<Baselines> {
+    // A broker of its own, as the stack's: tansu slows as its database grows, so records
+    // written here would slow every phase after it.
+    let broker = Broker::start()
+        .await
+        .context("starting a tansu for the baseline")?;
+    let producer = producer_baseline(&broker, plan, "producer", false).await?;
+    drop(broker);
+    let broker = Broker::start()
+        .await
+        .context("starting a tansu for the baseline")?;
+    let producer_with_reader = producer_baseline(&broker, plan, "with reader", true).await?;
+    drop(broker);
+
+    let mut redis = stack.redis.connection().await?;
+    let zincrby =
+        baseline::pipelined_zincrby(&mut redis, "bench:zincrby", 1_000_000, 1000, plan.baseline)
+            .await?;
+    eprintln!("  redis          {:.0} ZINCRBY/s", zincrby.ops_per_second);
+
+    let port = podium_testkit::free_port()?;
+    let listen: SocketAddr = ([127, 0, 0, 1], port).into();
+    let mut server = Command::new(bin_dir.join("podium-bench"))
+        .args(["hello-world", "--listen", &listen.to_string()])
+        .stdin(Stdio::null())
+        .spawn()
+        .context("starting the hello-world baseline")?;
+    let url = format!("http://{listen}/");
+    let mut up = false;
+    for _ in 0..200 {
+        if http.get(&url).send().await.is_ok() {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    if !up {
+        let _ = server.kill();
+        bail!("the hello-world baseline did not start");
+    }
+    let hello_world = baseline::get_loop(
+        http,
+        plan.read_in_flight,
+        plan.baseline,
+        std::sync::Arc::new(move || url.clone()),
+    )
+    .await;
+    let _ = server.kill();
+    let _ = server.wait();
+    eprintln!("  hello-world    {:.0} requests/s", hello_world.per_second);
+    Ok(Baselines {
+        producer,
+        producer_with_reader,
+        producer_after: None,
+        redis: zincrby,
+        hello_world,
+    })
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Ingest {
+    /// Closed loop: as fast as the stack acknowledges.
+    pub max: Recorded,
+    /// Open loop at half of `max`.
+    pub half_rate: Recorded,
+}
+
+/// Everything a run measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct Results {
+    pub revision: String,
+    pub build: String,
+    pub started_at: String,
+    pub machine: Machine,
+    pub plan: Plan,
+    #[serde(flatten)]
+    pub measured: Measured,
+}
+
+/// One line of the table: a figure, its baseline, and the guide target if there is one.
+#[derive(Debug, Clone, Serialize)]
+pub struct Line {
+    pub figure: String,
+    pub value: String,
+    pub baseline: String,
+    pub ratio: String,
+    pub target: String,
+}
+
+fn line(figure: &str, value: String, baseline: String, ratio: String, target: &str) -> Line {
+    Line {
+        figure: figure.into(),
+        value,
+        baseline,
+        ratio,
+        target: target.into(),
+    }
+}
+
+fn met(ok: bool) -> &'static str {
+    if ok { "met" } else { "missed" }
+}
+
+impl Results {
+    /// The table rows, each Podium figure beside its raw baseline.
+    pub fn lines(&self) -> Vec<Line> {
+        let b = &self.measured.baselines;
+        let i = &self.measured.ingest;
+        let f = &self.measured.freshness;
+        let r = &self.measured.reads;
+        let o = &self.measured.fan_out;
+        let ingest_ratio = ratio(i.max.per_second, b.producer.per_second);
+        let errors = |r: &Recorded| r.errors.values().sum::<u64>();
+        vec![
+            line(
+                "ingest, answers/s (max)",
+                format!("{:.0}", i.max.per_second),
+                format!("{:.0} producer rec/s", b.producer.per_second),
+                format!("{ingest_ratio:.2}"),
+                &format!("≥ 0.60: {}", met(ingest_ratio >= 0.6)),
+            ),
+            line(
+                "ingest vs producer with a live reader",
+                format!("{:.0}", i.max.per_second),
+                format!("{:.0} rec/s with reader", b.producer_with_reader.per_second),
+                format!(
+                    "{:.2}",
+                    ratio(i.max.per_second, b.producer_with_reader.per_second)
+                ),
+                "",
+            ),
+            line(
+                "bare producer at the end, rec/s",
+                b.producer_after
+                    .as_ref()
+                    .map_or_else(String::new, |p| format!("{:.0}", p.per_second)),
+                format!("{:.0} at the start", b.producer.per_second),
+                b.producer_after.as_ref().map_or_else(String::new, |p| {
+                    format!("{:.2}", ratio(p.per_second, b.producer.per_second))
+                }),
+                "",
+            ),
+            line(
+                "submit p50 / p99 / p99.9 at max",
+                format!(
+                    "{:.1} / {:.1} / {:.1} ms",
+                    i.max.latency.p50_ms, i.max.latency.p99_ms, i.max.latency.p999_ms
+                ),
+                format!(
+                    "{:.1} / {:.1} ms produce",
+                    b.producer.latency.p50_ms, b.producer.latency.p99_ms
+                ),
+                format!(
+                    "{:.1}",
+                    ratio(i.max.latency.p99_ms, b.producer.latency.p99_ms)
+                ),
+                "",
+            ),
+            line(
+                "submit p50 / p99 / p99.9 at half",
+                format!(
+                    "{:.1} / {:.1} / {:.1} ms",
+                    i.half_rate.latency.p50_ms,
+                    i.half_rate.latency.p99_ms,
+                    i.half_rate.latency.p999_ms
+                ),
+                format!("{:.0} answers/s sent", i.half_rate.per_second),
+                String::new(),
+                &format!("p99 ≤ 20 ms: {}", met(i.half_rate.latency.p99_ms <= 20.0)),
+            ),
+            line(
+                "submit errors (max + half)",
+                format!("{}", errors(&i.max) + errors(&i.half_rate)),
+                format!("{} producer errors", errors(&b.producer)),
+                String::new(),
+                "",
+            ),
+            line(
+                "ack → query API, p50 / p99",
+                format!(
+                    "{:.1} / {:.1} ms",
+                    f.visible.latency.p50_ms, f.visible.latency.p99_ms
+                ),
+                format!("{} probes", f.probes),
+                String::new(),
+                "",
+            ),
+            line(
+                "ack → SSE, p50 / p99",
+                format!(
+                    "{:.1} / {:.1} ms",
+                    f.sse.latency.p50_ms, f.sse.latency.p99_ms
+                ),
+                format!("{} missed", errors(&f.sse)),
+                String::new(),
+                &format!("p99 ≤ 150 ms: {}", met(f.sse.latency.p99_ms <= 150.0)),
+            ),
+            line(
+                &format!("top-10 reads/s ({} players)", r.players),
+                format!("{:.0}", r.top10.per_second),
+                format!("{:.0} hello-world req/s", b.hello_world.per_second),
+                format!("{:.2}", ratio(r.top10.per_second, b.hello_world.per_second)),
+                &format!("≥ 30,000: {}", met(r.top10.per_second >= 30_000.0)),
+            ),
+            line(
+                "rank lookups/s",
+                format!("{:.0}", r.rank.per_second),
+                format!("{:.0} hello-world req/s", b.hello_world.per_second),
+                format!("{:.2}", ratio(r.rank.per_second, b.hello_world.per_second)),
+                "",
+            ),
+            line(
+                "SSE streams held",
+                format!(
+                    "{} of {}",
+                    o.connections as u64 - o.connect_failures - o.stream_errors,
+                    o.connections
+                ),
+                format!(
+                    "{} missed, {} resyncs, {} disconnects",
+                    o.missed, o.resyncs, o.disconnects
+                ),
+                String::new(),
+                &format!(
+                    "10,000: {}",
+                    met(o.connections >= 10_000 && o.connect_failures == 0 && o.missed == 0)
+                ),
+            ),
+            line(
+                "SSE delivery p50 / p99",
+                format!(
+                    "{:.1} / {:.1} ms",
+                    o.delivery.latency.p50_ms, o.delivery.latency.p99_ms
+                ),
+                format!("{} deliveries", o.delivery.ok),
+                String::new(),
+                "",
+            ),
+            line(
+                "query API memory per stream",
+                format!("{:.1} KiB", o.bytes_per_connection as f64 / 1024.0),
+                format!("{} MiB RSS held", o.query_api_rss_connected_bytes >> 20),
+                String::new(),
+                "",
+            ),
+            line(
+                "read-model fold, events/s (seeding)",
+                format!("{:.0}", self.measured.seeded.fold_events_per_second),
+                format!("{:.0} ZINCRBY/s", b.redis.ops_per_second),
+                format!(
+                    "{:.3}",
+                    ratio(
+                        self.measured.seeded.fold_events_per_second,
+                        b.redis.ops_per_second
+                    )
+                ),
+                "",
+            ),
+            line(
+                "rebuild, events/s",
+                format!("{:.0}", self.measured.rebuild.events_per_second),
+                format!("{:.0} ZINCRBY/s", b.redis.ops_per_second),
+                format!(
+                    "{:.3}",
+                    ratio(
+                        self.measured.rebuild.events_per_second,
+                        b.redis.ops_per_second
+                    )
+                ),
+                "",
+            ),
+        ]
+    }
+
+    pub fn print_table(&self) {
+        let lines = self.lines();
+        let width = |f: fn(&Line) -> &str| {
+            lines
+                .iter()
+                .map(|l| f(l).chars().count())
+                .max()
+                .unwrap_or(0)
+        };
+        let w = [
+            width(|l| &l.figure),
+            width(|l| &l.value),
+            width(|l| &l.baseline),
+            width(|l| &l.ratio).max(5),
+        ];
+        println!(
+            "\nPodium {} ({} build), {} profile, {} × {}, {}",
+            self.revision,
+            self.build,
+            serde_json::to_value(self.plan.profile)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default(),
+            self.machine.cores,
+            self.machine.cpu,
+            self.started_at
+        );
+        println!(
+            "{:<a$}  {:>b$}  {:<c$}  {:>d$}  target",
+            "figure",
+            "value",
+            "baseline (same run)",
+            "ratio",
+            a = w[0],
+            b = w[1],
+            c = w[2],
+            d = w[3]
+        );
+        for l in &lines {
+            println!(
+                "{:<a$}  {:>b$}  {:<c$}  {:>d$}  {}",
+                l.figure,
+                l.value,
+                l.baseline,
+                l.ratio,
+                l.target,
+                a = w[0],
+                b = w[1],
+                c = w[2],
+                d = w[3]
+            );
+        }
+        if self.plan.profile == Profile::Smoke || self.build != "release" {
+            println!(
+                "\n(a smoke run or a debug build: these figures show that the bench works, nothing more)"
+            );
+        }
+    }
+
+    /// Fails if a phase measured nothing: the bench itself is broken, whatever the speed.
+    pub fn check(&self) -> Result<()> {
+        let empty = [
+            ("ingest at max", self.measured.ingest.max.ok),
+            ("ingest at half", self.measured.ingest.half_rate.ok),
+            ("ack → query API", self.measured.freshness.visible.ok),
+            ("ack → SSE", self.measured.freshness.sse.ok),
+            ("SSE fan-out deliveries", self.measured.fan_out.delivery.ok),
+            ("top-10 reads", self.measured.reads.top10.ok),
+            ("rank lookups", self.measured.reads.rank.ok),
+            ("rebuilt events", self.measured.rebuild.events),
+        ];
+        let broken: Vec<&str> = empty
+            .iter()
+            .filter(|(_, n)| *n == 0)
+            .map(|(what, _)| *what)
+            .collect();
+        if !broken.is_empty() {
+            bail!("these phases measured nothing: {}", broken.join(", "));
+        }
+        Ok(())
+    }
+
+    /// Writes `<profile>.json` and `<profile>.svg` into `dir`.
+    pub fn write(&self, dir: &Path) -> Result<()> {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let name = serde_json::to_value(self.plan.profile)?
+            .as_str()
+            .unwrap_or("run")
+            .to_owned();
+        let json = dir.join(format!("{name}.json"));
+        let mut value = serde_json::to_value(self)?;
+        value["table"] = serde_json::to_value(self.lines())?;
+        std::fs::write(&json, serde_json::to_string_pretty(&value)?)?;
+        let svg = dir.join(format!("{name}.svg"));
+        self.chart(&svg)?;
+        eprintln!("\nresults: {}\nchart:   {}", json.display(), svg.display());
+        Ok(())
+    }
+
+    /// Throughput and latency of both ingest phases over time, one point per second.
+    fn chart(&self, path: &Path) -> Result<()> {
+        let phases = [
+            ("max (closed loop)", &self.measured.ingest.max),
+            ("half (open loop)", &self.measured.ingest.half_rate),
+        ];
+        let offset = self.measured.ingest.max.timeline.len() as f64;
+        let series = |pick: fn(&crate::measure::Second) -> f64| -> Vec<Vec<(f64, f64)>> {
+            phases
+                .iter()
+                .enumerate()
+                .map(|(k, (_, r))| {
+                    r.timeline
+                        .iter()
+                        .map(|s| (s.at as f64 + if k == 1 { offset } else { 0.0 }, pick(s)))
+                        .collect()
+                })
+                .collect()
+        };
+        let throughput = series(|s| s.ok as f64);
+        let p99 = series(|s| s.p99_ms);
+        let p50 = series(|s| s.p50_ms);
+        let top =
+            |v: &[Vec<(f64, f64)>]| v.iter().flatten().map(|p| p.1).fold(1.0_f64, f64::max) * 1.1;
+        let x_end = (offset + self.measured.ingest.half_rate.timeline.len() as f64).max(1.0);
+        let root = SVGBackend::new(path, (1000, 700)).into_drawing_area();
+        root.fill(&WHITE).map_err(plot_error)?;
+        let (upper, lower) = root.split_vertically(350);
+        let title = format!(
+            "Podium {} ({} profile): answers acknowledged per second",
+            self.revision,
+            serde_json::to_value(self.plan.profile)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default()
+        );
+        let mut chart = ChartBuilder::on(&upper)
+            .caption(title, ("sans-serif", 18))
+            .margin(10)
+            .x_label_area_size(30)
+            .y_label_area_size(60)
+            .build_cartesian_2d(0.0..x_end, 0.0..top(&throughput))
+            .map_err(plot_error)?;
+        chart
+            .configure_mesh()
+            .x_desc("seconds")
+            .y_desc("answers/s")
+            .draw()
+            .map_err(plot_error)?;
+        for (k, points) in throughput.iter().enumerate() {
+            let color = Palette99::pick(k).to_rgba();
+            let _ = chart
+                .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
+                .map_err(plot_error)?
+                .label(phases[k].0)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+        }
+        chart
+            .configure_series_labels()
+            .border_style(BLACK)
+            .background_style(WHITE.mix(0.8))
+            .draw()
+            .map_err(plot_error)?;
+        let mut chart = ChartBuilder::on(&lower)
+            .caption(
+                "submit latency, ms (p50 thin, p99 thick)",
+                ("sans-serif", 18),
+            )
+            .margin(10)
+            .x_label_area_size(30)
+            .y_label_area_size(60)
+            .build_cartesian_2d(0.0..x_end, 0.0..top(&p99))
+            .map_err(plot_error)?;
+        chart
+            .configure_mesh()
+            .x_desc("seconds")
+            .y_desc("ms")
+            .draw()
+            .map_err(plot_error)?;
+        for k in 0..phases.len() {
+            let color = Palette99::pick(k).to_rgba();
+            let _ = chart
+                .draw_series(LineSeries::new(p99[k].clone(), color.stroke_width(2)))
+                .map_err(plot_error)?;
+            let _ = chart
+                .draw_series(LineSeries::new(p50[k].clone(), color.stroke_width(1)))
+                .map_err(plot_error)?;
+        }
+        root.present().map_err(plot_error)?;
+        Ok(())
+    }
+}
+
+fn plot_error(e: impl std::fmt::Display) -> anyhow::Error {
+    anyhow::anyhow!("drawing the chart: {e}")
+}

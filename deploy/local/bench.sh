@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Sets everything up, builds the release binaries, and runs a benchmark profile against a stack
+# of its own (tansu, Redis and the three services on free ports; the demo stack is left alone).
+# Usage: bench.sh [quick|full|smoke] [podium-bench flags]. quick takes about 3 minutes, full about
+# 15. It prints a table, and writes bench-results/<profile>.json and .svg. See docs/performance.md.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+# shellcheck source=env.sh
+source "$here/env.sh"
+cd "$REPO_ROOT"
+
+case "${1:-}" in
+  -h|--help)
+    sed -n '2,5p' "$0" | sed 's/^# //'
+    echo
+    exec cargo run --release --locked --quiet -p podium-bench -- --help
+    ;;
+esac
+profile="${1:-quick}"
+[ $# -gt 0 ] && shift
+
+"$here/install.sh"
+echo "[bench] building Podium (release)" >&2
+cargo build --release --locked --quiet --bins
+
+# The fan-out phase holds 10,000 streams: a descriptor each on both ends of loopback.
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+exec target/release/podium-bench --profile "$profile" --out "$REPO_ROOT/bench-results" "$@"
