@@ -282,10 +282,13 @@ pub async fn run(args: &RunArgs) -> Result<Results> {
 
     step("rebuild: every read model, from the whole log");
     let rebuilt = reads::full_rebuild(&stack.kafka, &redis).await?;
-    eprintln!(
-        "  rebuild        {} events in {:.1} s",
-        rebuilt.events, rebuilt.seconds
-    );
+    match &rebuilt.error {
+        None => eprintln!(
+            "  rebuild        {} events in {:.1} s",
+            rebuilt.events, rebuilt.seconds
+        ),
+        Some(e) => eprintln!("  rebuild        failed after {:.1} s: {e}", rebuilt.seconds),
+    }
     stack.check()?;
     phase_done(&stack, "rebuild");
 

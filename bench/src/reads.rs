@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use podium_projectors::read_model::{Outcome, Sourced};
 use podium_projectors::rebuild::{RebuildOptions, rebuild};
 use podium_runtime::{KafkaArgs, RedisArgs};
@@ -137,13 +137,16 @@ pub struct Rebuild {
     pub events: u64,
     pub seconds: f64,
     pub events_per_second: f64,
+    /// Why the rebuild failed, if it did; the run's other figures still stand.
+    pub error: Option<String>,
 }
 
 /// A full rebuild of the read models from the log, as `podium-ops rebuild` runs it (the same
 /// library call), with the projector still running beside it.
 pub async fn full_rebuild(kafka: &KafkaArgs, redis: &RedisArgs) -> Result<Rebuild> {
     let store = podium_projectors::connect(redis).await?;
-    let report = rebuild(
+    let started = Instant::now();
+    let outcome = rebuild(
         kafka,
         &store,
         &RebuildOptions {
@@ -152,12 +155,22 @@ pub async fn full_rebuild(kafka: &KafkaArgs, redis: &RedisArgs) -> Result<Rebuil
             progress: false,
         },
     )
-    .await
-    .context("rebuilding the read models")?;
-    let seconds = report.elapsed.as_secs_f64();
-    Ok(Rebuild {
-        events: report.events,
-        seconds,
-        events_per_second: rate(report.events, seconds),
+    .await;
+    Ok(match outcome {
+        Ok(report) => {
+            let seconds = report.elapsed.as_secs_f64();
+            Rebuild {
+                events: report.events,
+                seconds,
+                events_per_second: rate(report.events, seconds),
+                error: None,
+            }
+        }
+        Err(e) => Rebuild {
+            events: 0,
+            seconds: started.elapsed().as_secs_f64(),
+            events_per_second: 0.0,
+            error: Some(format!("{e:#}")),
+        },
     })
 }

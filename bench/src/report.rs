@@ -175,7 +175,9 @@ pub async fn producer_baseline(
     let producer =
         baseline::raw_producer(&kafka, &topic, payload, plan.in_flight, plan.baseline).await?;
     if let Some(reader) = reader {
+        // Dropped before its broker stops, so it does not log the broker going away.
         reader.abort();
+        let _ = reader.await;
     }
     eprintln!(
         "  {name:<14} {:.0} records/s, p50 {:.2} ms, p99 {:.2} ms",
@@ -450,7 +452,10 @@ impl Results {
             ),
             line(
                 "rebuild, events/s",
-                format!("{:.0}", self.measured.rebuild.events_per_second),
+                match &self.measured.rebuild.error {
+                    None => format!("{:.0}", self.measured.rebuild.events_per_second),
+                    Some(_) => "failed".into(),
+                },
                 format!("{:.0} ZINCRBY/s", b.redis.ops_per_second),
                 format!(
                     "{:.3}",

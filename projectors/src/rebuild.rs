@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressStyle};
 use podium_runtime::KafkaArgs;
 use podium_schemas::Codec;
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::message::OwnedMessage;
 use rdkafka::{Message, Offset, TopicPartitionList};
 
@@ -45,7 +45,7 @@ const WATERMARK_TIMEOUT: Duration = Duration::from_secs(10);
 type Partitions = HashMap<(String, i32), (i64, i64)>;
 
 /// Low and high watermarks of every partition of `topics`.
-fn watermarks(consumer: &StreamConsumer, topics: &[String]) -> Result<Partitions> {
+fn watermarks(consumer: &BaseConsumer, topics: &[String]) -> Result<Partitions> {
     let mut marks = HashMap::new();
     for topic in topics {
         let metadata = consumer.fetch_metadata(Some(topic), WATERMARK_TIMEOUT)?;
@@ -74,13 +74,16 @@ pub async fn rebuild(
         .consumer_config()
         .set("group.id", format!("podium-rebuild-{to}"))
         .set("enable.auto.commit", "false")
-        // Small fetches: tansu answers one fetch at a time per connection and takes seconds
-        // to read a megabyte per partition from the start of the log, which timed out the
-        // rebuild's own metadata requests queued behind it.
+        // Small fetches: tansu serves one storage request at a time, and a megabyte per
+        // partition from the start of the log held its answers to every other request,
+        // metadata included, past their 10 s timeout. With 64 KiB they came back in time.
         .set("max.partition.fetch.bytes", "65536")
         .set("fetch.max.bytes", "1048576")
         .create()?;
-    let marks = watermarks(&consumer, &topics)?;
+    // Watermarks through a client of their own: tansu answers a connection's requests in order,
+    // and behind a large fetch the rebuild's metadata requests timed out.
+    let marks_client: BaseConsumer = kafka.client_config().create()?;
+    let marks = watermarks(&marks_client, &topics)?;
     let mut assignment = TopicPartitionList::new();
     for (topic, partition) in marks.keys() {
         assignment.add_partition_offset(topic, *partition, Offset::Beginning)?;
@@ -115,7 +118,7 @@ pub async fn rebuild(
         // tansu, asking after every short batch slowed the rebuild and timed its requests out.
         if batch.len() < options.batch_max && checked.elapsed() >= HEAD_CHECK_INTERVAL {
             checked = Instant::now();
-            match behind_retrying(&consumer, &topics, &read).await? {
+            match behind_retrying(&marks_client, &topics, &read).await? {
                 0 => break,
                 n if n <= CAUGHT_UP => near_head += 1,
                 _ => near_head = 0,
@@ -209,7 +212,7 @@ const HEAD_CHECK_TRIES: u32 = 5;
 /// [`behind`], retried with backoff: a broker too busy to answer in time is not a reason to
 /// throw away a rebuild's work.
 async fn behind_retrying(
-    consumer: &StreamConsumer,
+    consumer: &BaseConsumer,
     topics: &[String],
     read: &HashMap<(String, i32), i64>,
 ) -> Result<i64> {
@@ -230,7 +233,7 @@ async fn behind_retrying(
 
 /// How many records are left to read up to the current high watermarks.
 fn behind(
-    consumer: &StreamConsumer,
+    consumer: &BaseConsumer,
     topics: &[String],
     read: &HashMap<(String, i32), i64>,
 ) -> Result<i64> {
