@@ -40,7 +40,8 @@ pub struct RebuildReport {
     pub elapsed: Duration,
 }
 
-const WATERMARK_TIMEOUT: Duration = Duration::from_secs(10);
+/// Generous: tansu answers metadata only after the storage requests queued before it.
+const WATERMARK_TIMEOUT: Duration = Duration::from_secs(30);
 
 type Partitions = HashMap<(String, i32), (i64, i64)>;
 
