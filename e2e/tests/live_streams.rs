@@ -331,7 +331,16 @@ async fn a_client_that_reconnects_gets_what_it_missed_or_a_resync() -> Result<()
     let mut short = stack.query_config();
     short.streams.replay_limit = 1;
     let short_url = stack.start_query_api_with("query-api-short", short).await?;
-    wait_for_quiz(&stack, &game.quiz_id).await?;
+    // Every join applied, so the player stream knows its player: joins reach the read model
+    // a fetch after the quiz itself.
+    eventually("every join in the read model", WAIT, || async {
+        let (_, state) = stack
+            .get(&format!("/v1/quizzes/{}", game.quiz_id))
+            .await
+            .ok()?;
+        (state["player_count"].as_u64() == Some(game.players.len() as u64)).then_some(())
+    })
+    .await?;
 
     // The player stream needs the player's own token.
     let (me, token) = game.players[0].clone();
