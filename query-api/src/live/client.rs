@@ -313,22 +313,20 @@ impl Hub {
         let (feed, frames) = self.join(quiz_id);
         // Whatever happened meanwhile, the feed's next read is diffed against this snapshot.
         let snapshot = match (feed.latest(), read) {
+            // A warm feed's state can be up to a coalescing window old. A client resuming from
+            // an id gets what it missed from a fresh read, so the missed flow comes first.
+            (Some(latest), _) if resume.0.is_some() => {
+                let fresh = self.read_model().snapshot(quiz_id, top).await?;
+                if (fresh.view.flow, fresh.view.version) > (latest.view.flow, latest.view.version) {
+                    Arc::new(fresh)
+                } else {
+                    latest
+                }
+            }
             (Some(latest), _) => latest,
             (None, Some(read)) => feed.offer(read),
             // The warm feed retired in between: this one is new.
             (None, None) => feed.offer(Arc::new(self.read_model().snapshot(quiz_id, top).await?)),
-        };
-        // A warm feed's state can be up to a coalescing window old. A client resuming from an
-        // id gets what it missed from a fresh read, so the missed flow comes first.
-        let snapshot = if resume.0.is_some() {
-            let fresh = self.read_model().snapshot(quiz_id, top).await?;
-            if (fresh.view.flow, fresh.view.version) > (snapshot.view.flow, snapshot.view.version) {
-                Arc::new(fresh)
-            } else {
-                snapshot
-            }
-        } else {
-            snapshot
         };
         let (queue, events) = mpsc::channel(QUEUE);
         let last_words = LastWords::default();
