@@ -10,6 +10,8 @@ pub enum Error {
     Redis(#[from] redis::RedisError),
     #[error("unexpected reply from redis: {0}")]
     RedisReply(#[from] redis::ParsingError),
+    #[error("redis forgot its scripts: it restarted, perhaps with older data")]
+    ScriptsLost,
     #[error("the active read model is no longer {expected}")]
     GenerationMoved { expected: String },
     #[error("durable read model: {0}")]

@@ -44,10 +44,10 @@ pub enum Outcome {
     Moved { from: String, to: String },
 }
 
-/// Generation ids sort by creation time.
+/// Generation ids sort by creation time and never repeat: the whole UUIDv7, whose random bits
+/// keep two ids of the same millisecond apart (its first 20 digits alone did not).
 pub fn new_generation() -> String {
-    let id = uuid::Uuid::now_v7().simple().to_string();
-    format!("g{}", &id[..20])
+    format!("g{}", uuid::Uuid::now_v7().simple())
 }
 
 /// `KEYS`: positions, state, leaderboard, version, then each event's own keys in order.
@@ -272,6 +272,12 @@ impl RedisReadModel {
     /// (a first start, or Redis lost its data). Returns it.
     pub async fn adopt_active(&self) -> Result<String> {
         let mut connection = self.connection.clone();
+        // Loaded now, so a NOSCRIPT later means Redis restarted (see `run`).
+        let _: String = self
+            .apply
+            .prepare_invoke()
+            .load_async(&mut connection)
+            .await?;
         let active_key = self.root.active();
         let _: bool = redis::cmd("SET")
             .arg(&active_key)
@@ -314,12 +320,15 @@ impl RedisReadModel {
         let keys = self.root.generation(&generation);
         let mut pipe = redis::pipe();
         let _ = pipe.get(self.root.active());
-        let quizzes = self.queue_batch(&mut pipe, &keys, batch, next, true);
+        let quizzes = self.queue_batch(&mut pipe, &keys, batch, true);
         let (active, changed): (Option<String>, Vec<usize>) = self.run(pipe, quizzes).await?;
         match active {
-            Some(active) if active == generation => Ok(Outcome::Applied {
-                changed: changed.iter().sum(),
-            }),
+            Some(active) if active == generation => {
+                self.advance_resume(&keys, next).await?;
+                Ok(Outcome::Applied {
+                    changed: changed.iter().sum(),
+                })
+            }
             _ => {
                 let to = self.adopt_active().await?;
                 Ok(Outcome::Moved {
@@ -340,18 +349,47 @@ impl RedisReadModel {
         let keys = self.root.generation(generation);
         let mut pipe = redis::pipe();
         let _ = pipe.cmd("PING");
-        let quizzes = self.queue_batch(&mut pipe, &keys, batch, next, false);
+        let quizzes = self.queue_batch(&mut pipe, &keys, batch, false);
         let ((), changed): ((), Vec<usize>) = self.run(pipe, quizzes).await?;
+        self.advance_resume(&keys, next).await?;
         Ok(changed.iter().sum())
     }
 
-    /// Queues one script call per quiz, then the resume positions; returns the number of scripts.
+    /// Moves the resume positions past a batch. Called only once every script of the batch
+    /// succeeded: a pipeline runs on after a failed command, so positions queued behind the
+    /// scripts would move past records a failed script never applied, and a crash before the
+    /// retry would skip them. Positions are a lower bound; the scripts' own per-quiz positions
+    /// make re-applying what lies below them harmless.
+    async fn advance_resume(&self, keys: &Keys, next: &BTreeMap<String, i64>) -> Result<()> {
+        if next.is_empty() {
+            return Ok(());
+        }
+        let fields: Vec<(&String, &i64)> = next.iter().collect();
+        let () = redis::cmd("HSET")
+            .arg(keys.resume())
+            .arg(&fields)
+            .exec_async(&mut self.connection.clone())
+            .await?;
+        Ok(())
+    }
+
+    /// Starts an empty generation in place of `from`, if `from` is still the active one, and
+    /// makes the active generation this process's own. The projector calls it when the log no
+    /// longer holds what the read models were built from: they are folded again from the
+    /// beginning. Returns the generation now active.
+    pub async fn start_afresh(&self, from: &str) -> Result<String> {
+        match self.switch(Some(from), &new_generation()).await {
+            Ok(()) | Err(Error::GenerationMoved { .. }) => self.adopt_active().await,
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Queues one script call per quiz; returns the number of scripts.
     fn queue_batch(
         &self,
         pipe: &mut redis::Pipeline,
         keys: &Keys,
         batch: &[Sourced<Event>],
-        next: &BTreeMap<String, i64>,
         publish: bool,
     ) -> usize {
         let mut by_quiz: BTreeMap<&str, Vec<&Sourced<Event>>> = BTreeMap::new();
@@ -377,10 +415,6 @@ impl RedisReadModel {
             }
             let _ = pipe.invoke_script(&invocation);
         }
-        if !next.is_empty() {
-            let fields: Vec<(&String, &i64)> = next.iter().collect();
-            let _ = pipe.hset_multiple(keys.resume(), &fields).ignore();
-        }
         by_quiz.len()
     }
 
@@ -393,13 +427,15 @@ impl RedisReadModel {
         let mut connection = self.connection.clone();
         let values: Vec<redis::Value> = match pipe.query_async(&mut connection).await {
             Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
-                // Redis restarted and forgot the script: load it and try once more.
+                // Redis restarted and forgot the script. It may also have come back with older
+                // data (a snapshot): the caller must re-read from the resume positions, not
+                // retry this batch on top of a gap.
                 let _: String = self
                     .apply
                     .prepare_invoke()
                     .load_async(&mut connection)
                     .await?;
-                pipe.query_async(&mut connection).await?
+                return Err(Error::ScriptsLost);
             }
             other => other?,
         };

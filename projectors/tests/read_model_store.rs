@@ -280,3 +280,57 @@ async fn a_store_whose_generation_was_retired_applies_nothing_there_and_follows(
     assert_ne!(store.generation(), new);
     Ok(())
 }
+
+#[tokio::test]
+async fn resume_positions_move_only_once_every_script_of_the_batch_succeeded() -> Result<()> {
+    let redis = Redis::start().await?;
+    let (store, keys) = store(&redis).await?;
+    let batch = vec![
+        at(0, 0, answer("a", "ann", 1, 900, 2_000)),
+        at(0, 1, answer("b", "bob", 1, 800, 2_000)),
+        at(0, 2, answer("a", "cat", 1, 700, 2_000)),
+    ];
+    // Quiz b's script fails before it writes: its positions key holds a string, so its first
+    // read is refused.
+    let mut connection = redis.connection().await?;
+    let () = connection.set(keys.positions("b"), "in the way").await?;
+    assert!(store.apply(&batch, &next(&batch)).await.is_err());
+    let generation = store.generation();
+    assert!(
+        store.resume_positions(&generation).await?.is_empty(),
+        "a failed script must leave the resume positions where they were"
+    );
+
+    // The script cache is flushed too, as by a Redis restart that kept its data.
+    let () = connection.del(keys.positions("b")).await?;
+    let () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query_async(&mut connection)
+        .await?;
+    // A store that finds its scripts gone refuses the batch (Redis restarted, perhaps from an
+    // older snapshot: the projector re-reads from the resume positions) and loads them again.
+    assert!(matches!(
+        store.apply(&batch, &next(&batch)).await,
+        Err(podium_projectors::Error::ScriptsLost)
+    ));
+    assert!(store.resume_positions(&generation).await?.is_empty());
+    // Quiz a's script ran the first time: only b's answer changes something now.
+    assert_eq!(apply(&store, &batch).await?, 1);
+    let resume = store.resume_positions(&generation).await?;
+    assert_eq!(resume.get(&("answers".to_owned(), 0)), Some(&3));
+    assert_eq!(stored(&redis, &keys, "a").await?.len(), 2);
+    assert_eq!(stored(&redis, &keys, "b").await?.len(), 1);
+    Ok(())
+}
+
+#[test]
+fn generation_ids_never_repeat_and_sort_by_creation() {
+    let ids: Vec<String> = (0..10_000)
+        .map(|_| podium_projectors::read_model::new_generation())
+        .collect();
+    let mut sorted = ids.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted.len(), ids.len(), "a generation id repeated");
+    assert_eq!(sorted, ids, "generation ids must sort by creation");
+}
