@@ -13,7 +13,17 @@ impl Backoff {
 
     /// Logs why `what` failed, waits, and lengthens the next wait.
     pub(crate) async fn wait(&mut self, what: &str, error: &(dyn std::fmt::Display + Sync)) {
+        self.note(what, error);
+        self.pause().await;
+    }
+
+    /// Logs why `what` failed, without waiting.
+    pub(crate) fn note(&self, what: &str, error: &(dyn std::fmt::Display + Sync)) {
         tracing::warn!(%error, retry_in = ?self.0, "{what} failed; retrying");
+    }
+
+    /// Waits, and lengthens the next wait.
+    pub(crate) async fn pause(&mut self) {
         tokio::time::sleep(self.0).await;
         self.0 = (self.0 * 2).min(Duration::from_secs(5));
     }

@@ -15,7 +15,7 @@ use tracing::Instrument;
 
 use crate::backoff::Backoff;
 use crate::error::Result;
-use crate::projector::{Batching, fill_batch, store_offsets};
+use crate::projector::{Batching, ConsumerErrors, fill_batch, store_offsets};
 
 pub struct DurableProjector {
     consumer: StreamConsumer<DefaultConsumerContext>,
@@ -60,15 +60,21 @@ impl DurableProjector {
     pub async fn run_until(self, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
         tokio::pin!(shutdown);
         tracing::info!("durable projector running");
+        let mut errors = ConsumerErrors::new();
+        // Not part of the hot projector's readiness: the durable model may lag without harm.
+        let broker = podium_runtime::health::Health::new().check("durable broker", "");
         loop {
             tokio::select! {
                 () = &mut shutdown => break,
-                message = self.consumer.recv() => {
-                    let batch = fill_batch(&self.consumer, message?.detach(), &self.batching).await;
-                    let span = tracing::info_span!("durable batch", messages = batch.len());
-                    self.record_until_done(&batch).instrument(span).await;
-                    store_offsets(&self.consumer, &batch);
-                }
+                message = self.consumer.recv() => match message {
+                    Ok(message) => {
+                        let batch = fill_batch(&self.consumer, message.detach(), &self.batching).await;
+                        let span = tracing::info_span!("durable batch", messages = batch.len());
+                        self.record_until_done(&batch).instrument(span).await;
+                        store_offsets(&self.consumer, &batch);
+                    }
+                    Err(e) => errors.seen(&e, &broker).await,
+                },
             }
         }
         if let Err(e) = self.consumer.commit_consumer_state(CommitMode::Sync) {

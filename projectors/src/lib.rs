@@ -9,6 +9,7 @@ pub mod error;
 pub mod projector;
 pub mod read_model;
 pub mod rebuild;
+pub mod watch;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,7 +20,7 @@ use podium_runtime::KafkaArgs;
 
 pub use error::{Error, Result};
 
-use crate::projector::{Batching, Projector};
+use crate::projector::{Batching, OnLogReset, Projector, ProjectorHealth};
 use crate::read_model::RedisReadModel;
 
 pub use podium_runtime::RedisArgs;
@@ -27,6 +28,24 @@ pub use podium_runtime::RedisArgs;
 /// Connects to the read models `args` names.
 pub async fn connect(args: &RedisArgs) -> Result<RedisReadModel> {
     RedisReadModel::connect(&args.redis_url, args.root()).await
+}
+
+/// Connects to the read models, waiting for Redis as long as it takes: a projector started
+/// before Redis (or while it restarts) waits for it instead of exiting.
+async fn connect_until_done(
+    args: &RedisArgs,
+    redis: &podium_runtime::health::Check,
+) -> RedisReadModel {
+    let mut backoff = backoff::Backoff::new();
+    loop {
+        match connect(args).await {
+            Ok(store) => return store,
+            Err(e) => {
+                redis.fail(e.to_string());
+                backoff.wait("connecting to Redis", &e).await;
+            }
+        }
+    }
 }
 
 /// Configuration of the projector service, from flags or the environment.
@@ -79,8 +98,27 @@ pub struct Config {
     #[arg(long, env = "PODIUM_BATCH_LINGER_MS", default_value_t = 5)]
     pub batch_linger_ms: u64,
 
+    /// What to do when the log ends before the read model's positions (its topics were
+    /// recreated or truncated): `rebuild` folds it again from the beginning into a fresh
+    /// generation; `halt` stops applying and reports not ready until an operator acts.
+    #[arg(
+        long,
+        env = "PODIUM_PROJECTOR_ON_LOG_RESET",
+        value_enum,
+        default_value_t = OnLogReset::Rebuild
+    )]
+    pub on_log_reset: OnLogReset,
+
+    /// Seconds a shutdown may take to finish the batch in hand and commit; past them the
+    /// process exits anyway (the resume positions in Redis are a lower bound, so nothing is
+    /// lost, at most re-read).
+    #[arg(long, env = "PODIUM_DRAIN_SECONDS", default_value_t = 15)]
+    pub drain_seconds: u64,
+
     /// Address serving Prometheus metrics at /metrics (consumer lag per partition, apply
-    /// latency per batch, dead letters); `off` serves none.
+    /// latency per batch, dead letters), liveness at /livez and readiness at /readyz (broker
+    /// and Redis reachable, partitions held, the log consistent with the read model); `off`
+    /// serves none.
     #[arg(
         long,
         env = "PODIUM_PROJECTOR_METRICS_LISTEN",
@@ -103,16 +141,41 @@ impl Config {
     }
 }
 
-/// Runs the projector until `shutdown` resolves.
+/// Runs the projector until `shutdown` resolves, then drains for at most `drain_seconds`.
 pub async fn run(
     config: &Config,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     let shutdown = futures::FutureExt::shared(shutdown);
-    if let Some(listen) = config.metrics_listen()? {
-        let _ = podium_runtime::metrics::serve_metrics(listen, shutdown.clone()).await?;
+    let drain = Duration::from_secs(config.drain_seconds);
+    let deadline = {
+        let shutdown = shutdown.clone();
+        async move {
+            shutdown.await;
+            tokio::time::sleep(drain).await;
+        }
+    };
+    tokio::select! {
+        result = run_projectors(config, shutdown) => result,
+        () = deadline => {
+            tracing::warn!(?drain, "the drain took too long; exiting without it");
+            Ok(())
+        }
     }
-    let store = connect(&config.redis).await?;
+}
+
+async fn run_projectors(
+    config: &Config,
+    shutdown: futures::future::Shared<impl std::future::Future<Output = ()> + Send + 'static>,
+) -> Result<()> {
+    let health = podium_runtime::health::Health::new();
+    let tasks = tokio_util::task::TaskTracker::new();
+    if let Some(listen) = config.metrics_listen()? {
+        let _ =
+            podium_runtime::metrics::serve_admin(listen, &health, &tasks, shutdown.clone()).await?;
+    }
+    let checks = ProjectorHealth::new(&health);
+    let store = connect_until_done(&config.redis, &checks.redis).await;
     let batching = Batching {
         max_messages: config.batch_max.max(1),
         linger: Duration::from_millis(config.batch_linger_ms),
@@ -122,25 +185,31 @@ pub async fn run(
     };
     // Its own consumer group: the durable model moves at its own pace and never holds the hot
     // one back.
-    let durable = match podium_durable::connect(&config.scylla).await? {
-        Some(store) => Some(tokio::spawn(
-            durable::DurableProjector::new(
-                &config.kafka,
-                &format!("{}-durable", config.group),
-                Arc::new(store),
-                batching.clone(),
-            )?
-            .run_until(shutdown.clone()),
-        )),
-        None => None,
-    };
-    Projector::new(&config.kafka, &config.group, store, batching)?
-        .run_until(shutdown)
-        .await?;
-    if let Some(durable) = durable {
-        durable
-            .await
-            .map_err(|e| Error::Config(format!("durable projector: {e}")))??;
+    if let Some(store) = podium_durable::connect(&config.scylla).await? {
+        let durable = durable::DurableProjector::new(
+            &config.kafka,
+            &format!("{}-durable", config.group),
+            Arc::new(store),
+            batching.clone(),
+        )?;
+        let shutdown = shutdown.clone();
+        drop(tasks.spawn(async move {
+            if let Err(e) = durable.run_until(shutdown).await {
+                tracing::error!(error = %e, "the durable projector stopped");
+            }
+        }));
     }
-    Ok(())
+    let result = Projector::new(
+        &config.kafka,
+        &config.group,
+        store,
+        batching,
+        checks,
+        config.on_log_reset,
+    )?
+    .run_until(shutdown)
+    .await;
+    let _ = tasks.close();
+    tasks.wait().await;
+    result
 }

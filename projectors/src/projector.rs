@@ -8,6 +8,7 @@
 //! Kafka offsets are still committed, for lag tooling.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use podium_runtime::KafkaArgs;
@@ -25,6 +26,9 @@ use crate::backoff::Backoff;
 use crate::dead_letters::{DeadLetters, Reason, event_type_header};
 use crate::error::Result;
 use crate::read_model::{Outcome, RedisReadModel, ResumePositions, Sourced};
+use crate::watch::{LogWatch, resets};
+use podium_runtime::health::{Check, Health};
+use tokio_util::task::TaskTracker;
 
 /// How long a retired generation stays before a projector that saw it retire deletes it.
 const RETIRED_GRACE: Duration = Duration::from_secs(5);
@@ -42,6 +46,20 @@ pub struct Batching {
     pub session_timeout: Duration,
     /// Static group membership (`group.instance.id`), if set.
     pub instance_id: Option<String>,
+    /// How often the projector compares its positions with the log (a log recreated under it)
+    /// and, holding no partition, its group's lag (a member left out of the assignment).
+    pub watch_interval: Duration,
+}
+
+/// What the projector does when the log ends before its read model's positions: the topics were
+/// recreated or truncated, and the read model describes records that are gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum OnLogReset {
+    /// Fold the log again from its beginning into a fresh generation, and switch readers to it.
+    #[default]
+    Rebuild,
+    /// Stop applying, report not ready, and wait for an operator (`podium-ops rebuild`).
+    Halt,
 }
 
 impl Default for Batching {
@@ -52,6 +70,7 @@ impl Default for Batching {
             idle_check: Duration::from_secs(1),
             session_timeout: Duration::from_secs(10),
             instance_id: None,
+            watch_interval: Duration::from_secs(2),
         }
     }
 }
@@ -162,6 +181,92 @@ pub(crate) fn next_offsets(batch: &[OwnedMessage]) -> BTreeMap<String, i64> {
     next
 }
 
+/// The projector's readiness checks, each set where the projector learns about it.
+#[derive(Debug, Clone)]
+pub struct ProjectorHealth {
+    /// The broker answers: a record arrived, or a question about the log was answered.
+    pub broker: Check,
+    /// Redis answers: a batch was applied or the active generation was read.
+    pub redis: Check,
+    /// The member holds partitions, or its group has nothing left to read.
+    pub assignment: Check,
+    /// The log still holds what the read model was built from.
+    pub log: Check,
+}
+
+impl ProjectorHealth {
+    pub fn new(health: &Health) -> Self {
+        Self {
+            broker: health.check("broker", "no record or answer from the broker yet"),
+            redis: health.check("redis", "no batch applied yet"),
+            assignment: health.check("assignment", "not yet assigned partitions"),
+            log: health.check("log", "positions not yet compared with the log"),
+        }
+    }
+}
+
+/// Logs consumer errors at most once per interval, so a broker outage is a line every few
+/// seconds rather than a flood, and paces the retries.
+#[derive(Debug)]
+pub(crate) struct ConsumerErrors {
+    last_logged: Option<Instant>,
+    suppressed: u64,
+}
+
+impl ConsumerErrors {
+    pub(crate) fn new() -> Self {
+        Self {
+            last_logged: None,
+            suppressed: 0,
+        }
+    }
+
+    /// Records an error from the consumer and waits a little before the next read: librdkafka
+    /// reconnects by itself, the projector only has to stay alive.
+    pub(crate) async fn seen(&mut self, error: &rdkafka::error::KafkaError, broker: &Check) {
+        metrics::counter!("podium_projector_consumer_errors_total").increment(1);
+        broker.fail(error.to_string());
+        let due = self
+            .last_logged
+            .is_none_or(|at| at.elapsed() >= Duration::from_secs(5));
+        if due {
+            tracing::warn!(%error, suppressed = self.suppressed, "consumer error; retrying");
+            self.last_logged = Some(Instant::now());
+            self.suppressed = 0;
+        } else {
+            self.suppressed += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A member that holds no partition while its group has records to read and none of the
+/// other members moves them on is left out of the assignment: seen once against a broker
+/// whose group had formed with the live member alone, it stayed so for good.
+#[derive(Debug, Default)]
+struct Starvation {
+    /// When the member was first seen idle beside a lagging group, and the group's committed
+    /// offsets then.
+    since: Option<(Instant, i64)>,
+}
+
+impl Starvation {
+    /// True once the member has starved for `patience` without the group moving.
+    fn starving(&mut self, lag: i64, committed: i64, patience: Duration) -> bool {
+        if lag == 0 {
+            self.since = None;
+            return false;
+        }
+        match self.since {
+            Some((since, seen)) if seen == committed => since.elapsed() >= patience,
+            _ => {
+                self.since = Some((Instant::now(), committed));
+                false
+            }
+        }
+    }
+}
+
 pub struct Projector {
     consumer: StreamConsumer<ResumeContext>,
     store: RedisReadModel,
@@ -169,6 +274,13 @@ pub struct Projector {
     codec: Codec,
     batching: Batching,
     topics: [String; 2],
+    log: LogWatch,
+    health: ProjectorHealth,
+    on_log_reset: OnLogReset,
+    /// Spawned work (deleting retired generations) that shutdown waits for.
+    tasks: TaskTracker,
+    /// A Redis call failed since the projector last read from its resume positions.
+    redis_lost: AtomicBool,
 }
 
 impl std::fmt::Debug for Projector {
@@ -186,6 +298,8 @@ impl Projector {
         group: &str,
         store: RedisReadModel,
         batching: Batching,
+        health: ProjectorHealth,
+        on_log_reset: OnLogReset,
     ) -> Result<Self> {
         let mut config = kafka.consumer_config();
         if let Some(instance) = &batching.instance_id {
@@ -197,6 +311,9 @@ impl Projector {
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("statistics.interval.ms", "1000")
+            // Topics recreated under the projector are seen within seconds, not librdkafka's
+            // default five minutes.
+            .set("topic.metadata.refresh.interval.ms", "5000")
             .set(
                 "session.timeout.ms",
                 batching.session_timeout.as_millis().to_string(),
@@ -205,35 +322,54 @@ impl Projector {
                 store: store.clone(),
             })?;
         let topics = kafka.topics();
+        let topics = [topics.lifecycle, topics.answers];
         Ok(Self {
             consumer,
             store,
             dead_letters: DeadLetters::new(kafka)?,
             codec: Codec::new(),
+            log: LogWatch::new(kafka, group, topics.to_vec())?,
             batching,
-            topics: [topics.lifecycle, topics.answers],
+            topics,
+            health,
+            on_log_reset,
+            tasks: TaskTracker::new(),
+            redis_lost: AtomicBool::new(false),
         })
     }
 
     /// Runs until `shutdown` resolves; then finishes the batch in hand, commits and leaves the
-    /// group.
+    /// group. A broker or Redis that goes away is waited for, never a reason to stop.
     pub async fn run_until(self, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
-        let generation = self.store.adopt_active().await?;
+        tokio::pin!(shutdown);
+        let generation = tokio::select! {
+            () = &mut shutdown => return Ok(()),
+            generation = self.adopt_until_done() => generation,
+        };
         let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
         self.consumer.subscribe(&topics)?;
         tracing::info!(%generation, "projector running");
-        tokio::pin!(shutdown);
         let mut idle = tokio::time::interval(self.batching.idle_check);
         idle.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut watch = tokio::time::interval(self.batching.watch_interval);
+        watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut starvation = Starvation::default();
+        let mut errors = ConsumerErrors::new();
+        let mut halted = false;
         loop {
             tokio::select! {
                 () = &mut shutdown => break,
-                _ = idle.tick() => self.check_generation().await?,
-                message = self.consumer.recv() => {
-                    let batch = fill_batch(&self.consumer, message?.detach(), &self.batching).await;
-                    let span = tracing::info_span!("batch", messages = batch.len());
-                    self.process(&batch).instrument(span).await?;
-                }
+                _ = idle.tick() => self.check_generation().await,
+                _ = watch.tick() => halted = self.watch(&mut starvation, halted).await,
+                message = self.consumer.recv() => match message {
+                    Ok(message) => {
+                        self.health.broker.pass();
+                        let batch = fill_batch(&self.consumer, message.detach(), &self.batching).await;
+                        let span = tracing::info_span!("batch", messages = batch.len());
+                        self.process(&batch).instrument(span).await;
+                    }
+                    Err(e) => errors.seen(&e, &self.health.broker).await,
+                },
             }
         }
         if let Err(e) = self.consumer.commit_consumer_state(CommitMode::Sync) {
@@ -241,8 +377,27 @@ impl Projector {
             tracing::debug!(error = %e, "final commit");
         }
         self.consumer.unsubscribe();
+        let _ = self.tasks.close();
+        self.tasks.wait().await;
         tracing::info!("projector stopped");
         Ok(())
+    }
+
+    /// The active generation, made this process's own; waits for Redis as long as it takes.
+    async fn adopt_until_done(&self) -> String {
+        let mut backoff = Backoff::new();
+        loop {
+            match self.store.adopt_active().await {
+                Ok(generation) => {
+                    self.health.redis.pass();
+                    return generation;
+                }
+                Err(e) => {
+                    self.health.redis.fail(e.to_string());
+                    backoff.wait("reading the active read model", &e).await;
+                }
+            }
+        }
     }
 
     /// Decodes a batch; what cannot be decoded goes to the dead-letter topic first.
@@ -265,65 +420,239 @@ impl Projector {
         events
     }
 
-    async fn process(&self, batch: &[OwnedMessage]) -> Result<()> {
+    async fn process(&self, batch: &[OwnedMessage]) {
         let events = self.decode(batch).await;
         let next = next_offsets(batch);
-        match self.apply_until_done(&events, &next).await {
-            Outcome::Applied { .. } => store_offsets(&self.consumer, batch),
-            Outcome::Moved { from, to } => self.moved(from, &to).await?,
+        let started = Instant::now();
+        match self.store.apply(&events, &next).await {
+            Ok(Outcome::Applied { changed }) => {
+                self.health.redis.pass();
+                let elapsed = started.elapsed();
+                metrics::histogram!("podium_projector_batch_apply_seconds")
+                    .record(elapsed.as_secs_f64());
+                metrics::counter!("podium_projector_events_total")
+                    .increment(u64::try_from(events.len()).unwrap_or(u64::MAX));
+                tracing::debug!(events = events.len(), changed, ?elapsed, "batch applied");
+                store_offsets(&self.consumer, batch);
+            }
+            Ok(Outcome::Moved { from, to }) => {
+                self.health.redis.pass();
+                self.moved(from, &to).await;
+            }
+            Err(e) => {
+                // Not retried on top of what Redis holds now: Redis may have come back from a
+                // snapshot older than this batch, and applying it would leave a gap. The batch
+                // is read again from the resume positions once Redis answers.
+                self.redis_failed(&e);
+                self.resync().await;
+            }
         }
-        Ok(())
     }
 
-    /// The store must apply the batch before its offsets move: retry until it does.
-    async fn apply_until_done(
-        &self,
-        events: &[Sourced<podium_schemas::Event>],
-        next: &BTreeMap<String, i64>,
-    ) -> Outcome {
+    fn redis_failed(&self, error: &crate::Error) {
+        tracing::warn!(%error, "redis failed; the projector re-reads from its resume positions once Redis answers");
+        self.health.redis.fail(error.to_string());
+        self.redis_lost.store(true, Ordering::Relaxed);
+    }
+
+    /// After Redis failed: waits until it answers, then re-reads every assigned partition
+    /// from the resume positions Redis holds now (or follows a new active generation). The
+    /// positions are a lower bound of what Redis holds, so nothing is skipped, and the scripts'
+    /// own positions make what is read twice count once.
+    async fn resync(&self) {
         let mut backoff = Backoff::new();
         loop {
-            let started = Instant::now();
-            match self.store.apply(events, next).await {
-                Ok(outcome) => {
-                    let elapsed = started.elapsed();
-                    metrics::histogram!("podium_projector_batch_apply_seconds")
-                        .record(elapsed.as_secs_f64());
-                    metrics::counter!("podium_projector_events_total")
-                        .increment(u64::try_from(events.len()).unwrap_or(u64::MAX));
-                    tracing::debug!(events = events.len(), ?outcome, ?elapsed, "batch applied");
-                    return outcome;
+            backoff.pause().await;
+            let current = self.store.generation();
+            let result = match self.store.active().await {
+                Ok(Some(active)) if active == current => self.seek_to_resume(&current).await,
+                Ok(_) => {
+                    let to = self.adopt_until_done().await;
+                    self.moved(current, &to).await;
+                    Ok(())
                 }
-                Err(e) => backoff.wait("applying a batch", &e).await,
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(()) => {
+                    self.redis_lost.store(false, Ordering::Relaxed);
+                    self.health.redis.pass();
+                    return;
+                }
+                Err(e) => {
+                    self.health.redis.fail(e.to_string());
+                    backoff.note("waiting for Redis", &e);
+                }
             }
         }
     }
 
     /// An idle projector notices a switch or a Redis that lost its data within `idle_check`.
-    async fn check_generation(&self) -> Result<()> {
+    async fn check_generation(&self) {
         let current = self.store.generation();
-        match self.store.active().await {
-            Ok(Some(active)) if active == current => Ok(()),
-            Ok(_) => {
-                let to = self.store.adopt_active().await?;
-                self.moved(current, &to).await
-            }
+        let active = match self.store.active().await {
+            Ok(active) => active,
             Err(e) => {
-                tracing::warn!(error = %e, "checking the active read model failed");
-                Ok(())
+                self.redis_failed(&e);
+                return;
             }
+        };
+        if self.redis_lost.load(Ordering::Relaxed) {
+            self.resync().await;
+            return;
+        }
+        self.health.redis.pass();
+        if active.as_deref() == Some(current.as_str()) {
+            return;
+        }
+        let to = self.adopt_until_done().await;
+        self.moved(current, &to).await;
+    }
+
+    /// Compares the log with what the projector holds: a member starved of partitions rejoins;
+    /// positions beyond the end of the log start a fresh generation (or halt). Returns whether
+    /// the projector is halted.
+    async fn watch(&self, starvation: &mut Starvation, halted: bool) -> bool {
+        let assigned: Vec<(String, i32)> = match self.consumer.assignment() {
+            Ok(list) => list
+                .elements()
+                .iter()
+                .map(|e| (e.topic().to_owned(), e.partition()))
+                .collect(),
+            Err(e) => {
+                tracing::debug!(error = %e, "reading the assignment failed");
+                return halted;
+            }
+        };
+        #[allow(clippy::cast_precision_loss)]
+        metrics::gauge!("podium_projector_assigned_partitions").set(assigned.len() as f64);
+        if assigned.is_empty() {
+            self.watch_starvation(starvation).await;
+            return halted;
+        }
+        *starvation = Starvation::default();
+        self.health.assignment.pass();
+        self.watch_log(assigned, halted).await
+    }
+
+    async fn watch_starvation(&self, starvation: &mut Starvation) {
+        let (lag, committed) = match self.log.group_lag().await {
+            Ok(lag) => lag,
+            Err(e) => {
+                self.health.broker.fail(e.to_string());
+                return;
+            }
+        };
+        self.health.broker.pass();
+        if lag == 0 {
+            // Nothing to read: holding nothing is fine (more members than partitions).
+            self.health.assignment.pass();
+        }
+        if starvation.starving(lag, committed, self.batching.session_timeout) {
+            tracing::error!(
+                lag,
+                "this member holds no partition while its group lags and no member moves it on; rejoining the group"
+            );
+            metrics::counter!("podium_projector_rejoins_total").increment(1);
+            self.health.assignment.fail(format!(
+                "no partitions while the group lags by {lag} records"
+            ));
+            *starvation = Starvation::default();
+            let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
+            self.consumer.unsubscribe();
+            if let Err(e) = self.consumer.subscribe(&topics) {
+                tracing::error!(error = %e, "subscribing again failed");
+            }
+        }
+    }
+
+    async fn watch_log(&self, assigned: Vec<(String, i32)>, halted: bool) -> bool {
+        let generation = self.store.generation();
+        let (resume, marks) = match (
+            self.store.resume_positions(&generation).await,
+            self.log.watermarks(assigned).await,
+        ) {
+            (Ok(resume), Ok(marks)) => (resume, marks),
+            (Err(e), _) => {
+                self.redis_failed(&e);
+                return halted;
+            }
+            (_, Err(e)) => {
+                // Topics being recreated answer "unknown partition" for a while.
+                tracing::debug!(error = %e, "reading the watermarks failed");
+                return halted;
+            }
+        };
+        self.health.broker.pass();
+        let found = resets(&resume, &marks);
+        let Some(first) = found.first() else {
+            if halted {
+                tracing::info!("the read model's positions fit the log again; resuming");
+                self.pause(false);
+            }
+            self.health.log.pass();
+            return false;
+        };
+        metrics::counter!("podium_projector_log_resets_total").increment(1);
+        let detail = format!(
+            "{}:{} ends at {} but the read model resumes at {} ({} partitions so)",
+            first.topic,
+            first.partition,
+            first.high,
+            first.resume,
+            found.len()
+        );
+        match self.on_log_reset {
+            OnLogReset::Rebuild => {
+                tracing::error!(%detail, %generation, "the log is behind the read model: its topics were recreated or truncated; folding it again from the beginning into a fresh generation");
+                match self.store.start_afresh(&generation).await {
+                    Ok(to) => {
+                        self.moved(generation, &to).await;
+                        self.health.log.pass();
+                    }
+                    Err(e) => self.redis_failed(&e),
+                }
+                false
+            }
+            OnLogReset::Halt => {
+                tracing::error!(%detail, "the log is behind the read model: its topics were recreated or truncated; halted (PODIUM_PROJECTOR_ON_LOG_RESET=halt) until an operator runs podium-ops rebuild");
+                self.health.log.fail(detail);
+                self.pause(true);
+                true
+            }
+        }
+    }
+
+    /// Pauses (or resumes) every assigned partition. A paused consumer is still polled, so
+    /// it stays in its group.
+    fn pause(&self, pause: bool) {
+        let result = self.consumer.assignment().and_then(|assigned| {
+            if pause {
+                self.consumer.pause(&assigned)
+            } else {
+                self.consumer.resume(&assigned)
+            }
+        });
+        if let Err(e) = result {
+            tracing::warn!(error = %e, pause, "pausing or resuming the partitions failed");
         }
     }
 
     /// Follows the active generation to `to`. What this process wrote to `from` after it was
     /// retired (a batch in flight at a switch, or writes into a Redis that had just lost its
     /// data) is garbage: it is deleted once other projectors have had time to notice too.
-    async fn moved(&self, from: String, to: &str) -> Result<()> {
+    async fn moved(&self, from: String, to: &str) {
         tracing::warn!(%from, %to, "the active read model moved; re-reading from its positions");
         metrics::counter!("podium_projector_generation_moves_total").increment(1);
-        self.seek_to_resume(to).await?;
+        // Reading on from the old positions would skip records in the new generation.
+        let mut backoff = Backoff::new();
+        while let Err(e) = self.seek_to_resume(to).await {
+            backoff
+                .wait("moving to the new generation's positions", &e)
+                .await;
+        }
         let (store, grace) = (self.store.clone(), RETIRED_GRACE);
-        drop(tokio::spawn(async move {
+        drop(self.tasks.spawn(async move {
             tokio::time::sleep(grace).await;
             match store.drop_generation(&from).await {
                 Ok(keys) => tracing::info!(generation = %from, keys, "retired generation deleted"),
@@ -332,7 +661,6 @@ impl Projector {
                 }
             }
         }));
-        Ok(())
     }
 
     /// Moves every assigned partition to its resume position in `generation`.

@@ -1,5 +1,5 @@
 //! Prometheus metrics: one recorder per process, rendered at `/metrics` by whichever server the
-//! binary runs (the APIs' own routers, or [`serve_metrics`] for the projector).
+//! binary runs (the APIs' own routers, or [`serve_admin`] for the projector).
 
 use std::net::SocketAddr;
 use std::sync::OnceLock;
@@ -33,19 +33,22 @@ pub fn router() -> Router {
     Router::new().route("/metrics", get(move || std::future::ready(handle.render())))
 }
 
-/// Serves `/metrics` on `listen` until `shutdown` resolves; returns the bound address.
-pub async fn serve_metrics(
+/// Serves `/metrics`, `/livez` and `/readyz` on `listen` until `shutdown` resolves, as a task
+/// of `tasks`; returns the bound address.
+pub async fn serve_admin(
     listen: SocketAddr,
+    health: &crate::health::Health,
+    tasks: &tokio_util::task::TaskTracker,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
-    drop(tokio::spawn(crate::serve(
-        "metrics",
-        listener,
-        router(),
-        shutdown,
-    )));
-    tracing::info!(%addr, "metrics at /metrics");
+    let router = router().merge(health.router());
+    drop(tasks.spawn(async move {
+        if let Err(e) = crate::serve("admin", listener, router, shutdown).await {
+            tracing::error!(error = %e, "the admin listener failed");
+        }
+    }));
+    tracing::info!(%addr, "metrics at /metrics, health at /livez and /readyz");
     Ok(addr)
 }
