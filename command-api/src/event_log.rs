@@ -2,7 +2,7 @@
 //! rebuilds its quiz state from it: the log is the truth.
 
 use std::fmt::Debug;
-use std::sync::Mutex;
+use std::sync::{Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -93,12 +93,20 @@ impl EventLog for MemoryEventLog {
 }
 
 /// Kafka through librdkafka: an idempotent producer with `acks=all`.
+///
+/// An idempotent producer that meets a fatal error (the broker lost or refused its producer
+/// state, as after a restart without it) refuses every later record. The log then builds a new
+/// producer, with a new producer id, in its place: the appends that failed were answered 503 and
+/// are retried by their clients; none was acknowledged, so none is lost.
 pub struct KafkaEventLog {
-    producer: FutureProducer,
+    producer: RwLock<Generation>,
+    config: ClientConfig,
     kafka: KafkaArgs,
     topics: Topics,
     codec: Codec,
     ack_timeout: Duration,
+    /// How long the start-up replay waits for the next record before it gives up.
+    replay_stall: Duration,
 }
 
 impl Debug for KafkaEventLog {
@@ -119,21 +127,69 @@ impl KafkaEventLog {
         ack_timeout: Duration,
         queue_messages: usize,
     ) -> Result<Self, KafkaError> {
-        let producer: FutureProducer = kafka
-            .client_config()
+        let mut config = kafka.client_config();
+        let _ = config
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", "1")
             .set("message.timeout.ms", ack_timeout.as_millis().to_string())
-            .set("queue.buffering.max.messages", queue_messages.to_string())
-            .create()?;
+            .set("queue.buffering.max.messages", queue_messages.to_string());
         Ok(Self {
-            producer,
+            producer: RwLock::new(Generation {
+                number: 0,
+                producer: config.create()?,
+            }),
+            config,
             kafka: kafka.clone(),
             topics: kafka.topics(),
             codec: Codec::new(),
             ack_timeout,
+            replay_stall: Duration::from_secs(60),
         })
+    }
+}
+
+/// One producer and how many were built before it.
+struct Generation {
+    number: u64,
+    producer: FutureProducer,
+}
+
+impl KafkaEventLog {
+    fn producer(&self) -> (u64, FutureProducer) {
+        let current = self.producer.read().unwrap_or_else(PoisonError::into_inner);
+        (current.number, current.producer.clone())
+    }
+
+    /// After a failed append: if the producer that failed is in a fatal state, replace it,
+    /// unless another append already did.
+    async fn replace_if_fatal(&self, number: u64, failed: &FutureProducer) {
+        let Some((code, reason)) = failed.client().fatal_error() else {
+            return;
+        };
+        let fresh: FutureProducer = match self.config.create() {
+            Ok(fresh) => fresh,
+            Err(e) => {
+                tracing::error!(error = %e, "building a new producer failed; the next failed append tries again");
+                return;
+            }
+        };
+        let old = {
+            let mut current = self
+                .producer
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
+            if current.number != number {
+                return;
+            }
+            let old = std::mem::replace(&mut current.producer, fresh);
+            current.number += 1;
+            old
+        };
+        tracing::error!(?code, %reason, "the producer hit a fatal error; replaced it with a new one");
+        metrics::counter!("podium_command_producer_replacements_total").increment(1);
+        // Dropping a producer purges and waits for its queue: off the runtime.
+        drop(tokio::task::spawn_blocking(move || drop(old)));
     }
 }
 
@@ -173,23 +229,31 @@ impl EventLog for KafkaEventLog {
             .key(&key)
             .payload(&payload)
             .headers(headers);
+        let (number, producer) = self.producer();
         // send_result never waits for queue space: a full queue is refused at once.
-        let delivery = match self.producer.send_result(record) {
+        let delivery = match producer.send_result(record) {
             Ok(delivery) => delivery,
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
                 return Err(AppendError::Backpressure);
             }
-            Err((e, _)) => return Err(AppendError::Failed(e.to_string())),
+            Err((e, _)) => {
+                self.replace_if_fatal(number, &producer).await;
+                return Err(AppendError::Failed(e.to_string()));
+            }
         };
-        match delivery.await {
-            Ok(Ok(delivered)) => Ok(Position {
-                topic: topic.to_owned(),
-                partition: delivered.partition,
-                offset: delivered.offset,
-            }),
-            Ok(Err((e, _))) => Err(AppendError::Failed(e.to_string())),
-            Err(_) => Err(AppendError::Failed("the producer was dropped".into())),
-        }
+        let failure = match delivery.await {
+            Ok(Ok(delivered)) => {
+                return Ok(Position {
+                    topic: topic.to_owned(),
+                    partition: delivered.partition,
+                    offset: delivered.offset,
+                });
+            }
+            Ok(Err((e, _))) => e.to_string(),
+            Err(_) => "the producer was dropped".to_owned(),
+        };
+        self.replace_if_fatal(number, &producer).await;
+        Err(AppendError::Failed(failure))
     }
 
     async fn history(&self) -> Result<Vec<Event>, AppendError> {
@@ -200,11 +264,12 @@ impl EventLog for KafkaEventLog {
             .set("enable.partition.eof", "false");
         let topics = self.topics.clone();
         let timeout = self.ack_timeout.max(Duration::from_secs(10));
+        let stall = self.replay_stall;
         let codec = Codec::new();
         tokio::task::spawn_blocking(move || {
             let mut events = Vec::new();
             for topic in topics.all() {
-                read_topic(&config, topic, timeout, &codec, &mut events)?;
+                read_topic(&config, topic, timeout, stall, &codec, &mut events)?;
             }
             Ok(events)
         })
@@ -213,17 +278,22 @@ impl EventLog for KafkaEventLog {
     }
 
     async fn flush(&self) {
-        let producer = self.producer.clone();
+        let (_, producer) = self.producer();
         let timeout = self.ack_timeout;
         let _ = tokio::task::spawn_blocking(move || producer.flush(timeout)).await;
     }
 }
 
-/// Reads one topic from its start to its end as of now.
+/// How often a long replay reports its progress.
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
+/// Reads one topic from its start to its end as of now. A long log takes as long as it takes:
+/// the replay gives up only when no record arrived for `stall`.
 fn read_topic(
     config: &ClientConfig,
     topic: &str,
     timeout: Duration,
+    stall: Duration,
     codec: &Codec,
     out: &mut Vec<Event>,
 ) -> Result<(), AppendError> {
@@ -239,6 +309,7 @@ fn read_topic(
         .collect();
     let mut assignment = TopicPartitionList::new();
     let mut remaining = std::collections::HashMap::new();
+    let mut total = 0;
     for p in partitions {
         let (low, high) = consumer
             .fetch_watermarks(topic, p, timeout)
@@ -248,24 +319,32 @@ fn read_topic(
                 .add_partition_offset(topic, p, Offset::Offset(low))
                 .map_err(failed)?;
             let _ = remaining.insert(p, high);
+            total += high - low;
         }
     }
     if remaining.is_empty() {
         return Ok(());
     }
     consumer.assign(&assignment).map_err(failed)?;
-    let deadline = Instant::now() + timeout * 6;
+    let started = Instant::now();
+    let (mut read, mut last_record, mut reported) = (0i64, Instant::now(), Instant::now());
     while !remaining.is_empty() {
-        if Instant::now() > deadline {
+        if last_record.elapsed() > stall {
             return Err(AppendError::Failed(format!(
-                "reading {topic}: {} partitions not read to their end",
+                "reading {topic}: no record for {stall:?}, {} partitions not read to their end ({read} of {total} records read)",
                 remaining.len()
             )));
+        }
+        if reported.elapsed() >= PROGRESS_EVERY {
+            reported = Instant::now();
+            tracing::info!(topic, read, total, elapsed = ?started.elapsed(), "replaying the log");
         }
         let Some(message) = consumer.poll(Duration::from_millis(200)) else {
             continue;
         };
         let message = message.map_err(failed)?;
+        read += 1;
+        last_record = Instant::now();
         let (p, offset) = (message.partition(), message.offset());
         if remaining.get(&p).is_some_and(|&high| offset + 1 >= high) {
             let _ = remaining.remove(&p);
