@@ -1,4 +1,4 @@
-//! Podium's benchmark: starts the stack (tansu, Redis and the three release binaries), drives it
+//! Podium's benchmark: starts the stack (the nisshi broker, Redis and the three release binaries), drives it
 //! over HTTP and SSE, measures the raw broker, Redis and axum in the same run, and reports every
 //! figure beside its baseline as a ratio. See docs/performance.md.
 
@@ -192,7 +192,7 @@ pub async fn run(args: &RunArgs) -> Result<Results> {
         plan.profile, run.build, run.revision
     );
 
-    step("starting the stack: tansu, Redis, projector, command API, query API");
+    step("starting the stack: broker, Redis, projector, command API, query API");
     let mut stack = stack::Stack::start(
         &bin_dir,
         &stack::Settings {

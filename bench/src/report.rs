@@ -27,7 +27,7 @@ pub struct Machine {
     pub cores: usize,
     pub memory_gib: f64,
     pub kernel: String,
-    pub tansu: String,
+    pub broker: String,
     pub redis: String,
 }
 
@@ -65,7 +65,7 @@ impl Machine {
                 .unwrap_or_default()
                 .trim()
                 .to_owned(),
-            tansu: command_output("tansu", &["--version"]),
+            broker: command_output("nisshi", &["--version"]),
             redis: command_output("redis-server", &["--version"]),
         }
     }
@@ -193,17 +193,17 @@ pub async fn measure_baselines(
     bin_dir: &Path,
     http: &reqwest::Client,
 ) -> Result<Baselines> {
-    // A broker of its own, as the stack's: tansu slows as its database grows, so records
+    // A broker of its own, as the stack's: a broker slows as its database grows, so records
     // written here would slow every phase after it.
     let broker = Broker::start()
         .await
-        .context("starting a tansu for the baseline")?;
+        .context("starting a broker for the baseline")?;
     let producer = producer_baseline(&broker, plan, "producer", false).await?;
     drop(broker);
     let broker = Broker::start()
         .await
-        .context("starting a tansu for the baseline")?;
-    let producer_with_reader = producer_baseline(&broker, plan, "with reader", true).await?;
+        .context("starting a broker for the baseline")?;
+    let producer_with_reader = producer_baseline(&broker, plan, "with-reader", true).await?;
     drop(broker);
 
     let mut redis = stack.redis.connection().await?;

@@ -1,4 +1,4 @@
-//! The stack under measurement: a real tansu broker and Redis (started as the tests start them,
+//! The stack under measurement: a real broker (nisshi) and Redis (started as the tests start them,
 //! on free ports under a temporary directory), and Podium's three release binaries as separate
 //! processes, as they run in production.
 
@@ -46,7 +46,7 @@ fn binary(bin_dir: &Path, name: &str) -> Result<PathBuf> {
 
 impl Stack {
     pub async fn start(bin_dir: &Path, settings: &Settings) -> Result<Self> {
-        let broker = Broker::start().await.context("starting tansu")?;
+        let broker = Broker::start().await.context("starting the broker")?;
         let redis = Redis::start().await.context("starting redis-server")?;
         let kafka = KafkaArgs::new(broker.bootstrap(), format!("{}.", unique("bench")));
         broker
@@ -200,7 +200,7 @@ pub type CpuUse = BTreeMap<&'static str, f64>;
 impl Stack {
     fn processes(&self) -> Vec<(&'static str, u32)> {
         let mut all = vec![("load generator", std::process::id())];
-        all.extend(self.broker.pid().map(|p| ("tansu", p)));
+        all.extend(self.broker.pid().map(|p| ("broker", p)));
         all.extend(self.redis.pid().map(|p| ("redis", p)));
         all.extend(self.services.iter().map(|(n, c)| (*n, c.id())));
         all

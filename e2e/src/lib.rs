@@ -1,6 +1,8 @@
-//! The whole of Podium in one test process: a real tansu broker and a real Redis (started by the
+//! The whole of Podium in one test process: a real broker and a real Redis (started by the
 //! testkit), topics under a unique prefix, and the command API, the projector and the query API
 //! running in-process on free ports.
+
+pub mod processes;
 
 use std::time::Duration;
 
@@ -202,6 +204,8 @@ impl Stack {
             instance_id: None,
             batch_linger_ms: 5,
             metrics_listen: "off".into(),
+            on_log_reset: podium_projectors::projector::OnLogReset::Rebuild,
+            drain_seconds: 15,
         }
     }
 
@@ -363,4 +367,36 @@ impl Drop for Stack {
             Err(_) => self.runtime.block_on(stop_all),
         }
     }
+}
+
+/// The first difference between the read models in Redis and a fold of the log, if any: every
+/// field of every card, question and state, the leaderboard order, and the version.
+pub async fn differences(
+    reader: &podium_query_api::read_model::ReadModel,
+    expected: &podium_schemas::domain::ReadModels,
+) -> Result<Option<String>> {
+    for (quiz_id, want) in &expected.quizzes {
+        let (got, board) = reader.quiz_view(quiz_id).await?;
+        if got.version != want.version {
+            return Ok(Some(format!(
+                "{quiz_id}: version {} of {}",
+                got.version, want.version
+            )));
+        }
+        if got != *want {
+            return Ok(Some(format!(
+                "{quiz_id}: views differ at version {}",
+                got.version
+            )));
+        }
+        let ranked: Vec<(String, i64, i64)> = want
+            .ranked()
+            .into_iter()
+            .map(|s| (s.player_id, s.points, s.elapsed_ms))
+            .collect();
+        if board != ranked {
+            return Ok(Some(format!("{quiz_id}: leaderboard order differs")));
+        }
+    }
+    Ok(None)
 }

@@ -1,4 +1,4 @@
-//! Test harness: each test starts its own tansu broker and Redis on free ports, under a
+//! Test harness: each test starts its own broker and Redis on free ports, under a
 //! temporary directory, and both stop when the handles drop. Nothing depends on a service a
 //! person started by hand, and [`unique`] keeps topic, group and key names apart.
 
@@ -109,29 +109,43 @@ async fn wait_for_port(port: u16, child: &mut Child, log: &Path) -> Result<()> {
     }
 }
 
-/// A tansu broker storing its log in SQLite under a temporary directory.
+/// The Kafka-compatible broker the tests run: nisshi (tansu's successor, see
+/// `docs/adr/0006-broker.md`), storing its log in SQLite under a temporary directory.
 #[derive(Debug)]
 pub struct Broker {
     child: Child,
+    port: u16,
     bootstrap: String,
-    _dir: TempDir,
+    dir: TempDir,
 }
 
 impl Broker {
     pub async fn start() -> Result<Self> {
         let dir = tempfile::Builder::new().prefix("podium-broker").tempdir()?;
-        let tansu = program("TANSU_BIN", "tansu")?;
         let port = free_port()?;
+        let child = Self::spawn(dir.path(), port).await?;
+        let broker = Self {
+            child,
+            port,
+            bootstrap: format!("127.0.0.1:{port}"),
+            dir,
+        };
+        broker.wait_for_metadata().await?;
+        Ok(broker)
+    }
+
+    async fn spawn(dir: &Path, port: u16) -> Result<Child> {
+        let broker = program("PODIUM_BROKER_BIN", "nisshi")?;
         let url = format!("tcp://127.0.0.1:{port}");
-        let log = dir.path().join("tansu.log");
+        let log = dir.join("broker.log");
         let mut child = spawn(
-            &tansu,
+            &broker,
             &[
                 "broker",
                 "--storage-engine",
-                // Not memory://: tansu 0.6's memory engine loses records under concurrent
-                // produce (acked 800, stored 773), which sqlite does not.
-                "sqlite://tansu.db",
+                // sqlite, not memory://: tansu 0.6's memory engine lost acknowledged records
+                // under concurrent produce, and a file survives a restart.
+                "sqlite://broker.db",
                 "--listener-url",
                 &url,
                 "--advertised-listener-url",
@@ -141,14 +155,21 @@ impl Broker {
         )?;
         wait_for_port(port, &mut child, &log)
             .await
-            .context("tansu broker")?;
-        let broker = Self {
-            child,
-            bootstrap: format!("127.0.0.1:{port}"),
-            _dir: dir,
-        };
-        broker.wait_for_metadata().await?;
-        Ok(broker)
+            .context("the broker")?;
+        Ok(child)
+    }
+
+    /// Starts the broker again on the same port and data, after [`Broker::kill`] or
+    /// [`Broker::terminate`].
+    pub async fn restart(&mut self) -> Result<()> {
+        let _ = self.child.kill().await;
+        self.child = Self::spawn(self.dir.path(), self.port).await?;
+        self.wait_for_metadata().await
+    }
+
+    /// The broker's log so far, for a failing test's message.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("broker.log")).unwrap_or_default()
     }
 
     /// The broker's process id, while it runs: the bench reads its CPU time.
@@ -218,11 +239,62 @@ impl Broker {
 
     /// Stops the broker at once, as a crash would.
     pub async fn kill(&mut self) -> Result<()> {
-        self.child.kill().await.context("killing tansu")
+        self.child.kill().await.context("killing the broker")
+    }
+
+    /// Stops the broker with SIGTERM and waits for it to exit, as an operator would.
+    pub async fn terminate(&mut self) -> Result<()> {
+        terminate(&mut self.child).await
     }
 }
 
-/// A Redis server with persistence off.
+/// Sends SIGTERM and waits up to 30 s for the process to exit, then kills it.
+pub async fn terminate(child: &mut Child) -> Result<()> {
+    if let Some(pid) = child.id() {
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(pid.to_string())
+            .status()
+            .await?;
+        if !status.success() {
+            bail!("kill -TERM {pid} failed");
+        }
+    }
+    if tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .is_err()
+    {
+        child.kill().await?;
+        bail!("did not exit within 30 s of SIGTERM");
+    }
+    Ok(())
+}
+
+/// A binary of this workspace, built beside the test binary running now (`cargo test
+/// --workspace` and nextest build every package's binaries). Tests that crash real processes
+/// of other packages find them here.
+pub fn workspace_binary(name: &str) -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    // target/<profile>/deps/<test binary>
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .context("the test binary has no target directory")?;
+    let path = profile_dir.join(name);
+    if !path.is_file() {
+        bail!(
+            "{} not built; run the tests with --workspace, or cargo build --bins first",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// Where [`Redis`] keeps a snapshot, written only when a test asks for one.
+const SNAPSHOT: &str = "dump.rdb";
+
+/// A Redis server that saves only when a test asks it to (`SAVE`), and loads its snapshot at
+/// start if there is one.
 #[derive(Debug)]
 pub struct Redis {
     child: Child,
@@ -268,8 +340,45 @@ impl Redis {
     /// Kills Redis and starts an empty one on the same port: Redis lost its data.
     pub async fn restart_empty(&mut self) -> Result<()> {
         self.child.kill().await.context("killing redis")?;
+        let _ = std::fs::remove_file(self.dir.path().join(SNAPSHOT));
         self.child = Self::spawn(self.dir.path(), self.port).await?;
         Ok(())
+    }
+
+    /// Writes a snapshot, kills Redis, and starts it again from the snapshot, as a Redis with
+    /// persistence comes back after a crash: its data as of the snapshot, its script cache empty.
+    pub async fn restart_with_data(&mut self) -> Result<()> {
+        let mut connection = self.connection().await?;
+        let () = redis::cmd("SAVE").query_async(&mut connection).await?;
+        self.child.kill().await.context("killing redis")?;
+        self.child = Self::spawn(self.dir.path(), self.port).await?;
+        Ok(())
+    }
+
+    /// Writes a snapshot now; [`Redis::start_again`] after [`Redis::stop`] comes back to it.
+    pub async fn save(&self) -> Result<()> {
+        let mut connection = self.connection().await?;
+        let () = redis::cmd("SAVE").query_async(&mut connection).await?;
+        Ok(())
+    }
+
+    /// Stops Redis until [`Redis::start_again`]: an outage.
+    pub async fn stop(&mut self) -> Result<()> {
+        self.child.kill().await.context("killing redis")
+    }
+
+    /// Starts Redis again after [`Redis::stop`], from its last snapshot if there is one.
+    pub async fn start_again(&mut self) -> Result<()> {
+        self.child = Self::spawn(self.dir.path(), self.port).await?;
+        Ok(())
+    }
+
+    /// SIGTERM: Redis saves a snapshot (its `dbfilename`) and exits; [`Redis::start_again`]
+    /// loads it.
+    pub async fn terminate(&mut self) -> Result<()> {
+        let mut connection = self.connection().await?;
+        let () = redis::cmd("SAVE").query_async(&mut connection).await?;
+        terminate(&mut self.child).await
     }
 
     /// The server's process id, while it runs.

@@ -1,0 +1,446 @@
+//! The whole of Podium as real processes: the release-shaped binaries of the projector, the
+//! command API and the query API, on a real broker and a real Redis, each service on a fixed
+//! port of its own so it comes back at the same address. A crash here is a real `kill -9`, a
+//! stop a real SIGTERM. The fault tests drive it as players do, over HTTP, and compare what was
+//! acknowledged with the log, and the read models with a pure fold of the log.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use podium_query_api::read_model::ReadModel;
+use podium_runtime::KafkaArgs;
+use podium_schemas::domain::ReadModels;
+use podium_schemas::events::AnswerSubmitted;
+use podium_schemas::read_model::Root;
+use podium_schemas::{Codec, Event};
+use podium_testkit::{Broker, Redis, free_port, read_log, unique, workspace_binary};
+use tempfile::TempDir;
+use tokio::process::{Child, Command};
+
+use crate::TOKEN_SECRET;
+
+/// How long a read model may take to reach the fold once the log stops growing.
+pub const CONVERGE: Duration = Duration::from_secs(120);
+
+/// A Podium service run as its own process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Service {
+    Projector,
+    CommandApi,
+    QueryApi,
+}
+
+impl Service {
+    pub const ALL: [Self; 3] = [Self::Projector, Self::CommandApi, Self::QueryApi];
+
+    fn binary(self) -> &'static str {
+        match self {
+            Self::Projector => "podium-projector",
+            Self::CommandApi => "podium-command-api",
+            Self::QueryApi => "podium-query-api",
+        }
+    }
+}
+
+/// Every service of Podium, each a process of its own.
+#[derive(Debug)]
+pub struct Processes {
+    pub broker: Broker,
+    pub redis: Redis,
+    pub kafka: KafkaArgs,
+    pub namespace: String,
+    pub http: reqwest::Client,
+    ports: BTreeMap<Service, u16>,
+    children: BTreeMap<Service, Child>,
+    logs: TempDir,
+}
+
+/// An answer a player was told was recorded: its status (201, or 200 for a repeat) and result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Acknowledged {
+    pub points: i64,
+    pub choice: i64,
+}
+
+impl Processes {
+    /// Starts the broker and Redis, creates the topics, and starts every service.
+    pub async fn start() -> Result<Self> {
+        let broker = Broker::start().await?;
+        let redis = Redis::start().await?;
+        let kafka = KafkaArgs::new(broker.bootstrap(), format!("{}.", unique("t")));
+        broker
+            .create_topics(&kafka.topics().with_partitions())
+            .await?;
+        let mut ports = BTreeMap::new();
+        for service in Service::ALL {
+            let _ = ports.insert(service, free_port()?);
+        }
+        let mut stack = Self {
+            broker,
+            redis,
+            kafka,
+            namespace: unique("podium"),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()?,
+            ports,
+            children: BTreeMap::new(),
+            logs: tempfile::Builder::new()
+                .prefix("podium-processes")
+                .tempdir()?,
+        };
+        for service in Service::ALL {
+            stack.start_service(service).await?;
+        }
+        Ok(stack)
+    }
+
+    fn port(&self, service: Service) -> u16 {
+        self.ports.get(&service).copied().unwrap_or_default()
+    }
+
+    pub fn command_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port(Service::CommandApi))
+    }
+
+    pub fn query_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port(Service::QueryApi))
+    }
+
+    /// The projector's admin listener: `/metrics`, `/livez`, `/readyz`.
+    pub fn projector_admin_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port(Service::Projector))
+    }
+
+    fn log_path(&self, service: Service) -> PathBuf {
+        self.logs.path().join(format!("{}.log", service.binary()))
+    }
+
+    /// Everything `service` logged, over all its runs.
+    pub fn log_of(&self, service: Service) -> String {
+        std::fs::read_to_string(self.log_path(service)).unwrap_or_default()
+    }
+
+    /// Every log, for a failing test's message.
+    pub fn logs(&self) -> String {
+        let mut all = String::new();
+        for service in Service::ALL {
+            let log = self.log_of(service);
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            all.push_str(&format!("--- {} (last lines)\n", service.binary()));
+            for line in tail.into_iter().rev() {
+                all.push_str(line);
+                all.push('\n');
+            }
+        }
+        all
+    }
+
+    /// Starts `service` and waits until it listens. The command API listens once it restored
+    /// its quizzes from the log, which takes a while on a long log.
+    pub async fn start_service(&mut self, service: Service) -> Result<()> {
+        let binary = workspace_binary(service.binary())?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path(service))?;
+        let port = self.port(service);
+        let listen = format!("127.0.0.1:{port}");
+        let mut command = Command::new(binary);
+        let _ = command
+            .env_clear()
+            .env("RUST_LOG", "info")
+            .env("PODIUM_KAFKA_BROKERS", self.broker.bootstrap())
+            .env("PODIUM_TOPIC_PREFIX", &self.kafka.topic_prefix)
+            .env("PODIUM_REDIS_URL", self.redis.url())
+            .env("PODIUM_READ_MODEL_NAMESPACE", &self.namespace)
+            .env("PODIUM_TOKEN_SECRET", TOKEN_SECRET)
+            // All load comes from one address; the limits have tests of their own.
+            .env("PODIUM_RATE_PER_CLIENT", "0")
+            .env("PODIUM_RATE_BURST_PER_CLIENT", "0")
+            .env("PODIUM_RATE_ANSWERS_PER_PLAYER", "0")
+            .env("PODIUM_RATE_QUIZZES_PER_MINUTE", "0")
+            .env(
+                "PODIUM_PROJECTOR_GROUP",
+                format!("{}read-models", self.kafka.topic_prefix),
+            )
+            // Static membership, as the local stack and Kubernetes run it.
+            .env("PODIUM_PROJECTOR_INSTANCE_ID", "projector-0")
+            .env("PODIUM_PROJECTOR_SESSION_TIMEOUT_MS", "6000")
+            .env("PODIUM_PROJECTOR_METRICS_LISTEN", &listen)
+            .env("PODIUM_COMMAND_LISTEN", &listen)
+            .env("PODIUM_QUERY_LISTEN", &listen)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .kill_on_drop(true);
+        let mut child = command
+            .spawn()
+            .with_context(|| format!("starting {}", service.binary()))?;
+        let deadline = Instant::now() + Duration::from_secs(300);
+        loop {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                break;
+            }
+            if let Some(status) = child.try_wait()? {
+                bail!(
+                    "{} exited with {status} before listening:\n{}",
+                    service.binary(),
+                    self.log_of(service)
+                );
+            }
+            if Instant::now() > deadline {
+                bail!("{} did not listen within 300 s", service.binary());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let _ = self.children.insert(service, child);
+        Ok(())
+    }
+
+    /// `kill -9`: no drain, no commit.
+    pub async fn kill(&mut self, service: Service) -> Result<()> {
+        if let Some(mut child) = self.children.remove(&service) {
+            child.kill().await?;
+        }
+        Ok(())
+    }
+
+    /// SIGTERM, and waits for the service to drain and exit; fails if it exits with an error.
+    pub async fn terminate(&mut self, service: Service) -> Result<()> {
+        if let Some(mut child) = self.children.remove(&service) {
+            podium_testkit::terminate(&mut child).await?;
+            let status = child.wait().await?;
+            if !status.success() {
+                bail!("{} exited with {status} on SIGTERM", service.binary());
+            }
+        }
+        Ok(())
+    }
+
+    /// True while `service`'s process runs: a service must outlive its dependencies' outages.
+    pub fn running(&mut self, service: Service) -> bool {
+        self.children
+            .get_mut(&service)
+            .is_some_and(|child| matches!(child.try_wait(), Ok(None)))
+    }
+
+    /// A client of the command API, for players and hosts; it outlives restarts of the API.
+    pub fn client(&self) -> Client {
+        Client {
+            http: self.http.clone(),
+            command_url: self.command_url(),
+        }
+    }
+
+    /// Every answer in the log, by (quiz, player, question), in log order within a key.
+    pub async fn answers_in_log(
+        &self,
+    ) -> Result<HashMap<(String, String, i32), Vec<AnswerSubmitted>>> {
+        let records = read_log(self.broker.bootstrap(), &[&self.kafka.topics().answers]).await?;
+        let codec = Codec::new();
+        let mut answers: HashMap<_, Vec<AnswerSubmitted>> = HashMap::new();
+        for record in records {
+            if let Ok(Event::AnswerSubmitted(a)) = codec.decode(&record.payload) {
+                answers
+                    .entry((a.quiz_id.clone(), a.player_id.clone(), a.question))
+                    .or_default()
+                    .push(a);
+            }
+        }
+        Ok(answers)
+    }
+
+    /// Checks acknowledged answers against the log: each is there exactly once, with the points
+    /// the player was told. Returns how many were checked.
+    pub async fn every_acknowledged_answer_is_in_the_log_once(
+        &self,
+        acknowledged: &HashMap<(String, String, i32), Acknowledged>,
+    ) -> Result<usize> {
+        let in_log = self.answers_in_log().await?;
+        let (mut lost, mut doubled, mut differ) = (vec![], vec![], vec![]);
+        for (key, ack) in acknowledged {
+            match in_log.get(key).map(Vec::as_slice) {
+                None | Some([]) => lost.push(key.clone()),
+                Some([one]) => {
+                    if one.awarded() != ack.points || i64::from(one.choice) != ack.choice {
+                        differ.push(key.clone());
+                    }
+                }
+                Some(_) => doubled.push(key.clone()),
+            }
+        }
+        if !(lost.is_empty() && doubled.is_empty() && differ.is_empty()) {
+            bail!(
+                "of {} acknowledged answers, {} are not in the log (e.g. {:?}), {} are there more than once (e.g. {:?}), {} differ from what the player was told (e.g. {:?})",
+                acknowledged.len(),
+                lost.len(),
+                lost.first(),
+                doubled.len(),
+                doubled.first(),
+                differ.len(),
+                differ.first()
+            );
+        }
+        Ok(acknowledged.len())
+    }
+
+    /// The pure fold of everything in the log now.
+    pub async fn fold_of_log(&self) -> Result<ReadModels> {
+        let topics = self.kafka.topics();
+        let records = read_log(
+            self.broker.bootstrap(),
+            &[&topics.lifecycle, &topics.answers],
+        )
+        .await?;
+        let codec = Codec::new();
+        let events: Vec<Event> = records
+            .iter()
+            .filter_map(|r| codec.decode(&r.payload).ok())
+            .collect();
+        Ok(ReadModels::fold(&events))
+    }
+
+    /// Waits until every quiz of `expected` reads in Redis exactly as the fold has it.
+    pub async fn converges_to(&self, expected: &ReadModels) -> Result<()> {
+        let reader = ReadModel::connect(&self.redis.url(), Root::new(&self.namespace)).await?;
+        let deadline = Instant::now() + CONVERGE;
+        loop {
+            let last = match crate::differences(&reader, expected).await {
+                Ok(None) => return Ok(()),
+                Ok(Some(diff)) => diff,
+                Err(e) => format!("{e:#}"),
+            };
+            if Instant::now() > deadline {
+                bail!(
+                    "the read models did not reach the fold in {CONVERGE:?}: {last}\n{}",
+                    self.logs()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The projector's `/readyz` status, or `None` while it does not answer.
+    pub async fn projector_ready(&self) -> Option<u16> {
+        let response = self
+            .http
+            .get(format!("{}/readyz", self.projector_admin_url()))
+            .send()
+            .await
+            .ok()?;
+        Some(response.status().as_u16())
+    }
+
+    /// One counter or gauge of the projector's `/metrics`, summed over its labels.
+    pub async fn projector_metric(&self, name: &str) -> Result<f64> {
+        let text = self
+            .http
+            .get(format!("{}/metrics", self.projector_admin_url()))
+            .send()
+            .await?
+            .text()
+            .await?;
+        Ok(text
+            .lines()
+            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum())
+    }
+}
+
+/// Players and hosts, over HTTP.
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    command_url: String,
+}
+
+impl Client {
+    /// Sends a JSON command to the command API; returns the status and the JSON body. A
+    /// connection that fails (the API is down) is an error the caller may retry.
+    pub async fn post(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        idempotency_key: Option<&str>,
+        body: &serde_json::Value,
+    ) -> Result<(u16, serde_json::Value)> {
+        let mut request = self
+            .http
+            .post(format!("{}{path}", self.command_url))
+            .json(body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(key) = idempotency_key {
+            request = request.header("Idempotency-Key", key);
+        }
+        let response = request.send().await?;
+        let status = response.status().as_u16();
+        Ok((
+            status,
+            response.json().await.unwrap_or(serde_json::Value::Null),
+        ))
+    }
+
+    /// Sends a command until the command API gives a final answer: a connection failure, a
+    /// 503 (the log is unavailable) or a 429 is retried after a pause, for up to two minutes.
+    pub async fn post_until_final(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        idempotency_key: Option<&str>,
+        body: &serde_json::Value,
+    ) -> Result<(u16, serde_json::Value)> {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let last = match self.post(path, token, idempotency_key, body).await {
+                Ok((status, body)) if status != 503 && status != 429 => {
+                    return Ok((status, body));
+                }
+                Ok((status, body)) => format!("{status} {body}"),
+                Err(e) => format!("{e:#}"),
+            };
+            if Instant::now() > deadline {
+                bail!("POST {path} got no final answer in two minutes; last: {last}");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Answers for a player until the answer is final, under one idempotency key. Returns
+    /// what the player was told was recorded: the result of a 201, of a 200 (the same key
+    /// again, after an acknowledgement the client did not see) or the `original` of a 409
+    /// `already_answered`.
+    pub async fn answer(
+        &self,
+        quiz_id: &str,
+        token: &str,
+        question: i64,
+        choice: i64,
+    ) -> Result<Acknowledged> {
+        let key = unique("answer");
+        let body = serde_json::json!({"question": question, "choice": choice});
+        let path = format!("/v1/quizzes/{quiz_id}/answers");
+        let (status, reply) = self
+            .post_until_final(&path, Some(token), Some(&key), &body)
+            .await?;
+        let result = match (status, reply["code"].as_str()) {
+            (200 | 201, _) => &reply,
+            (409, Some("already_answered")) => &reply["original"],
+            _ => bail!("answer to question {question}: {status} {reply}"),
+        };
+        Ok(Acknowledged {
+            points: result["points"].as_i64().unwrap_or(-1)
+                + result["streak_bonus"].as_i64().unwrap_or(0),
+            choice,
+        })
+    }
+}
