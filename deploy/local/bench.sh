@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Sets everything up, builds the release binaries, and runs a benchmark profile against a stack
-# of its own (tansu, Redis and the three services on free ports; the demo stack is left alone).
+# of its own (nisshi, Redis and the three services on free ports; the demo stack is left alone).
 # Usage: bench.sh [quick|full|smoke] [podium-bench flags]. quick takes about 3 minutes, full about
 # 10. It prints a table, and writes bench-results/<profile>.json and .svg. See docs/performance.md.
 set -euo pipefail

@@ -1,13 +1,19 @@
 #!/usr/bin/env bash
 # Installs what the local stack and the tests need, skipping whatever is already present:
-# Debian's redis-server and chromium, and the tansu broker at the pinned version.
+# Debian's redis-server, supervisor, jq, curl and chromium, and the nisshi broker at the pinned
+# version (built from crates.io: about 20-25 minutes, once per machine).
 set -euo pipefail
 export PATH="$HOME/.cargo/bin:$PATH"
 
-TANSU_VERSION="${TANSU_VERSION:-0.6.0}"
-# sqlite:// (libsql) for tests and the demo stack: tansu 0.6's memory:// engine loses records
-# under concurrent produce.
-TANSU_FEATURES="libsql,dynostore"
+case "${1:-}" in
+  -h|--help) sed -n '2,4p' "$0" | sed 's/^# //'; exit 0 ;;
+esac
+
+# nisshi is tansu renamed; see docs/adr/0006-broker.md for why we left tansu 0.6.0.
+NISSHI_VERSION=0.8.1
+# sqlite:// (libsql) is what the tests and the demo stack use; dynostore provides memory:// and
+# object stores. Without the default features, nisshi leaves postgres out.
+NISSHI_FEATURES="libsql,dynostore"
 
 log() { printf '[install] %s\n' "$*" >&2; }
 
@@ -15,9 +21,11 @@ as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
 }
 
-# Debian packages: the Redis server, curl + jq for the demo, and Chromium for the browser test.
+# Debian packages: the Redis server, supervisor to run the stack, curl + jq for the demo, and
+# Chromium for the browser test.
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v supervisord >/dev/null 2>&1 || missing+=(supervisor)
 command -v jq >/dev/null 2>&1 || missing+=(jq)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
@@ -25,20 +33,28 @@ if [ "${#missing[@]}" -gt 0 ]; then
   log "installing Debian packages: ${missing[*]}"
   as_root apt-get update -qq
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-  # The package may start a system Redis on 6379; Podium runs its own on other ports.
-  as_root systemctl disable --now redis-server >/dev/null 2>&1 || true
+  # The packages may start a system Redis on 6379 and a system supervisord; Podium runs its own
+  # Redis on other ports, under a supervisord instance of its own.
+  for package in "${missing[@]}"; do
+    case "$package" in
+      redis-server|supervisor) as_root systemctl disable --now "$package" >/dev/null 2>&1 || true ;;
+    esac
+  done
 else
-  log "redis-server, jq, curl and chromium present"
+  log "redis-server, supervisor, jq, curl and chromium present"
 fi
 
-have_tansu_version() {
-  command -v tansu >/dev/null 2>&1 || return 1
-  cargo install --list 2>/dev/null | grep -q "^tansu v${TANSU_VERSION}:"
+have_nisshi_version() {
+  command -v nisshi >/dev/null 2>&1 || return 1
+  cargo install --list 2>/dev/null | grep -q "^nisshi v${NISSHI_VERSION}:"
 }
 
-if have_tansu_version; then
-  log "tansu ${TANSU_VERSION} present"
+if have_nisshi_version; then
+  log "nisshi ${NISSHI_VERSION} present"
 else
-  log "building tansu ${TANSU_VERSION} with ${TANSU_FEATURES}; this takes about 20 minutes once per machine"
-  cargo install tansu --locked --version "${TANSU_VERSION}" --features "${TANSU_FEATURES}"
+  log "building nisshi ${NISSHI_VERSION} with ${NISSHI_FEATURES}; this takes about 20-25 minutes once per machine"
+  # nisshi 0.8.1 declares rust-version 1.96 but builds on our stable 1.95: --ignore-rust-version
+  # lets cargo build it anyway.
+  cargo install nisshi --version "${NISSHI_VERSION}" --locked --ignore-rust-version \
+    --no-default-features --features "${NISSHI_FEATURES}"
 fi

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Sets everything up, starts the whole stack and plays a short demo quiz with curl, then prints
-# the URLs and commands to play along. Stop the stack with deploy/local/down.sh.
+# the URLs and commands to play along. Supervised: a crashed process restarts by itself.
+# Check it with deploy/local/status.sh, stop it with deploy/local/down.sh.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 # shellcheck source=env.sh
 source "$here/env.sh"
 
 case "${1:-}" in
-  -h|--help) sed -n '2,3p' "$0" | sed 's/^# //'; exit 0 ;;
+  -h|--help) sed -n '2,4p' "$0" | sed 's/^# //'; exit 0 ;;
 esac
 
 "$here/up.sh"
@@ -94,5 +95,5 @@ cat <<TXT
   curl -s -X POST \$CMD/v1/quizzes/\$QUIZ/finish -H "Authorization: Bearer \$HOST"
 
   Command API: $PODIUM_COMMAND_URL    Query API: $PODIUM_QUERY_URL
-  Logs: $PODIUM_HOME/logs    Stop: deploy/local/down.sh
+  Logs: $PODIUM_HOME/logs    Status: deploy/local/status.sh    Stop: deploy/local/down.sh
 TXT

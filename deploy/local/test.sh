@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Sets everything up and runs every check: formatting, clippy with warnings as errors, and all
-# tests (unit, property, contract and end-to-end against a real tansu broker and Redis that the
+# tests (unit, property, contract and end-to-end against a real nisshi broker and Redis that the
 # tests start themselves on free ports), then a few seconds of every benchmark phase.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
