@@ -699,3 +699,28 @@ pub(crate) fn store_offsets<C: ConsumerContext + 'static>(
         tracing::debug!(error = %e, "offsets not stored");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_member_starves_only_when_the_group_lags_and_stands_still_for_the_whole_patience() {
+        let patience = Duration::from_millis(50);
+        let mut starvation = Starvation::default();
+        // Nothing to read: holding nothing is fine.
+        assert!(!starvation.starving(0, 100, patience));
+        // Lag, first seen: not yet.
+        assert!(!starvation.starving(40, 100, patience));
+        std::thread::sleep(patience);
+        // Another member moved the group on: it is working, this one is merely spare.
+        assert!(!starvation.starving(30, 110, patience));
+        assert!(!starvation.starving(30, 110, patience));
+        std::thread::sleep(patience);
+        // The same lag and offsets for the whole patience: nobody reads.
+        assert!(starvation.starving(30, 110, patience));
+        // Caught up meanwhile: starts over.
+        assert!(!starvation.starving(0, 140, patience));
+        assert!(!starvation.starving(5, 140, patience));
+    }
+}
