@@ -65,6 +65,9 @@ pub struct Config {
     /// retries); 0 turns the limit off.
     #[arg(long, env = "PODIUM_RATE_ANSWERS_PER_PLAYER", default_value_t = 5)]
     pub answers_per_player: u32,
+
+    #[command(flatten)]
+    pub drain: podium_runtime::DrainArgs,
 }
 
 /// A built command API: the listener is bound, so its port is known before it runs.
@@ -73,6 +76,8 @@ pub struct App {
     listener: TcpListener,
     router: axum::Router,
     log: Arc<dyn EventLog>,
+    quizzes: Arc<Quizzes>,
+    drain: Duration,
 }
 
 impl App {
@@ -98,7 +103,7 @@ impl App {
         );
         let quizzes = Quizzes::restore(log.clone(), clock.clone()).await?;
         let state = AppState {
-            quizzes,
+            quizzes: quizzes.clone(),
             tokens: Tokens::new(config.token_secret.as_bytes()),
             clock,
             limits: Limits {
@@ -115,6 +120,8 @@ impl App {
             listener,
             router: http::router(state),
             log,
+            quizzes,
+            drain: config.drain.deadline(),
         })
     }
 
@@ -128,7 +135,16 @@ impl App {
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        podium_runtime::serve("command API", self.listener, self.router, shutdown).await?;
+        podium_runtime::serve(
+            "command API",
+            self.listener,
+            self.router,
+            shutdown,
+            self.drain,
+        )
+        .await?;
+        self.quizzes.stop_clocks().await;
+        // What was acknowledged is in the log already; this bounds the wait for the rest.
         self.log.flush().await;
         Ok(())
     }

@@ -8,7 +8,7 @@
 //! - joins reserve their name, so two joins cannot both take it while appends are in flight.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex as SyncMutex, RwLock};
+use std::sync::{Arc, Mutex as SyncMutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use podium_schemas::domain::{
@@ -18,6 +18,7 @@ use podium_schemas::domain::{
 use podium_schemas::events::{AnswerSubmitted, Event, Millis, PlayerJoined, QuizCreated};
 use rand::Rng;
 use tokio::sync::Mutex;
+use tokio::task::JoinSet;
 
 use crate::clock::Clock;
 use crate::error::{Error, Result};
@@ -119,6 +120,8 @@ pub struct Quizzes {
     by_id: RwLock<HashMap<String, Arc<LiveQuiz>>>,
     /// Join code to quiz id; an empty id reserves a code while its quiz is being created.
     by_code: RwLock<HashMap<String, String>>,
+    /// The clocks that close open questions at their deadlines.
+    clocks: SyncMutex<JoinSet<()>>,
 }
 
 impl Quizzes {
@@ -162,6 +165,7 @@ impl Quizzes {
                     .collect(),
             ),
             by_code: RwLock::new(by_code),
+            clocks: SyncMutex::default(),
         });
         for (quiz_id, deadline) in open {
             this.arm_question_clock(quiz_id, deadline);
@@ -336,8 +340,11 @@ impl Quizzes {
     fn arm_question_clock(self: &Arc<Self>, quiz_id: String, deadline: Millis) {
         let this = Arc::downgrade(self);
         let mut wait = u64::try_from(deadline - self.clock.now()).unwrap_or(0) + 1;
-        // Detached on purpose: the task ends once the question is closed or the quiz is gone.
-        drop(tokio::spawn(async move {
+        let mut clocks = self.clocks.lock().unwrap_or_else(PoisonError::into_inner);
+        // Finished clocks leave the set here, so it holds only the questions still open.
+        while clocks.try_join_next().is_some() {}
+        // The task ends once the question is closed or the quiz is gone, or at shutdown.
+        let _ = clocks.spawn(async move {
             loop {
                 tokio::time::sleep(Duration::from_millis(wait)).await;
                 let Some(this) = this.upgrade() else { return };
@@ -351,7 +358,14 @@ impl Quizzes {
                     }
                 }
             }
-        }));
+        });
+    }
+
+    /// Stops every question clock, at shutdown: the next instance re-arms them from the log.
+    pub async fn stop_clocks(&self) {
+        let mut clocks =
+            std::mem::take(&mut *self.clocks.lock().unwrap_or_else(PoisonError::into_inner));
+        clocks.shutdown().await;
     }
 }
 

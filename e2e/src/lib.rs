@@ -163,6 +163,7 @@ impl Stack {
             },
             quizzes_per_minute: 30,
             answers_per_player: 5,
+            drain: podium_runtime::DrainArgs::default(),
         }
     }
 
@@ -205,7 +206,7 @@ impl Stack {
             batch_linger_ms: 5,
             metrics_listen: "off".into(),
             on_log_reset: podium_projectors::projector::OnLogReset::Rebuild,
-            drain_seconds: 15,
+            drain: podium_runtime::DrainArgs::default(),
         }
     }
 
@@ -228,6 +229,7 @@ impl Stack {
             cors_origins: vec!["*".into()],
             streams: podium_query_api::live::StreamArgs::default(),
             scylla: no_scylla(),
+            drain: podium_runtime::DrainArgs::default(),
         }
     }
 

@@ -109,11 +109,10 @@ pub struct Config {
     )]
     pub on_log_reset: OnLogReset,
 
-    /// Seconds a shutdown may take to finish the batch in hand and commit; past them the
-    /// process exits anyway (the resume positions in Redis are a lower bound, so nothing is
-    /// lost, at most re-read).
-    #[arg(long, env = "PODIUM_DRAIN_SECONDS", default_value_t = 15)]
-    pub drain_seconds: u64,
+    /// The batch in hand and the commit get this long; exiting before is safe, since the
+    /// resume positions in Redis are a lower bound: nothing is lost, at most re-read.
+    #[command(flatten)]
+    pub drain: podium_runtime::DrainArgs,
 
     /// Address serving Prometheus metrics at /metrics (consumer lag per partition, apply
     /// latency per batch, dead letters), liveness at /livez and readiness at /readyz (broker
@@ -147,17 +146,10 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     let shutdown = futures::FutureExt::shared(shutdown);
-    let drain = Duration::from_secs(config.drain_seconds);
-    let deadline = {
-        let shutdown = shutdown.clone();
-        async move {
-            shutdown.await;
-            tokio::time::sleep(drain).await;
-        }
-    };
+    let drain = config.drain.deadline();
     tokio::select! {
-        result = run_projectors(config, shutdown) => result,
-        () = deadline => {
+        result = run_projectors(config, shutdown.clone()) => result,
+        () = podium_runtime::drain_deadline(shutdown, drain) => {
             tracing::warn!(?drain, "the drain took too long; exiting without it");
             Ok(())
         }

@@ -64,6 +64,9 @@ pub struct Config {
     /// ScyllaDB, for the results of finished quizzes Redis no longer holds.
     #[command(flatten)]
     pub scylla: ScyllaConfig,
+
+    #[command(flatten)]
+    pub drain: podium_runtime::DrainArgs,
 }
 
 /// A built query API; the listener is bound.
@@ -73,6 +76,7 @@ pub struct App {
     router: axum::Router,
     hub: Hub,
     send_buffer: usize,
+    drain: std::time::Duration,
 }
 
 impl App {
@@ -110,6 +114,7 @@ impl App {
                 .layer(http::cors(&config.cors_origins)?),
             hub,
             send_buffer: config.streams.send_buffer_bytes,
+            drain: config.drain.deadline(),
         })
     }
 
@@ -128,15 +133,12 @@ impl App {
             shutdown.await;
             streams.cancel();
         };
-        let send_buffer = Some(self.send_buffer).filter(|&bytes| bytes > 0);
-        podium_runtime::serve_with(
-            "query API",
-            self.listener,
-            self.router,
-            draining,
-            send_buffer,
-        )
-        .await?;
+        let options = podium_runtime::ServeOptions {
+            send_buffer: Some(self.send_buffer).filter(|&bytes| bytes > 0),
+            drain: self.drain,
+        };
+        podium_runtime::serve_with("query API", self.listener, self.router, draining, options)
+            .await?;
         Ok(())
     }
 }

@@ -134,29 +134,81 @@ pub async fn shutdown_signal() {
     tracing::info!("shutdown requested");
 }
 
+/// How long a service may take to drain once told to stop. Flattened into each binary's
+/// configuration.
+#[derive(Debug, Clone, Args)]
+pub struct DrainArgs {
+    /// Seconds a shutdown may take to finish in-flight work (requests, a batch, the producer's
+    /// queue); past them the process exits anyway. Keep it below the orchestrator's grace period
+    /// (Kubernetes' `terminationGracePeriodSeconds`).
+    #[arg(
+        long = "drain-seconds",
+        env = "PODIUM_DRAIN_SECONDS",
+        default_value_t = 15
+    )]
+    pub drain_seconds: u64,
+}
+
+impl Default for DrainArgs {
+    fn default() -> Self {
+        Self { drain_seconds: 15 }
+    }
+}
+
+impl DrainArgs {
+    pub fn deadline(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.drain_seconds)
+    }
+}
+
+/// Resolves `drain` after `shutdown` does: the moment a drain has taken too long.
+pub async fn drain_deadline(
+    shutdown: impl std::future::Future<Output = ()>,
+    drain: std::time::Duration,
+) {
+    shutdown.await;
+    tokio::time::sleep(drain).await;
+}
+
+/// How [`serve_with`] serves, beyond the router.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ServeOptions {
+    /// Each connection's kernel send buffer, in bytes; the kernel's default if `None`.
+    pub send_buffer: Option<usize>,
+    /// How long in-flight requests may run on after the shutdown signal.
+    pub drain: std::time::Duration,
+}
+
 /// Serves `router` on `listener`, with each client's address available to handlers and the
-/// rate limits, until `shutdown` resolves; then waits for in-flight requests to finish.
+/// rate limits, until `shutdown` resolves; then waits up to `drain` for in-flight requests.
 pub async fn serve(
     name: &str,
     listener: tokio::net::TcpListener,
     router: axum::Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    drain: std::time::Duration,
 ) -> std::io::Result<()> {
-    serve_with(name, listener, router, shutdown, None).await
+    let options = ServeOptions {
+        send_buffer: None,
+        drain,
+    };
+    serve_with(name, listener, router, shutdown, options).await
 }
 
-/// [`serve`], with each connection's kernel send buffer fixed at `send_buffer` bytes. Linux
-/// grows it to 4 MiB for a peer that stops reading; a server holding many long-lived streams
-/// bounds that, so a stalled client costs little and is noticed soon.
+/// [`serve`], with options. A fixed send buffer matters to a server holding many long-lived
+/// streams: Linux grows it to 4 MiB for a peer that stops reading, so bounding it keeps a
+/// stalled client cheap and soon noticed.
 pub async fn serve_with(
     name: &str,
     listener: tokio::net::TcpListener,
     router: axum::Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-    send_buffer: Option<usize>,
+    options: ServeOptions,
 ) -> std::io::Result<()> {
     use axum::serve::ListenerExt;
+    use futures::FutureExt;
     tracing::info!(addr = %listener.local_addr()?, "{name} listening");
+    let send_buffer = options.send_buffer;
     let listener = listener.tap_io(move |stream| {
         if let Some(bytes) = send_buffer
             && let Err(cause) = socket2::SockRef::from(&*stream).set_send_buffer_size(bytes)
@@ -165,9 +217,13 @@ pub async fn serve_with(
         }
     });
     let app = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    let shutdown = shutdown.shared();
+    tokio::select! {
+        served = axum::serve(listener, app).with_graceful_shutdown(shutdown.clone()) => served?,
+        () = drain_deadline(shutdown, options.drain) => {
+            tracing::warn!(drain = ?options.drain, "{name}: requests still in flight at the drain deadline; closing them");
+        }
+    }
     tracing::info!("{name} stopped");
     Ok(())
 }

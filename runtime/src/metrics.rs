@@ -45,7 +45,9 @@ pub async fn serve_admin(
     let addr = listener.local_addr()?;
     let router = router().merge(health.router());
     drop(tasks.spawn(async move {
-        if let Err(e) = crate::serve("admin", listener, router, shutdown).await {
+        // Scrapes and probes are short: a second is all they get once the process stops.
+        let drain = std::time::Duration::from_secs(1);
+        if let Err(e) = crate::serve("admin", listener, router, shutdown, drain).await {
             tracing::error!(error = %e, "the admin listener failed");
         }
     }));
