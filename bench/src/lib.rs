@@ -3,6 +3,7 @@
 //! figure beside its baseline as a ratio. See docs/performance.md.
 
 pub mod baseline;
+pub mod chaos;
 pub mod ingest;
 pub mod measure;
 pub mod podium;
@@ -45,6 +46,18 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Break the stack on purpose (broker, projector, Redis, command API), mid-burst, and
+    /// record how long each recovery takes: until answers are accepted again and until the
+    /// read models equal a fold of the log. Results go to <out>/chaos.json.
+    Chaos {
+        /// Where the services' binaries are; by default, beside this one.
+        #[arg(long)]
+        bin_dir: Option<PathBuf>,
+
+        /// Directory for the JSON results.
+        #[arg(long, default_value = "bench-results")]
+        out: PathBuf,
+    },
     /// Serve a bare axum hello-world: the bench's HTTP baseline, started as a child process.
     #[command(hide = true)]
     HelloWorld {
@@ -176,16 +189,36 @@ pub async fn hello_world(listen: SocketAddr) -> Result<()> {
     baseline::serve_hello_world(listen).await
 }
 
+/// The directory of the services' binaries: `bin_dir`, or the bench's own.
+fn services_dir(bin_dir: Option<&PathBuf>) -> Result<PathBuf> {
+    match bin_dir {
+        Some(dir) => Ok(dir.clone()),
+        None => Ok(std::env::current_exe()?
+            .parent()
+            .context("the bench's own directory")?
+            .to_path_buf()),
+    }
+}
+
+/// The chaos run: prints a table of recovery times and writes `<out>/chaos.json`.
+pub async fn chaos(bin_dir: Option<&PathBuf>, out: &std::path::Path) -> Result<()> {
+    let bin_dir = services_dir(bin_dir)?;
+    let revision = report::revision();
+    eprintln!("podium-bench: chaos run, revision {revision}");
+    step("starting the stack, then breaking it one part at a time");
+    let report = chaos::run(&bin_dir, revision).await?;
+    std::fs::create_dir_all(out)?;
+    let path = out.join("chaos.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
+    report.print_table();
+    println!("results: {}", path.display());
+    Ok(())
+}
+
 /// Runs every phase and writes the results.
 pub async fn run(args: &RunArgs) -> Result<Results> {
     let plan = Plan::of(args);
-    let bin_dir = match &args.bin_dir {
-        Some(dir) => dir.clone(),
-        None => std::env::current_exe()?
-            .parent()
-            .context("the bench's own directory")?
-            .to_path_buf(),
-    };
+    let bin_dir = services_dir(args.bin_dir.as_ref())?;
     let run = Run::begin(&plan, &bin_dir)?;
     eprintln!(
         "podium-bench: {:?} profile, {} build, revision {}",

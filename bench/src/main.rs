@@ -7,6 +7,7 @@ async fn main() -> anyhow::Result<()> {
     podium_runtime::init_telemetry();
     match cli.command {
         Some(Command::HelloWorld { listen }) => podium_bench::hello_world(listen).await,
+        Some(Command::Chaos { bin_dir, out }) => podium_bench::chaos(bin_dir.as_ref(), &out).await,
         None => {
             let results = podium_bench::run(&cli.run).await?;
             results.print_table();

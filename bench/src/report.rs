@@ -72,6 +72,18 @@ impl Machine {
 }
 
 /// A run under way: what is known before measuring.
+/// The git revision measured, with `-dirty` when tracked files differ from it.
+pub fn revision() -> String {
+    let mut revision = command_output("git", &["rev-parse", "--short=12", "HEAD"]);
+    if revision.is_empty() {
+        revision = "unknown".into();
+    } else if !command_output("git", &["status", "--porcelain", "--untracked-files=no"]).is_empty()
+    {
+        revision.push_str("-dirty");
+    }
+    revision
+}
+
 #[derive(Debug)]
 pub struct Run {
     pub revision: String,
@@ -83,14 +95,7 @@ pub struct Run {
 
 impl Run {
     pub fn begin(plan: &Plan, bin_dir: &Path) -> Result<Self> {
-        let mut revision = command_output("git", &["rev-parse", "--short=12", "HEAD"]);
-        if revision.is_empty() {
-            revision = "unknown".into();
-        } else if !command_output("git", &["status", "--porcelain", "--untracked-files=no"])
-            .is_empty()
-        {
-            revision.push_str("-dirty");
-        }
+        let revision = revision();
         let build = if bin_dir.ends_with("release") {
             "release"
         } else {

@@ -2,6 +2,7 @@
 //! testkit), topics under a unique prefix, and the command API, the projector and the query API
 //! running in-process on free ports.
 
+pub mod game;
 pub mod processes;
 
 use std::time::Duration;

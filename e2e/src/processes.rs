@@ -54,6 +54,7 @@ pub struct Processes {
     pub namespace: String,
     pub http: reqwest::Client,
     ports: BTreeMap<Service, u16>,
+    bin_dir: Option<PathBuf>,
     children: BTreeMap<Service, Child>,
     logs: TempDir,
 }
@@ -66,8 +67,14 @@ pub struct Acknowledged {
 }
 
 impl Processes {
-    /// Starts the broker and Redis, creates the topics, and starts every service.
+    /// Starts the broker and Redis, creates the topics, and starts every service, from the
+    /// binaries of this workspace's target directory.
     pub async fn start() -> Result<Self> {
+        Self::start_from(None).await
+    }
+
+    /// [`Processes::start`], with the services' binaries taken from `bin_dir` when given.
+    pub async fn start_from(bin_dir: Option<PathBuf>) -> Result<Self> {
         let broker = Broker::start().await?;
         let redis = Redis::start().await?;
         let kafka = KafkaArgs::new(broker.bootstrap(), format!("{}.", unique("t")));
@@ -87,6 +94,7 @@ impl Processes {
                 .timeout(Duration::from_secs(30))
                 .build()?,
             ports,
+            bin_dir,
             children: BTreeMap::new(),
             logs: tempfile::Builder::new()
                 .prefix("podium-processes")
@@ -142,7 +150,10 @@ impl Processes {
     /// Starts `service` and waits until it listens. The command API listens once it restored
     /// its quizzes from the log, which takes a while on a long log.
     pub async fn start_service(&mut self, service: Service) -> Result<()> {
-        let binary = workspace_binary(service.binary())?;
+        let binary = match &self.bin_dir {
+            Some(dir) => dir.join(service.binary()),
+            None => workspace_binary(service.binary())?,
+        };
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)

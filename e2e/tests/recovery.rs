@@ -5,109 +5,16 @@
 //! comparing what players were told with the log (0 lost, 0 doubled) and the read models with
 //! a pure fold of the log.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use futures::StreamExt;
-use podium_e2e::processes::{Acknowledged, Client, Processes, Service};
+use podium_e2e::game::{Acks, answer_all, answered_to, create, host, play_question};
+use podium_e2e::processes::{Processes, Service};
 use podium_testkit::{EventWriter, QuizLog, eventually, unique};
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions};
 use rdkafka::client::DefaultClientContext;
-
-type Acks = Mutex<HashMap<(String, String, i32), Acknowledged>>;
-
-/// A quiz played over HTTP.
-struct Game {
-    quiz_id: String,
-    host: String,
-    join_code: String,
-    /// Each player's id and token.
-    players: Vec<(String, String)>,
-}
-
-fn text(v: &serde_json::Value, key: &str) -> String {
-    v[key].as_str().unwrap_or_default().to_owned()
-}
-
-/// Creates a quiz of `questions` questions (two minutes each, so no clock closes one during
-/// an outage) and joins `players` players.
-async fn create(stack: &Client, players: usize, questions: usize) -> Result<Game> {
-    let quiz = serde_json::json!({
-        "title": unique("recovery"),
-        "questions": (1..=questions).map(|n| serde_json::json!({
-            "text": format!("question {n}"),
-            "choices": ["a", "b", "c"],
-            "correct_choice": 1,
-            "time_limit_seconds": 120
-        })).collect::<Vec<_>>()
-    });
-    let (status, created) = stack
-        .post_until_final("/v1/quizzes", None, None, &quiz)
-        .await?;
-    ensure!(status == 201, "create: {status} {created}");
-    let mut game = Game {
-        quiz_id: text(&created, "quiz_id"),
-        host: text(&created, "host_token"),
-        join_code: text(&created, "join_code"),
-        players: Vec::with_capacity(players),
-    };
-    let joins = futures::stream::iter(0..players)
-        .map(|i| {
-            let body =
-                serde_json::json!({"join_code": game.join_code, "name": format!("player {i}")});
-            async move { stack.post_until_final("/v1/join", None, None, &body).await }
-        })
-        .buffered(32)
-        .collect::<Vec<_>>()
-        .await;
-    for joined in joins {
-        let (status, joined) = joined?;
-        ensure!(status == 201, "join: {status} {joined}");
-        game.players
-            .push((text(&joined, "player_id"), text(&joined, "player_token")));
-    }
-    Ok(game)
-}
-
-/// A host command, retried until final. A retry after an acknowledgement the host did not see
-/// is refused as out of order or no longer active, which means it stands.
-async fn host(stack: &Client, game: &Game, action: &str) -> Result<()> {
-    let path = format!("/v1/quizzes/{}/{action}", game.quiz_id);
-    let (status, reply) = stack
-        .post_until_final(&path, Some(&game.host), None, &serde_json::json!({}))
-        .await?;
-    let repeated = matches!(
-        reply["code"].as_str(),
-        Some("question_out_of_order" | "question_not_active" | "question_closed" | "quiz_finished")
-    );
-    ensure!(status == 200 || repeated, "{action}: {status} {reply}");
-    Ok(())
-}
-
-/// Every player answers question `n`, 64 at a time, each retrying under one idempotency key
-/// until told the answer is recorded.
-async fn answer_all(stack: &Client, game: &Game, n: i32, acks: &Acks) -> Result<()> {
-    let mut answers = futures::stream::iter(game.players.iter().enumerate())
-        .map(|(i, (player, token))| async move {
-            let choice = i64::try_from((i + usize::try_from(n).unwrap_or(0)) % 3).unwrap_or(0);
-            let ack = stack
-                .answer(&game.quiz_id, token, i64::from(n), choice)
-                .await?;
-            anyhow::Ok((player.clone(), ack))
-        })
-        .buffer_unordered(64);
-    while let Some(answer) = answers.next().await {
-        let (player, ack) = answer?;
-        let _ = acks
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert((game.quiz_id.clone(), player, n), ack);
-    }
-    Ok(())
-}
 
 /// The read models' active generation, as Redis holds it now.
 async fn active_generation(stack: &Processes) -> Result<Option<String>> {
@@ -117,21 +24,6 @@ async fn active_generation(stack: &Processes) -> Result<Option<String>> {
         .query_async(&mut connection)
         .await?;
     Ok(active)
-}
-
-/// How many answers to question `n` were acknowledged so far.
-fn answered_to(acks: &Acks, n: i32) -> usize {
-    acks.lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .keys()
-        .filter(|(_, _, q)| *q == n)
-        .count()
-}
-
-async fn play_question(stack: &Client, game: &Game, n: i32, acks: &Acks) -> Result<()> {
-    host(stack, game, &format!("questions/{n}/start")).await?;
-    answer_all(stack, game, n, acks).await?;
-    host(stack, game, &format!("questions/{n}/close")).await
 }
 
 /// The end of every test: 0 lost, 0 doubled, and the read models equal to the fold.
