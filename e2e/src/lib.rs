@@ -372,6 +372,50 @@ impl Drop for Stack {
     }
 }
 
+/// The pure fold of everything in the log now. Records that cannot be decoded are left out, as
+/// the projector dead-letters them.
+pub async fn fold_of_log(
+    bootstrap: &str,
+    kafka: &KafkaArgs,
+) -> Result<podium_schemas::domain::ReadModels> {
+    let topics = kafka.topics();
+    let records =
+        podium_testkit::read_log(bootstrap, &[&topics.lifecycle, &topics.answers]).await?;
+    let codec = podium_schemas::Codec::new();
+    let events: Vec<podium_schemas::Event> = records
+        .iter()
+        .filter_map(|r| codec.decode(&r.payload).ok())
+        .collect();
+    Ok(podium_schemas::domain::ReadModels::fold(&events))
+}
+
+/// Waits up to `within` until every quiz of `expected` reads in Redis exactly as the fold has
+/// it; fails with the last difference seen.
+pub async fn converge(
+    redis_url: &str,
+    namespace: &str,
+    expected: &podium_schemas::domain::ReadModels,
+    within: Duration,
+) -> Result<()> {
+    let reader = podium_query_api::read_model::ReadModel::connect(
+        redis_url,
+        podium_schemas::read_model::Root::new(namespace),
+    )
+    .await?;
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let last = match differences(&reader, expected).await {
+            Ok(None) => return Ok(()),
+            Ok(Some(diff)) => diff,
+            Err(e) => format!("{e:#}"),
+        };
+        if std::time::Instant::now() > deadline {
+            anyhow::bail!("the read models did not reach the fold in {within:?}: {last}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// The first difference between the read models in Redis and a fold of the log, if any: every
 /// field of every card, question and state, the leaderboard order, and the version.
 pub async fn differences(

@@ -10,11 +10,9 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use podium_query_api::read_model::ReadModel;
 use podium_runtime::KafkaArgs;
 use podium_schemas::domain::ReadModels;
 use podium_schemas::events::AnswerSubmitted;
-use podium_schemas::read_model::Root;
 use podium_schemas::{Codec, Event};
 use podium_testkit::{Broker, Redis, free_port, read_log, unique, workspace_binary};
 use tempfile::TempDir;
@@ -304,38 +302,14 @@ impl Processes {
 
     /// The pure fold of everything in the log now.
     pub async fn fold_of_log(&self) -> Result<ReadModels> {
-        let topics = self.kafka.topics();
-        let records = read_log(
-            self.broker.bootstrap(),
-            &[&topics.lifecycle, &topics.answers],
-        )
-        .await?;
-        let codec = Codec::new();
-        let events: Vec<Event> = records
-            .iter()
-            .filter_map(|r| codec.decode(&r.payload).ok())
-            .collect();
-        Ok(ReadModels::fold(&events))
+        crate::fold_of_log(self.broker.bootstrap(), &self.kafka).await
     }
 
     /// Waits until every quiz of `expected` reads in Redis exactly as the fold has it.
     pub async fn converges_to(&self, expected: &ReadModels) -> Result<()> {
-        let reader = ReadModel::connect(&self.redis.url(), Root::new(&self.namespace)).await?;
-        let deadline = Instant::now() + CONVERGE;
-        loop {
-            let last = match crate::differences(&reader, expected).await {
-                Ok(None) => return Ok(()),
-                Ok(Some(diff)) => diff,
-                Err(e) => format!("{e:#}"),
-            };
-            if Instant::now() > deadline {
-                bail!(
-                    "the read models did not reach the fold in {CONVERGE:?}: {last}\n{}",
-                    self.logs()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        crate::converge(&self.redis.url(), &self.namespace, expected, CONVERGE)
+            .await
+            .with_context(|| self.logs())
     }
 
     /// The projector's `/readyz` status, or `None` while it does not answer.

@@ -1,4 +1,4 @@
-//! The projector's fault proofs, against a real tansu broker and a real Redis: whatever happens
+//! The projector's fault proofs, against a real broker and a real Redis: whatever happens
 //! to the projector processes or to Redis, the read models end equal to a pure fold of the log.
 //! Projectors run as real `podium-projector` processes, so a crash is a real `kill -9`.
 
@@ -7,20 +7,21 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use futures::StreamExt;
 use podium_projectors::read_model::RedisReadModel;
 use podium_projectors::rebuild::{RebuildOptions, rebuild};
 use podium_query_api::read_model::{PageOf, ReadModel};
 use podium_runtime::KafkaArgs;
+use podium_schemas::Event;
 use podium_schemas::domain::ReadModels;
 use podium_schemas::read_model::Root;
 use podium_schemas::topics::{
     HEADER_DEAD_LETTER_REASON, HEADER_ORIGIN_OFFSET, HEADER_ORIGIN_PARTITION, HEADER_ORIGIN_TOPIC,
 };
-use podium_schemas::{Codec, Event};
 use podium_testkit::{
-    Broker, EventWriter, QuizLog, Redis, eventually, free_port, read_log, unique,
+    Broker, EventWriter, QuizLog, Redis, eventually, free_port, read_log, terminate, unique,
+    workspace_binary,
 };
 use rand::Rng;
 use tempfile::TempDir;
@@ -69,7 +70,7 @@ impl Harness {
             .create(true)
             .append(true)
             .open(&log)?;
-        let mut command = Command::new(env!("CARGO_BIN_EXE_podium-projector"));
+        let mut command = Command::new(workspace_binary("podium-projector")?);
         if static_member {
             let _ = command.env("PODIUM_PROJECTOR_INSTANCE_ID", name);
         }
@@ -80,7 +81,12 @@ impl Harness {
             .env("PODIUM_READ_MODEL_NAMESPACE", &self.namespace)
             .env("PODIUM_PROJECTOR_GROUP", &self.group)
             .env("PODIUM_BATCH_MAX", "500")
-            .env("PODIUM_PROJECTOR_SESSION_TIMEOUT_MS", "30000")
+            // A static member keeps its partitions through a restart within the timeout; a
+            // dynamic one leaves a dead member behind that long.
+            .env(
+                "PODIUM_PROJECTOR_SESSION_TIMEOUT_MS",
+                if static_member { "30000" } else { "6000" },
+            )
             .env(
                 "PODIUM_PROJECTOR_METRICS_LISTEN",
                 metrics.map_or("off".to_owned(), |port| format!("127.0.0.1:{port}")),
@@ -134,92 +140,28 @@ impl Harness {
         self.append(&quiz.finish).await
     }
 
-    /// The pure fold of everything in the log now; undecodable records are left out, as the
-    /// projector dead-letters them.
+    /// The pure fold of everything in the log now.
     async fn fold_of_log(&self) -> Result<ReadModels> {
-        let topics = self.kafka.topics();
-        let records = read_log(
-            self.broker.bootstrap(),
-            &[&topics.lifecycle, &topics.answers],
-        )
-        .await?;
-        let codec = Codec::new();
-        let events: Vec<Event> = records
-            .iter()
-            .filter_map(|r| codec.decode(&r.payload).ok())
-            .collect();
-        Ok(ReadModels::fold(&events))
+        podium_e2e::fold_of_log(self.broker.bootstrap(), &self.kafka).await
     }
 
     /// Waits until every quiz in Redis equals the fold: every field of every card, question and
     /// state, the leaderboard order, and the version.
     async fn converges_to(&self, expected: &ReadModels) -> Result<()> {
-        let reader = ReadModel::connect(&self.redis.url(), Root::new(&self.namespace)).await?;
-        let deadline = std::time::Instant::now() + CONVERGE;
-        loop {
-            let last = match differences(&reader, expected).await {
-                Ok(None) => return Ok(()),
-                Ok(Some(diff)) => diff,
-                Err(e) => format!("{e:#}"),
-            };
-            if std::time::Instant::now() > deadline {
-                bail!("the read models did not reach the fold in {CONVERGE:?}: {last}");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        podium_e2e::converge(&self.redis.url(), &self.namespace, expected, CONVERGE).await
     }
 }
 
-/// The first difference between Redis and the fold, if any.
-async fn differences(reader: &ReadModel, expected: &ReadModels) -> Result<Option<String>> {
-    for (quiz_id, want) in &expected.quizzes {
-        let (got, board) = reader.quiz_view(quiz_id).await?;
-        if got.version != want.version {
-            return Ok(Some(format!(
-                "{quiz_id}: version {} of {}",
-                got.version, want.version
-            )));
-        }
-        if got != *want {
-            return Ok(Some(format!(
-                "{quiz_id}: views differ at version {}",
-                got.version
-            )));
-        }
-        let ranked: Vec<(String, i64, i64)> = want
-            .ranked()
-            .into_iter()
-            .map(|s| (s.player_id, s.points, s.elapsed_ms))
-            .collect();
-        if board != ranked {
-            return Ok(Some(format!("{quiz_id}: leaderboard order differs")));
-        }
-    }
-    Ok(None)
-}
-
-async fn terminate(child: &Child) -> Result<()> {
-    let pid = child.id().context("the process has exited")?;
-    let status = Command::new("kill")
-        .arg("-TERM")
-        .arg(pid.to_string())
-        .status()
-        .await?;
-    if !status.success() {
-        bail!("kill -TERM {pid} failed");
-    }
-    Ok(())
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killed_three_times_mid_stream_the_read_model_equals_the_fold() -> Result<()> {
+/// A projector killed three times mid-stream, each restart within a second of the kill: every
+/// partition is assigned again and the read model ends equal to the fold.
+async fn killed_three_times_mid_stream(static_member: bool) -> Result<()> {
     let harness = Harness::start().await?;
     // 2,000 players answering all of 10 questions: 20,000 answers, and a small quiz beside it.
     let big = QuizLog::play(&unique("big"), 2_000, 10, 1.0, 7)?;
     let small = QuizLog::play(&unique("small"), 20, 10, 0.8, 8)?;
     assert_eq!(big.answer_count(), 20_000);
 
-    let mut projector = harness.projector("crash", None, true)?;
+    let mut projector = harness.projector("crash", None, static_member)?;
     let stream = async {
         harness.stream(&small, Duration::ZERO).await?;
         harness.stream(&big, Duration::from_millis(400)).await
@@ -232,7 +174,7 @@ async fn killed_three_times_mid_stream_the_read_model_equals_the_fold() -> Resul
             projector.start_kill()?; // SIGKILL: no batch finished, nothing committed.
             let _ = projector.wait().await?;
             kills += 1;
-            projector = harness.projector("crash", None, true)?;
+            projector = harness.projector("crash", None, static_member)?;
         }
         anyhow::Ok(projector)
     };
@@ -249,21 +191,33 @@ async fn killed_three_times_mid_stream_the_read_model_equals_the_fold() -> Resul
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_three_times_mid_stream_the_read_model_equals_the_fold() -> Result<()> {
+    killed_three_times_mid_stream(true).await
+}
+
+/// Without static membership each restart is a new member beside the dead one, until the
+/// group's session timeout removes it: the case that once left a member with no partitions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_three_times_without_static_membership_every_partition_is_read_again() -> Result<()>
+{
+    killed_three_times_mid_stream(false).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_leaving_mid_stream_hands_over_without_loss_or_double_count() -> Result<()> {
     let harness = Harness::start().await?;
     let quiz = QuizLog::play(&unique("quiz"), 500, 10, 0.9, 11)?;
-    let first = harness.projector("first", None, false)?;
+    let mut first = harness.projector("first", None, false)?;
     let _second = harness.projector("second", None, false)?;
     let stream = harness.stream(&quiz, Duration::from_millis(200));
     let leave = async {
         tokio::time::sleep(Duration::from_millis(900)).await;
         // SIGTERM: it finishes its batch, commits and leaves; the other takes its partitions.
-        terminate(&first).await
+        terminate(&mut first).await
     };
     let (streamed, left) = tokio::join!(stream, leave);
     streamed?;
     left?;
-    let mut first = first;
     let status = first.wait().await?;
     assert!(
         status.success(),
