@@ -25,6 +25,8 @@ pub struct Recovery {
     pub all_answers_ms: Option<u128>,
     /// Until the read models equalled a pure fold of the log.
     pub read_model_ms: u128,
+    /// Requests refused (503, or no connection) and retried by the players while it lasted.
+    pub retried_requests: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -92,6 +94,13 @@ pub async fn run(bin_dir: &Path, revision: String) -> Result<ChaosReport> {
     let game = create(&client, PLAYERS, 6).await?;
     play_question(&client, &game, 1, &acks).await?;
     let mut recoveries = Vec::new();
+    let mut refused = client.refused();
+    let mut retried = move |client: &Client| {
+        let now = client.refused();
+        let delta = now - refused;
+        refused = now;
+        delta
+    };
 
     eprintln!("  chaos          broker kill -9, 5 s down, mid-burst");
     let (back, first, all) = {
@@ -109,6 +118,7 @@ pub async fn run(bin_dir: &Path, revision: String) -> Result<ChaosReport> {
         first_answer_ms: Some(first),
         all_answers_ms: Some(all),
         read_model_ms: caught_up(&stack, back).await?,
+        retried_requests: retried(&client),
     });
 
     eprintln!("  chaos          projector kill -9, restarted at once, mid-burst");
@@ -127,6 +137,7 @@ pub async fn run(bin_dir: &Path, revision: String) -> Result<ChaosReport> {
         first_answer_ms: None,
         all_answers_ms: None,
         read_model_ms: caught_up(&stack, back).await?,
+        retried_requests: retried(&client),
     });
 
     eprintln!("  chaos          Redis back from a snapshot older than the read models");
@@ -141,6 +152,7 @@ pub async fn run(bin_dir: &Path, revision: String) -> Result<ChaosReport> {
         first_answer_ms: None,
         all_answers_ms: None,
         read_model_ms: caught_up(&stack, back).await?,
+        retried_requests: retried(&client),
     });
 
     eprintln!("  chaos          Redis restarted empty");
@@ -151,6 +163,7 @@ pub async fn run(bin_dir: &Path, revision: String) -> Result<ChaosReport> {
         first_answer_ms: None,
         all_answers_ms: None,
         read_model_ms: caught_up(&stack, back).await?,
+        retried_requests: retried(&client),
     });
 
     eprintln!("  chaos          command API kill -9, restarted at once");
@@ -167,6 +180,7 @@ pub async fn run(bin_dir: &Path, revision: String) -> Result<ChaosReport> {
         first_answer_ms: Some(listening),
         all_answers_ms: Some(all),
         read_model_ms: caught_up(&stack, back).await?,
+        retried_requests: retried(&client),
     });
 
     let acknowledged = acks
@@ -191,22 +205,25 @@ impl ChaosReport {
             self.revision, self.players
         );
         println!(
-            "{:<46} {:>14} {:>14} {:>14}",
-            "fault", "first answer", "every answer", "read model"
+            "{:<46} {:>14} {:>14} {:>14} {:>9}",
+            "fault", "first answer", "every answer", "read model", "retried"
         );
         let cell = |v: Option<u128>| v.map_or_else(|| "-".to_owned(), |ms| format!("{ms} ms"));
         for r in &self.recoveries {
             println!(
-                "{:<46} {:>14} {:>14} {:>14}",
+                "{:<46} {:>14} {:>14} {:>14} {:>9}",
                 r.fault,
                 cell(r.first_answer_ms),
                 cell(r.all_answers_ms),
-                format!("{} ms", r.read_model_ms)
+                format!("{} ms", r.read_model_ms),
+                r.retried_requests
             );
         }
         println!(
             "times run from the moment the broken part was back; for the command API, 'first \
-             answer' is until it listened again. Every acknowledged answer was checked in the log."
+             answer' is until it listened again. 'retried': requests refused (503, no \
+             connection) and retried by the players. Every acknowledged answer was checked in \
+             the log."
         );
     }
 }

@@ -93,6 +93,12 @@ pub struct RunArgs {
     /// Players of the quiz the reads run on; by default the profile's.
     #[arg(long)]
     pub read_players: Option<usize>,
+
+    /// Small quizzes (10 players each) beside the huge one in the ingest phases; by default
+    /// the profile's. Each of their question changes is a host command the answers wait for,
+    /// so 0 shows ingest without most of those stalls.
+    #[arg(long)]
+    pub small_quizzes: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
@@ -179,6 +185,9 @@ impl Plan {
         }
         if let Some(n) = args.read_players {
             plan.read_players = n.max(1);
+        }
+        if let Some(n) = args.small_quizzes {
+            plan.small_quizzes = n;
         }
         plan
     }

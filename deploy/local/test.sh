@@ -23,6 +23,11 @@ cargo fmt --all -- --check
 step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+# The fault tests run the services as processes of their own, and cargo builds a package's
+# binaries only for that package's own tests: build them all first.
+step "building every binary"
+cargo build --workspace --bins --locked --quiet
+
 step "tests"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --no-fail-fast
@@ -33,7 +38,6 @@ fi
 # Only to show that the benchmark works: a debug build, and seconds per phase. Its figures mean
 # nothing, and nothing here is timed; deploy/local/bench.sh measures.
 step "benchmark smoke run"
-cargo build --workspace --bins --locked --quiet
 smoke="$(mktemp -d)"
 trap 'rm -rf "$smoke"' EXIT
 target/debug/podium-bench --profile smoke --out "$smoke"

@@ -3,10 +3,15 @@
 //! port of its own so it comes back at the same address. A crash here is a real `kill -9`, a
 //! stop a real SIGTERM. The fault tests drive it as players do, over HTTP, and compare what was
 //! acknowledged with the log, and the read models with a pure fold of the log.
+//!
+//! The binaries are the target directory's: build them first (`cargo build --workspace --bins`,
+//! as `deploy/local/test.sh` does), since cargo builds a package's binaries only for its own tests.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -245,6 +250,7 @@ impl Processes {
         Client {
             http: self.http.clone(),
             command_url: self.command_url(),
+            refused: Arc::default(),
         }
     }
 
@@ -345,9 +351,16 @@ impl Processes {
 pub struct Client {
     http: reqwest::Client,
     command_url: String,
+    /// Attempts that got no final answer (a 503, a 429, no connection), over every clone.
+    refused: Arc<AtomicU64>,
 }
 
 impl Client {
+    /// Attempts so far that got no final answer and were retried.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
+    }
+
     /// Sends a JSON command to the command API; returns the status and the JSON body. A
     /// connection that fails (the API is down) is an error the caller may retry.
     pub async fn post(
@@ -393,6 +406,7 @@ impl Client {
                 Ok((status, body)) => format!("{status} {body}"),
                 Err(e) => format!("{e:#}"),
             };
+            let _ = self.refused.fetch_add(1, Ordering::Relaxed);
             if Instant::now() > deadline {
                 bail!("POST {path} got no final answer in two minutes; last: {last}");
             }

@@ -270,9 +270,9 @@ pub async fn terminate(child: &mut Child) -> Result<()> {
     Ok(())
 }
 
-/// A binary of this workspace, built beside the test binary running now (`cargo test
-/// --workspace` and nextest build every package's binaries). Tests that crash real processes
-/// of other packages find them here.
+/// A binary of this workspace, in the target directory of the test binary running now. Cargo
+/// builds a package's binaries only for that package's own tests, so `deploy/local/test.sh`
+/// builds them all first. Tests that crash real processes of other packages find them here.
 pub fn workspace_binary(name: &str) -> Result<PathBuf> {
     let exe = std::env::current_exe()?;
     // target/<profile>/deps/<test binary>
@@ -283,7 +283,8 @@ pub fn workspace_binary(name: &str) -> Result<PathBuf> {
     let path = profile_dir.join(name);
     if !path.is_file() {
         bail!(
-            "{} not built; run the tests with --workspace, or cargo build --bins first",
+            "{} not built: cargo builds a package's binaries only for its own tests, so run \
+             `cargo build --workspace --bins` first (deploy/local/test.sh does)",
             path.display()
         );
     }
