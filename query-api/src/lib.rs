@@ -69,6 +69,23 @@ pub struct Config {
     pub drain: podium_runtime::DrainArgs,
 }
 
+/// Connects to the read models, waiting for Redis as long as it takes: a query API started
+/// while Redis is away (or restarting) waits for it instead of exiting. The listener is bound
+/// only once Redis answered, so an orchestrator sees the instance as not yet ready.
+async fn connect_until_done(redis: &podium_runtime::RedisArgs) -> ReadModel {
+    let mut wait = std::time::Duration::from_millis(100);
+    loop {
+        match ReadModel::connect(&redis.redis_url, redis.root()).await {
+            Ok(live) => return live,
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in = ?wait, "connecting to Redis failed; retrying");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(std::time::Duration::from_secs(5));
+            }
+        }
+    }
+}
+
 /// A built query API; the listener is bound.
 #[derive(Debug)]
 pub struct App {
@@ -96,7 +113,7 @@ impl App {
             config.token_secret.len() >= MIN_SECRET_BYTES,
             "PODIUM_TOKEN_SECRET must be at least {MIN_SECRET_BYTES} bytes"
         );
-        let live = ReadModel::connect(&config.redis.redis_url, config.redis.root()).await?;
+        let live = connect_until_done(&config.redis).await;
         let hub = Hub::start(
             live.clone(),
             config.streams.clone(),
