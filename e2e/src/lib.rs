@@ -280,22 +280,15 @@ impl Stack {
         token: Option<&str>,
         body: &serde_json::Value,
     ) -> Result<(u16, serde_json::Value)> {
-        let mut request = self
-            .http
-            .post(format!("{}{path}", self.command_url))
-            .json(body);
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        let response = request
-            .send()
-            .await
-            .with_context(|| format!("POST {path}"))?;
-        let status = response.status().as_u16();
-        Ok((
-            status,
-            response.json().await.unwrap_or(serde_json::Value::Null),
-        ))
+        post_json(
+            &self.http,
+            &format!("{}{path}", self.command_url),
+            token,
+            None,
+            body,
+        )
+        .await
+        .with_context(|| format!("POST {path}"))
     }
 
     /// Creates `quiz` and has `players` players join it, named `player 0`, `player 1`, ….
@@ -370,6 +363,30 @@ impl Drop for Stack {
             Err(_) => self.runtime.block_on(stop_all),
         }
     }
+}
+
+/// POSTs `body` as JSON, with a bearer token and an idempotency key when given; returns the
+/// status and the JSON body (null when there is none). A failed connection is an error.
+pub async fn post_json(
+    http: &reqwest::Client,
+    url: &str,
+    token: Option<&str>,
+    idempotency_key: Option<&str>,
+    body: &serde_json::Value,
+) -> Result<(u16, serde_json::Value)> {
+    let mut request = http.post(url).json(body);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    if let Some(key) = idempotency_key {
+        request = request.header("Idempotency-Key", key);
+    }
+    let response = request.send().await?;
+    let status = response.status().as_u16();
+    Ok((
+        status,
+        response.json().await.unwrap_or(serde_json::Value::Null),
+    ))
 }
 
 /// The pure fold of everything in the log now. Records that cannot be decoded are left out, as

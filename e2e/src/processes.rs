@@ -370,22 +370,8 @@ impl Client {
         idempotency_key: Option<&str>,
         body: &serde_json::Value,
     ) -> Result<(u16, serde_json::Value)> {
-        let mut request = self
-            .http
-            .post(format!("{}{path}", self.command_url))
-            .json(body);
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        if let Some(key) = idempotency_key {
-            request = request.header("Idempotency-Key", key);
-        }
-        let response = request.send().await?;
-        let status = response.status().as_u16();
-        Ok((
-            status,
-            response.json().await.unwrap_or(serde_json::Value::Null),
-        ))
+        let url = format!("{}{path}", self.command_url);
+        crate::post_json(&self.http, &url, token, idempotency_key, body).await
     }
 
     /// Sends a command until the command API gives a final answer: a connection failure, a
