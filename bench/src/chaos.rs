@@ -34,6 +34,9 @@ pub struct ChaosReport {
     pub revision: String,
     pub players: usize,
     pub recoveries: Vec<Recovery>,
+    /// Acknowledged answers whose entry is in the log more than once: appends retried after
+    /// an unknown outcome, folded once by every reader.
+    pub copies_in_log: usize,
 }
 
 fn ms(since: Instant) -> u128 {
@@ -190,11 +193,12 @@ pub async fn run(bin_dir: &Path, revision: String) -> Result<ChaosReport> {
     let checked = stack
         .every_acknowledged_answer_is_in_the_log_once(&acknowledged)
         .await?;
-    ensure!(checked > 0, "no answer was acknowledged");
+    ensure!(checked.acknowledged > 0, "no answer was acknowledged");
     Ok(ChaosReport {
         revision,
         players: PLAYERS,
         recoveries,
+        copies_in_log: checked.copies,
     })
 }
 
@@ -223,7 +227,9 @@ impl ChaosReport {
             "times run from the moment the broken part was back; for the command API, 'first \
              answer' is until it listened again. 'retried': requests refused (503, no \
              connection) and retried by the players. Every acknowledged answer was checked in \
-             the log."
+             the log: each is there as one entry; {} extra copies are there (appends retried \
+             after an unknown outcome; readers fold copies once).",
+            self.copies_in_log
         );
     }
 }

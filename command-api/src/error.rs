@@ -95,7 +95,8 @@ impl Error {
         let (status, code) = self.status_and_code();
         let detail = match self {
             Error::Internal(_) | Error::Append(AppendError::Failed(_)) => {
-                "the event could not be recorded; nothing was changed, try again".to_owned()
+                "the event log did not confirm the event; retry the same request: it counts once"
+                    .to_owned()
             }
             other => other.to_string(),
         };

@@ -20,9 +20,31 @@ pub enum AppendError {
     /// The producer's queue is full: the client should retry shortly. Nothing was appended.
     #[error("the event log is busy; retry shortly")]
     Backpressure,
-    /// The broker did not acknowledge the event in time. Nothing is acknowledged to the client.
+    /// The broker did not acknowledge the event in time. Nothing is acknowledged to the client,
+    /// but the event may still be in the log (the broker may have written it and died before
+    /// answering): the caller holds the entry and appends it again, unchanged, before it decides
+    /// anything that depends on it.
     #[error("the event log did not acknowledge the event: {0}")]
     Failed(String),
+}
+
+/// An event and the id it is recorded under. An append whose outcome is unknown is retried as
+/// the same entry, so every copy in the log carries one id and one content, and readers fold
+/// the copies as one (each fact is applied once).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    pub id: uuid::Uuid,
+    pub event: Event,
+}
+
+impl Entry {
+    /// A new entry: a fresh, time-ordered id.
+    pub fn new(event: Event) -> Self {
+        Self {
+            id: uuid::Uuid::now_v7(),
+            event,
+        }
+    }
 }
 
 /// Where an appended event landed.
@@ -36,8 +58,8 @@ pub struct Position {
 /// Appends events durably and reads them back.
 #[async_trait]
 pub trait EventLog: Send + Sync + Debug + 'static {
-    /// Appends one event. Resolves only once the log has durably acknowledged it.
-    async fn append(&self, event: &Event) -> Result<Position, AppendError>;
+    /// Appends one entry. Resolves only once the log has durably acknowledged it.
+    async fn append(&self, entry: &Entry) -> Result<Position, AppendError>;
 
     /// Every event recorded so far: all lifecycle events, then all answers. Within a record key
     /// the order is the order of appends. Records that cannot be decoded are skipped with a
@@ -57,7 +79,8 @@ pub struct MemoryEventLog {
 
 #[async_trait]
 impl EventLog for MemoryEventLog {
-    async fn append(&self, event: &Event) -> Result<Position, AppendError> {
+    async fn append(&self, entry: &Entry) -> Result<Position, AppendError> {
+        let event = &entry.event;
         let mut events = self
             .events
             .lock()
@@ -97,7 +120,8 @@ impl EventLog for MemoryEventLog {
 /// An idempotent producer that meets a fatal error (the broker lost or refused its producer
 /// state, as after a restart without it) refuses every later record. The log then builds a new
 /// producer, with a new producer id, in its place: the appends that failed were answered 503 and
-/// are retried by their clients; none was acknowledged, so none is lost.
+/// are retried by their clients as the same entries; none was acknowledged, so none is lost, and
+/// one that reached the log anyway is not counted twice.
 pub struct KafkaEventLog {
     producer: RwLock<Generation>,
     config: ClientConfig,
@@ -203,14 +227,15 @@ fn traceparent() -> String {
 
 #[async_trait]
 impl EventLog for KafkaEventLog {
-    async fn append(&self, event: &Event) -> Result<Position, AppendError> {
+    async fn append(&self, entry: &Entry) -> Result<Position, AppendError> {
+        let event = &entry.event;
         let payload = self
             .codec
             .encode(event)
             .map_err(|e| AppendError::Failed(e.to_string()))?;
         let key = topics::record_key(event);
         let topic = self.topics.topic_of(event);
-        let event_id = uuid::Uuid::now_v7().to_string();
+        let event_id = entry.id.to_string();
         let traceparent = traceparent();
         let headers = OwnedHeaders::new()
             .insert(Header {

@@ -6,6 +6,11 @@
 //!   one-answer rule and the streak need;
 //! - host commands hold the quiz for their append, so lifecycle events are decided in order;
 //! - joins reserve their name, so two joins cannot both take it while appends are in flight.
+//!
+//! An append that fails may still have reached the log. Its entry is kept *in doubt* and
+//! appended again, unchanged, before anything that depends on it is decided: the player's next
+//! answer, the next join with that name, the quiz's next host command. So a retried request gets
+//! the original result, and the log holds copies of one entry, never two different decisions.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex as SyncMutex, PoisonError, RwLock};
@@ -22,21 +27,27 @@ use tokio::task::JoinSet;
 
 use crate::clock::Clock;
 use crate::error::{Error, Result};
-use crate::event_log::EventLog;
+use crate::event_log::{AppendError, Entry, EventLog};
 
 /// A quiz in memory.
 #[derive(Debug)]
 struct LiveQuiz {
     state: Mutex<Live>,
-    /// One turn per player: their answers are decided and appended one at a time.
-    turns: SyncMutex<HashMap<String, Arc<Mutex<()>>>>,
+    /// One turn per player: their answers are decided and appended one at a time. The turn
+    /// holds the player's answer in doubt, if any.
+    turns: SyncMutex<HashMap<String, Arc<Mutex<Option<Entry>>>>>,
 }
 
 #[derive(Debug)]
 struct Live {
     quiz: Quiz,
-    /// Lower-cased names of joins whose events are being appended.
+    /// Lower-cased names of joins whose events are being appended or are in doubt.
     pending_names: HashSet<String>,
+    /// Joins in doubt, by lower-cased name.
+    joins_in_doubt: HashMap<String, Entry>,
+    /// The lifecycle entry in doubt, and the command that decided it: host commands append it
+    /// again before deciding.
+    lifecycle_in_doubt: Option<(Command, Entry)>,
 }
 
 impl LiveQuiz {
@@ -45,12 +56,14 @@ impl LiveQuiz {
             state: Mutex::new(Live {
                 quiz,
                 pending_names: HashSet::new(),
+                joins_in_doubt: HashMap::new(),
+                lifecycle_in_doubt: None,
             }),
             turns: SyncMutex::new(HashMap::new()),
         })
     }
 
-    fn turn_of(&self, player_id: &str) -> Result<Arc<Mutex<()>>> {
+    fn turn_of(&self, player_id: &str) -> Result<Arc<Mutex<Option<Entry>>>> {
         let mut turns = self.turns.lock().map_err(poisoned)?;
         Ok(turns.entry(player_id.to_owned()).or_default().clone())
     }
@@ -224,9 +237,20 @@ impl Quizzes {
                 return Err(rejection.into());
             }
         };
-        if let Err(e) = self.log.append(&Event::QuizCreated(created.clone())).await {
-            release(self);
-            return Err(e.into());
+        match self
+            .log
+            .append(&Entry::new(Event::QuizCreated(created.clone())))
+            .await
+        {
+            Ok(_) => {}
+            // Nothing was appended: the code is free again.
+            Err(e @ AppendError::Backpressure) => {
+                release(self);
+                return Err(e.into());
+            }
+            // The quiz may be in the log, and the next instance would restore it with its code:
+            // the code stays reserved, so no other quiz takes it. The host creates it again.
+            Err(e) => return Err(e.into()),
         }
         let _ = self
             .by_id
@@ -249,25 +273,40 @@ impl Quizzes {
             name: name.to_owned(),
             at: self.clock.now(),
         };
-        let joined = {
+        let entry = {
             let mut state = live.state.lock().await;
-            if state.pending_names.contains(&key) {
-                return Err(Rejection::NameTaken.into());
+            // A join with this name in doubt: whoever joins with the name next gets that
+            // player, whose token nobody has received yet.
+            if let Some(entry) = state.joins_in_doubt.remove(&key) {
+                entry
+            } else {
+                if state.pending_names.contains(&key) {
+                    return Err(Rejection::NameTaken.into());
+                }
+                let events = appendable(decide(&state.quiz, &command)?);
+                let [Event::PlayerJoined(_)] = &events[..] else {
+                    return Err(Error::Internal("a join decided other events".into()));
+                };
+                let _ = state.pending_names.insert(key.clone());
+                Entry::new(events[0].clone())
             }
-            let events = appendable(decide(&state.quiz, &command)?);
-            let [Event::PlayerJoined(joined)] = &events[..] else {
-                return Err(Error::Internal("a join decided other events".into()));
-            };
-            let _ = state.pending_names.insert(key.clone());
-            joined.clone()
         };
-        let event = Event::PlayerJoined(joined.clone());
-        let appended = self.log.append(&event).await;
+        let appended = self.log.append(&entry).await;
         let mut state = live.state.lock().await;
+        if let Err(e) = appended {
+            if matches!(e, AppendError::Backpressure) {
+                let _ = state.pending_names.remove(&key);
+            } else {
+                let _ = state.joins_in_doubt.insert(key, entry);
+            }
+            return Err(e.into());
+        }
         let _ = state.pending_names.remove(&key);
-        let _ = appended?;
-        state.quiz.evolve(&event);
-        Ok(joined)
+        state.quiz.evolve(&entry.event);
+        match entry.event {
+            Event::PlayerJoined(joined) => Ok(joined),
+            _ => Err(Error::Internal("a join decided other events".into())),
+        }
     }
 
     /// Whether `player_id` has joined `quiz_id`: a rejoin with a valid token needs no new event.
@@ -287,23 +326,52 @@ impl Quizzes {
     pub async fn host(self: &Arc<Self>, quiz_id: &str, command: Command) -> Result<QuizStatus> {
         let live = self.live(quiz_id)?;
         let mut state = live.state.lock().await;
-        let events = appendable(decide(&state.quiz, &command)?);
+        let mut settled = None;
+        if let Some((earlier, entry)) = state.lifecycle_in_doubt.clone() {
+            let _ = self.log.append(&entry).await?;
+            state.lifecycle_in_doubt = None;
+            self.recorded(quiz_id, &mut state, &entry.event);
+            settled = Some(earlier);
+        }
+        let events = match decide(&state.quiz, &command) {
+            Ok(decision) => appendable(decision),
+            // The host retried the command whose outcome was in doubt: it is in effect now.
+            Err(_) if settled.is_some_and(|earlier| command.repeats(&earlier)) => vec![],
+            Err(rejection) => return Err(rejection.into()),
+        };
         // Evolve event by event as each is acknowledged, so a failure half-way leaves the
-        // state equal to the log.
-        for event in &events {
-            let _ = self.log.append(event).await?;
-            state.quiz.evolve(event);
-            if let Event::QuestionStarted(started) = event {
-                self.arm_question_clock(quiz_id.to_owned(), started.deadline);
+        // state equal to the log, but for the one entry in doubt.
+        for event in events {
+            let entry = Entry::new(event);
+            if let Err(e) = self.log.append(&entry).await {
+                if !matches!(e, AppendError::Backpressure) {
+                    state.lifecycle_in_doubt = Some((command, entry));
+                }
+                return Err(e.into());
             }
+            self.recorded(quiz_id, &mut state, &entry.event);
         }
         Ok(QuizStatus::of(&state.quiz))
+    }
+
+    /// A lifecycle event the log acknowledged: the quiz moves on, and a started question gets
+    /// its clock.
+    fn recorded(self: &Arc<Self>, quiz_id: &str, state: &mut Live, event: &Event) {
+        state.quiz.evolve(event);
+        if let Event::QuestionStarted(started) = event {
+            self.arm_question_clock(quiz_id.to_owned(), started.deadline);
+        }
     }
 
     pub async fn answer(&self, quiz_id: &str, command: AnswerCommand) -> Result<AnswerReceipt> {
         let live = self.live(quiz_id)?;
         let turn = live.turn_of(&command.player_id)?;
-        let _turn = turn.lock().await;
+        let mut in_doubt = turn.lock().await;
+        if let Some(entry) = in_doubt.as_ref() {
+            let _ = self.log.append(entry).await?;
+            live.state.lock().await.quiz.evolve(&entry.event);
+            *in_doubt = None;
+        }
         let player_id = command.player_id.clone();
         let decision = decide(
             &live.state.lock().await.quiz,
@@ -315,8 +383,15 @@ impl Quizzes {
                 let [Event::AnswerSubmitted(answer)] = &events[..] else {
                     return Err(Error::Internal("an answer decided other events".into()));
                 };
-                let _ = self.log.append(&events[0]).await?;
-                (answer.clone(), false)
+                let answer = answer.clone();
+                let entry = Entry::new(events[0].clone());
+                if let Err(e) = self.log.append(&entry).await {
+                    if !matches!(e, AppendError::Backpressure) {
+                        *in_doubt = Some(entry);
+                    }
+                    return Err(e.into());
+                }
+                (answer, false)
             }
         };
         let mut state = live.state.lock().await;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
-use podium_command_api::event_log::{EventLog, KafkaEventLog, MemoryEventLog};
+use podium_command_api::event_log::{Entry, EventLog, KafkaEventLog, MemoryEventLog};
 use podium_runtime::KafkaArgs;
 use podium_schemas::events::*;
 use podium_testkit::{Broker, unique};
@@ -49,7 +49,7 @@ async fn contract(log: Arc<dyn EventLog>) -> Result<()> {
         answered("q1", "a", 3),
     ];
     for event in &appended {
-        let position = log.append(event).await?;
+        let position = log.append(&Entry::new(event.clone())).await?;
         assert!(position.offset >= 0);
     }
     log.flush().await;

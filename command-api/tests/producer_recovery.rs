@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use anyhow::Result;
-use podium_command_api::event_log::{EventLog, KafkaEventLog};
+use podium_command_api::event_log::{Entry, EventLog, KafkaEventLog};
 use podium_runtime::KafkaArgs;
 use podium_schemas::events::{Event, PlayerJoined};
 use rdkafka::mocking::MockCluster;
@@ -32,7 +32,7 @@ async fn a_producer_gone_fatal_is_replaced_and_appends_succeed_again() -> Result
         cluster.create_topic(topic, partitions, 1)?;
     }
     let log = KafkaEventLog::new(&kafka, Duration::from_secs(5), 1000)?;
-    let _ = log.append(&joined("before")).await?;
+    let _ = log.append(&Entry::new(joined("before"))).await?;
 
     // The broker answers the next produce with a sequence error for the head of the queue:
     // librdkafka can no longer tell what was written, and its producer turns fatal.
@@ -41,14 +41,14 @@ async fn a_producer_gone_fatal_is_replaced_and_appends_succeed_again() -> Result
         &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER],
     );
     assert!(
-        log.append(&joined("during")).await.is_err(),
+        log.append(&Entry::new(joined("during"))).await.is_err(),
         "an append the producer could not vouch for must not be acknowledged"
     );
 
     // Without a new producer every later append would fail as well.
     let mut appended = None;
     for _ in 0..50 {
-        if let Ok(position) = log.append(&joined("after")).await {
+        if let Ok(position) = log.append(&Entry::new(joined("after"))).await {
             appended = Some(position);
             break;
         }

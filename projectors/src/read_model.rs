@@ -3,8 +3,9 @@
 //!
 //! Exactly-once on an at-least-once log: the script checks and advances the applied position of
 //! every (quiz, topic partition) in the same atomic step as the change, so a redelivered or
-//! replayed event changes nothing, and an answer repeated under a new position (a retried
-//! append) is caught by the first-answer rule, as in the pure fold.
+//! replayed event changes nothing, and a fact repeated under a new position (a copy of a retried
+//! append) changes nothing either: the first answer per question counts, and each lifecycle
+//! fact is applied once, as in the pure fold.
 //!
 //! Read models live in generations (see [`Root`]). The live projector writes the active one and
 //! checks, in the same pipeline, that it is still active: when the pointer has moved (a rebuild
@@ -82,7 +83,7 @@ while a <= #ARGV do
     a = a + 7
   elseif tag == 'C' then
     local n = tonumber(ARGV[a + 3])
-    if fresh then
+    if fresh and redis.call('HEXISTS', state, 'title') == 0 then
       redis.call('HSET', state, 'title', ARGV[a], 'join_code', ARGV[a + 1], 'created_at', ARGV[a + 2], 'questions', n)
       for i = 0, n - 1 do
         local q = a + 4 + i * 4
@@ -93,23 +94,20 @@ while a <= #ARGV do
     k = k + n
     a = a + 4 + n * 4
   elseif tag == 'J' then
-    if fresh then
-      if redis.call('HSETNX', KEYS[k], 'name', ARGV[a + 1]) == 1 then
-        redis.call('HINCRBY', state, 'players', 1)
-      end
+    if fresh and redis.call('HSETNX', KEYS[k], 'name', ARGV[a + 1]) == 1 then
+      redis.call('HINCRBY', state, 'players', 1)
       redis.call('HSET', KEYS[k], 'joined_at', ARGV[a + 2])
       changed = changed + 1
     end
     k = k + 1
     a = a + 3
   elseif tag == 'L' then
-    if fresh then
-      redis.call('HSET', state, 'locked_at', ARGV[a])
+    if fresh and redis.call('HSETNX', state, 'locked_at', ARGV[a]) == 1 then
       changed = changed + 1
     end
     a = a + 1
   elseif tag == 'S' then
-    if fresh then
+    if fresh and redis.call('HEXISTS', KEYS[k], 'started_at') == 0 then
       local f = redis.call('HINCRBY', state, 'flow', 1)
       redis.call('HSET', KEYS[k], 'started_at', ARGV[a + 1], 'deadline', ARGV[a + 2], 'started_flow', f)
       redis.call('HSET', state, 'current', ARGV[a], 'deadline', ARGV[a + 2])
@@ -118,7 +116,7 @@ while a <= #ARGV do
     k = k + 1
     a = a + 3
   elseif tag == 'X' then
-    if fresh then
+    if fresh and redis.call('HEXISTS', KEYS[k], 'closed_at') == 0 then
       local f = redis.call('HINCRBY', state, 'flow', 1)
       redis.call('HSET', KEYS[k], 'closed_at', ARGV[a + 1], 'correct_choice', ARGV[a + 2], 'reason', ARGV[a + 3], 'closed_flow', f)
       if redis.call('HGET', state, 'current') == ARGV[a] then
@@ -129,7 +127,7 @@ while a <= #ARGV do
     k = k + 1
     a = a + 4
   elseif tag == 'F' then
-    if fresh then
+    if fresh and redis.call('HEXISTS', state, 'finished_at') == 0 then
       local f = redis.call('HINCRBY', state, 'flow', 1)
       redis.call('HSET', state, 'finished_at', ARGV[a], 'finished_flow', f)
       redis.call('HDEL', state, 'current', 'deadline')

@@ -100,10 +100,38 @@ impl QuizView {
         }
     }
 
-    /// Folds one event of this quiz in; returns whether it changed the view. An answer repeated
-    /// for the same (player, question) changes nothing; every lifecycle fact does.
+    /// Folds one event of this quiz in; returns whether it changed the view. Each fact counts
+    /// once: an answer repeated for the same (player, question), or a lifecycle fact already
+    /// folded in (a copy of a retried append), changes nothing.
     pub fn apply(&mut self, event: &Event) -> bool {
         let changed = match event {
+            Event::QuizCreated(_) if self.title.is_some() => false,
+            Event::PlayerJoined(e)
+                if self
+                    .players
+                    .get(&e.player_id)
+                    .is_some_and(|p| p.name.is_some()) =>
+            {
+                false
+            }
+            Event::JoiningLocked(_) if self.locked_at.is_some() => false,
+            Event::QuestionStarted(e)
+                if self
+                    .questions
+                    .get(&e.question)
+                    .is_some_and(|q| q.started_at.is_some()) =>
+            {
+                false
+            }
+            Event::QuestionClosed(e)
+                if self
+                    .questions
+                    .get(&e.question)
+                    .is_some_and(|q| q.reveal.is_some()) =>
+            {
+                false
+            }
+            Event::QuizFinished(_) if self.finished_at.is_some() => false,
             Event::QuizCreated(e) => {
                 self.title = Some(e.title.clone());
                 self.created_at = Some(e.created_at);

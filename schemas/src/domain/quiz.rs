@@ -79,6 +79,24 @@ pub enum Command {
     SubmitAnswer(AnswerCommand),
 }
 
+impl Command {
+    /// Whether this host command asks for what `earlier` asked, whatever the time of each: a
+    /// retry. Joins and answers are matched by name and idempotency key instead.
+    pub fn repeats(&self, earlier: &Command) -> bool {
+        use Command as C;
+        match (self, earlier) {
+            (C::LockJoining { .. }, C::LockJoining { .. })
+            | (C::CloseDue { .. }, C::CloseDue { .. })
+            | (C::Finish { .. }, C::Finish { .. }) => true,
+            (C::StartQuestion { question: a, .. }, C::StartQuestion { question: b, .. })
+            | (C::CloseQuestion { question: a, .. }, C::CloseQuestion { question: b, .. }) => {
+                a == b
+            }
+            _ => false,
+        }
+    }
+}
+
 /// The outcome of a command that was not refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
