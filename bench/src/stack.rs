@@ -80,6 +80,8 @@ impl Stack {
             ("PODIUM_RATE_PER_CLIENT", "0".into()),
             ("PODIUM_RATE_QUIZZES_PER_MINUTE", "0".into()),
             ("PODIUM_PROJECTOR_METRICS_LISTEN", "off".into()),
+            ("PODIUM_COMMAND_ADMIN_LISTEN", "off".into()),
+            ("PODIUM_QUERY_ADMIN_LISTEN", "off".into()),
             (
                 "PODIUM_SSE_MAX_CONNECTIONS",
                 settings.max_streams.to_string(),

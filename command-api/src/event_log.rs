@@ -131,6 +131,8 @@ pub struct KafkaEventLog {
     ack_timeout: Duration,
     /// How long the start-up replay waits for the next record before it gives up.
     replay_stall: Duration,
+    /// Passes on every acknowledged append, fails on every failed one.
+    broker: Option<podium_runtime::health::Check>,
 }
 
 impl Debug for KafkaEventLog {
@@ -169,7 +171,30 @@ impl KafkaEventLog {
             codec: Codec::new(),
             ack_timeout,
             replay_stall: Duration::from_secs(60),
+            broker: None,
         })
+    }
+
+    /// Reports the broker's state to `check`: the start-up replay and each append's outcome.
+    #[must_use]
+    pub fn with_broker_check(mut self, check: podium_runtime::health::Check) -> Self {
+        self.broker = Some(check);
+        self
+    }
+
+    fn broker_answered(&self, outcome: Result<(), &str>) {
+        let label = if outcome.is_ok() {
+            "acknowledged"
+        } else {
+            "failed"
+        };
+        metrics::counter!("podium_command_appends_total", "outcome" => label).increment(1);
+        if let Some(check) = &self.broker {
+            match outcome {
+                Ok(()) => check.pass(),
+                Err(reason) => check.fail(format!("an append failed: {reason}")),
+            }
+        }
     }
 }
 
@@ -255,19 +280,29 @@ impl EventLog for KafkaEventLog {
             .payload(&payload)
             .headers(headers);
         let (number, producer) = self.producer();
+        let started = Instant::now();
         // send_result never waits for queue space: a full queue is refused at once.
         let delivery = match producer.send_result(record) {
             Ok(delivery) => delivery,
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                metrics::counter!("podium_command_appends_total", "outcome" => "busy").increment(1);
                 return Err(AppendError::Backpressure);
             }
             Err((e, _)) => {
+                let failure = e.to_string();
+                self.broker_answered(Err(&failure));
                 self.replace_if_fatal(number, &producer).await;
-                return Err(AppendError::Failed(e.to_string()));
+                return Err(AppendError::Failed(failure));
             }
         };
-        let failure = match delivery.await {
+        metrics::gauge!("podium_command_producer_in_flight")
+            .set(f64::from(producer.in_flight_count()));
+        let outcome = delivery.await;
+        metrics::histogram!("podium_command_append_seconds")
+            .record(started.elapsed().as_secs_f64());
+        let failure = match outcome {
             Ok(Ok(delivered)) => {
+                self.broker_answered(Ok(()));
                 return Ok(Position {
                     topic: topic.to_owned(),
                     partition: delivered.partition,
@@ -277,6 +312,7 @@ impl EventLog for KafkaEventLog {
             Ok(Err((e, _))) => e.to_string(),
             Err(_) => "the producer was dropped".to_owned(),
         };
+        self.broker_answered(Err(&failure));
         self.replace_if_fatal(number, &producer).await;
         Err(AppendError::Failed(failure))
     }
@@ -291,7 +327,7 @@ impl EventLog for KafkaEventLog {
         let timeout = self.ack_timeout.max(Duration::from_secs(10));
         let stall = self.replay_stall;
         let codec = Codec::new();
-        tokio::task::spawn_blocking(move || {
+        let history = tokio::task::spawn_blocking(move || {
             let mut events = Vec::new();
             for topic in topics.all() {
                 read_topic(&config, topic, timeout, stall, &codec, &mut events)?;
@@ -299,7 +335,12 @@ impl EventLog for KafkaEventLog {
             Ok(events)
         })
         .await
-        .map_err(|e| AppendError::Failed(e.to_string()))?
+        .map_err(|e| AppendError::Failed(e.to_string()))?;
+        // The whole log was read: the broker answers.
+        if let (Ok(_), Some(check)) = (&history, &self.broker) {
+            check.pass();
+        }
+        history
     }
 
     async fn flush(&self) {

@@ -76,7 +76,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 pub fn router(state: AppState) -> Router {
     let (routes, document) = documented_routes().split_for_parts();
     let document = Arc::new(document);
-    routes
+    let routes = routes
         .route(
             "/openapi.json",
             get(move || serve_document(document.clone())),
@@ -88,7 +88,8 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             state.limits.per_client.clone(),
             per_client,
-        ))
+        ));
+    podium_runtime::metrics::with_request_metrics(routes, "command-api")
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }

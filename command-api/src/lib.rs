@@ -23,6 +23,8 @@ use crate::clock::{Clock, SystemClock};
 use crate::event_log::{EventLog, KafkaEventLog};
 use crate::http::{AppState, Limits};
 use crate::quizzes::Quizzes;
+use podium_runtime::health::Health;
+use podium_runtime::metrics::AdminServer;
 use podium_runtime::tokens::{MIN_SECRET_BYTES, Tokens};
 
 /// Configuration, from flags or the environment.
@@ -68,6 +70,15 @@ pub struct Config {
 
     #[command(flatten)]
     pub drain: podium_runtime::DrainArgs,
+
+    /// Address of the admin listener (`/metrics`, `/livez`, `/readyz`), apart from the public
+    /// one; `off` for none.
+    #[arg(
+        long,
+        env = "PODIUM_COMMAND_ADMIN_LISTEN",
+        default_value = "127.0.0.1:9465"
+    )]
+    pub admin_listen: String,
 }
 
 /// A built command API: the listener is bound, so its port is known before it runs.
@@ -78,17 +89,35 @@ pub struct App {
     log: Arc<dyn EventLog>,
     quizzes: Arc<Quizzes>,
     drain: Duration,
+    admin: AdminServer,
 }
 
 impl App {
-    /// Connects to Kafka, rebuilds quiz state from the log and binds the listener.
+    /// Serves the admin listener, connects to Kafka, rebuilds quiz state from the log and binds
+    /// the listener. `/readyz` fails on `log` until the quizzes are restored, and on `broker`
+    /// while appends fail.
     pub async fn build(config: &Config) -> anyhow::Result<Self> {
+        let health = Health::new();
+        let restored = health.check("log", "restoring the quizzes from the log");
+        let listen = podium_runtime::metrics::admin_address(&config.admin_listen)
+            .map_err(|e| anyhow::anyhow!("PODIUM_COMMAND_ADMIN_LISTEN: {e}"))?;
+        // Up before the log is restored, so probes see the restore; down after the drain.
+        let admin = AdminServer::start(listen, &health).await?;
         let log = KafkaEventLog::new(
             &config.kafka,
             Duration::from_millis(config.ack_timeout_ms),
             config.producer_queue,
-        )?;
-        Self::with_parts(config, Arc::new(log), Arc::new(SystemClock)).await
+        )?
+        .with_broker_check(health.check("broker", "the log is not read yet"));
+        let mut app = Self::with_parts(config, Arc::new(log), Arc::new(SystemClock)).await?;
+        restored.pass();
+        app.admin = admin;
+        Ok(app)
+    }
+
+    /// The admin listener's address, when it serves.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.addr()
     }
 
     /// Builds with a given log and clock; tests use it to control time.
@@ -122,6 +151,7 @@ impl App {
             log,
             quizzes,
             drain: config.drain.deadline(),
+            admin: AdminServer::default(),
         })
     }
 
@@ -146,6 +176,7 @@ impl App {
         self.quizzes.stop_clocks().await;
         // What was acknowledged is in the log already; this bounds the wait for the rest.
         self.log.flush().await;
+        self.admin.stop().await;
         Ok(())
     }
 }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Shows the state of the local stack: each supervised program (state, pid, uptime), then whether
-# the projector is ready, from /readyz on its metrics listener. Exits 3 when the stack is not
-# running, 1 when a program is not running or the projector is not ready, 0 otherwise.
+# each service is ready, from /readyz on its admin listener. Exits 3 when the stack is not
+# running, 1 when a program is not running or a service is not ready, 0 otherwise.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 # shellcheck source=env.sh
@@ -21,22 +21,26 @@ fi
 code=0
 podium_ctl status || code=1
 
-metrics="${PODIUM_PROJECTOR_METRICS_LISTEN:-127.0.0.1:9464}"
-if [ "$metrics" = off ]; then
-  log "projector readiness: unknown, its metrics listener is off"
-  exit "$code"
-fi
-url="http://$metrics/readyz"
-body="$PODIUM_HOME/readyz.out"
-if http="$(curl -sS --max-time 3 -o "$body" -w '%{http_code}' "$url" 2>/dev/null)"; then
-  case "$http" in
-    200) log "projector ready ($url): $(head -c 300 "$body")" ;;
-    404) log "projector readiness: this build does not serve $url yet" ;;
-    *) log "projector not ready ($url answered $http): $(head -c 300 "$body")"; code=1 ;;
-  esac
-else
-  log "projector readiness: no answer from $url"
-  code=1
-fi
-rm -f "$body"
+# Each service's admin listener, from the same variables the services read.
+ready() {
+  local name="$1" listen="$2" url http body="$PODIUM_HOME/readyz.out"
+  if [ "$listen" = off ]; then
+    log "$name readiness: unknown, its admin listener is off"
+    return 0
+  fi
+  url="http://$listen/readyz"
+  if http="$(curl -sS --max-time 3 -o "$body" -w '%{http_code}' "$url" 2>/dev/null)"; then
+    case "$http" in
+      200) log "$name ready ($url): $(head -c 300 "$body")" ;;
+      *) log "$name not ready ($url answered $http): $(head -c 300 "$body")"; code=1 ;;
+    esac
+  else
+    log "$name readiness: no answer from $url"
+    code=1
+  fi
+  rm -f "$body"
+}
+ready projector "${PODIUM_PROJECTOR_METRICS_LISTEN:-127.0.0.1:9464}"
+ready command-api "${PODIUM_COMMAND_ADMIN_LISTEN:-127.0.0.1:9465}"
+ready query-api "${PODIUM_QUERY_ADMIN_LISTEN:-127.0.0.1:9466}"
 exit "$code"

@@ -165,6 +165,7 @@ impl Stack {
             quizzes_per_minute: 30,
             answers_per_player: 5,
             drain: podium_runtime::DrainArgs::default(),
+            admin_listen: "off".into(),
         }
     }
 
@@ -231,6 +232,7 @@ impl Stack {
             streams: podium_query_api::live::StreamArgs::default(),
             scylla: no_scylla(),
             drain: podium_runtime::DrainArgs::default(),
+            admin_listen: "off".into(),
         }
     }
 

@@ -57,6 +57,8 @@ pub struct Processes {
     pub namespace: String,
     pub http: reqwest::Client,
     ports: BTreeMap<Service, u16>,
+    /// Each service's admin listener (the projector's is its only one).
+    admin_ports: BTreeMap<Service, u16>,
     bin_dir: Option<PathBuf>,
     children: BTreeMap<Service, Child>,
     logs: TempDir,
@@ -92,10 +94,13 @@ impl Processes {
         broker
             .create_topics(&kafka.topics().with_partitions())
             .await?;
-        let mut ports = BTreeMap::new();
+        let (mut ports, mut admin_ports) = (BTreeMap::new(), BTreeMap::new());
         for service in Service::ALL {
             let _ = ports.insert(service, free_port()?);
+            let _ = admin_ports.insert(service, free_port()?);
         }
+        // The projector's only listener is its admin listener.
+        let _ = admin_ports.insert(Service::Projector, ports[&Service::Projector]);
         let mut stack = Self {
             broker,
             redis,
@@ -105,6 +110,7 @@ impl Processes {
                 .timeout(Duration::from_secs(30))
                 .build()?,
             ports,
+            admin_ports,
             bin_dir,
             children: BTreeMap::new(),
             logs: tempfile::Builder::new()
@@ -131,7 +137,13 @@ impl Processes {
 
     /// The projector's admin listener: `/metrics`, `/livez`, `/readyz`.
     pub fn projector_admin_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port(Service::Projector))
+        self.admin_url(Service::Projector)
+    }
+
+    /// A service's admin listener: `/metrics`, `/livez`, `/readyz`.
+    pub fn admin_url(&self, service: Service) -> String {
+        let port = self.admin_ports.get(&service).copied().unwrap_or_default();
+        format!("http://127.0.0.1:{port}")
     }
 
     fn log_path(&self, service: Service) -> PathBuf {
@@ -171,6 +183,7 @@ impl Processes {
             .open(self.log_path(service))?;
         let port = self.port(service);
         let listen = format!("127.0.0.1:{port}");
+        let admin = self.admin_url(service).replace("http://", "");
         let mut command = Command::new(binary);
         let _ = command
             .env_clear()
@@ -195,6 +208,8 @@ impl Processes {
             .env("PODIUM_PROJECTOR_METRICS_LISTEN", &listen)
             .env("PODIUM_COMMAND_LISTEN", &listen)
             .env("PODIUM_QUERY_LISTEN", &listen)
+            .env("PODIUM_COMMAND_ADMIN_LISTEN", &admin)
+            .env("PODIUM_QUERY_ADMIN_LISTEN", &admin)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -341,9 +356,14 @@ impl Processes {
 
     /// The projector's `/readyz` status, or `None` while it does not answer.
     pub async fn projector_ready(&self) -> Option<u16> {
+        self.ready(Service::Projector).await
+    }
+
+    /// A service's `/readyz` status, or `None` while it does not answer.
+    pub async fn ready(&self, service: Service) -> Option<u16> {
         let response = self
             .http
-            .get(format!("{}/readyz", self.projector_admin_url()))
+            .get(format!("{}/readyz", self.admin_url(service)))
             .send()
             .await
             .ok()?;
@@ -352,9 +372,15 @@ impl Processes {
 
     /// One counter or gauge of the projector's `/metrics`, summed over its labels.
     pub async fn projector_metric(&self, name: &str) -> Result<f64> {
+        self.metric(Service::Projector, name, "").await
+    }
+
+    /// One metric of a service's `/metrics`, summed over the series whose labels contain
+    /// `labels` (for example `route="/v1/quizzes/{quiz_id}/answers",status="201"`).
+    pub async fn metric(&self, service: Service, name: &str, labels: &str) -> Result<f64> {
         let text = self
             .http
-            .get(format!("{}/metrics", self.projector_admin_url()))
+            .get(format!("{}/metrics", self.admin_url(service)))
             .send()
             .await?
             .text()
@@ -362,6 +388,7 @@ impl Processes {
         Ok(text
             .lines()
             .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+            .filter(|l| labels.split(',').all(|label| l.contains(label)))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum())
     }

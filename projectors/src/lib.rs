@@ -128,15 +128,8 @@ pub struct Config {
 
 impl Config {
     fn metrics_listen(&self) -> Result<Option<SocketAddr>> {
-        if self.metrics_listen == "off" {
-            return Ok(None);
-        }
-        self.metrics_listen.parse().map(Some).map_err(|_| {
-            Error::Config(format!(
-                "PODIUM_PROJECTOR_METRICS_LISTEN: not an address: {}",
-                self.metrics_listen
-            ))
-        })
+        podium_runtime::metrics::admin_address(&self.metrics_listen)
+            .map_err(|e| Error::Config(format!("PODIUM_PROJECTOR_METRICS_LISTEN: {e}")))
     }
 }
 

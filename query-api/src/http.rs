@@ -88,19 +88,19 @@ pub fn router(state: AppState, per_client: RateLimiter<IpAddr>) -> axum::Router 
         .with_state(state)
         .split_for_parts();
     document.info.version = env!("CARGO_PKG_VERSION").to_owned();
-    router
+    let router = router
         .route(
             "/openapi.json",
             axum::routing::get(move || async move { Json(document) }),
         )
         .route("/healthz", axum::routing::get(|| async { "ok" }))
-        .merge(podium_runtime::metrics::router())
         .fallback(|| async { Error::NotFound })
         .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
         .layer(axum::middleware::from_fn_with_state(
             per_client,
             rate_limit::per_client,
-        ))
+        ));
+    podium_runtime::metrics::with_request_metrics(router, "query-api")
         .layer(TraceLayer::new_for_http())
 }
 

@@ -14,6 +14,8 @@ use std::sync::Arc;
 
 use clap::Parser;
 use podium_durable::{DurableStore, ScyllaConfig};
+use podium_runtime::health::Health;
+use podium_runtime::metrics::AdminServer;
 use podium_runtime::rate_limit::{ClientRateArgs, RateLimiter};
 use podium_runtime::tokens::{MIN_SECRET_BYTES, Tokens};
 use tokio::net::TcpListener;
@@ -67,6 +69,15 @@ pub struct Config {
 
     #[command(flatten)]
     pub drain: podium_runtime::DrainArgs,
+
+    /// Address of the admin listener (`/metrics`, `/livez`, `/readyz`), apart from the public
+    /// one; `off` for none.
+    #[arg(
+        long,
+        env = "PODIUM_QUERY_ADMIN_LISTEN",
+        default_value = "127.0.0.1:9466"
+    )]
+    pub admin_listen: String,
 }
 
 /// Connects to the read models, waiting for Redis as long as it takes: a query API started
@@ -94,6 +105,28 @@ pub struct App {
     hub: Hub,
     send_buffer: usize,
     drain: std::time::Duration,
+    admin: AdminServer,
+    /// Stops the Redis probe.
+    probe: CancellationToken,
+}
+
+/// How often `/readyz`'s `redis` check asks Redis.
+const REDIS_PROBE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Keeps `check` equal to whether Redis answers, until `stop`.
+fn probe_redis(live: ReadModel, check: podium_runtime::health::Check, stop: CancellationToken) {
+    drop(tokio::spawn(async move {
+        loop {
+            match live.ping().await {
+                Ok(()) => check.pass(),
+                Err(e) => check.fail(format!("Redis does not answer: {e}")),
+            }
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(REDIS_PROBE) => {}
+            }
+        }
+    }));
 }
 
 impl App {
@@ -113,7 +146,14 @@ impl App {
             config.token_secret.len() >= MIN_SECRET_BYTES,
             "PODIUM_TOKEN_SECRET must be at least {MIN_SECRET_BYTES} bytes"
         );
+        let health = Health::new();
+        let redis = health.check("redis", "connecting to Redis");
+        let listen = podium_runtime::metrics::admin_address(&config.admin_listen)
+            .map_err(|e| anyhow::anyhow!("PODIUM_QUERY_ADMIN_LISTEN: {e}"))?;
+        let admin = AdminServer::start(listen, &health).await?;
         let live = connect_until_done(&config.redis).await;
+        let probe = CancellationToken::new();
+        probe_redis(live.clone(), redis, probe.clone());
         let hub = Hub::start(
             live.clone(),
             config.streams.clone(),
@@ -132,7 +172,14 @@ impl App {
             hub,
             send_buffer: config.streams.send_buffer_bytes,
             drain: config.drain.deadline(),
+            admin,
+            probe,
         })
+    }
+
+    /// The admin listener's address, when it serves.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.addr()
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -156,6 +203,8 @@ impl App {
         };
         podium_runtime::serve_with("query API", self.listener, self.router, draining, options)
             .await?;
+        self.probe.cancel();
+        self.admin.stop().await;
         Ok(())
     }
 }

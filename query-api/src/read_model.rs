@@ -187,6 +187,13 @@ type SnapshotReply = (u64, Fields, Vec<Fields>, Vec<String>, Vec<String>, u64);
 type PageReply = (u64, i64, Vec<String>, Vec<String>, u64);
 
 impl ReadModel {
+    /// One round trip to Redis, for the readiness probe.
+    pub async fn ping(&self) -> Result<()> {
+        let mut connection = self.connection.clone();
+        let _: String = redis::cmd("PING").query_async(&mut connection).await?;
+        Ok(())
+    }
+
     pub async fn connect(url: &str, root: Root) -> Result<Self> {
         let client = redis::Client::open(url)?;
         let connection = ConnectionManager::new(client.clone()).await?;

@@ -1,10 +1,13 @@
-//! Prometheus metrics: one recorder per process, rendered at `/metrics` by whichever server the
-//! binary runs (the APIs' own routers, or [`serve_admin`] for the projector).
+//! Prometheus metrics: one recorder per process, rendered at `/metrics` on each binary's admin
+//! listener ([`serve_admin`]), apart from the public one.
 
 use std::net::SocketAddr;
 use std::sync::OnceLock;
 
 use axum::Router;
+use axum::extract::{MatchedPath, Request};
+use axum::middleware::Next;
+use axum::response::Response;
 use axum::routing::get;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
@@ -53,4 +56,93 @@ pub async fn serve_admin(
     }));
     tracing::info!(%addr, "metrics at /metrics, health at /livez and /readyz");
     Ok(addr)
+}
+
+/// The admin listener's address from a flag's value: an address, or `off` for none.
+pub fn admin_address(value: &str) -> Result<Option<SocketAddr>, String> {
+    if value == "off" {
+        return Ok(None);
+    }
+    value
+        .parse()
+        .map(Some)
+        .map_err(|_| format!("not an address or `off`: {value}"))
+}
+
+/// Counts every request `router` routes, and times it until its response head:
+/// `podium_http_requests_total{service, method, route, status, code}` (`code` is the problem's,
+/// empty on success) and `podium_http_request_duration_seconds{service, method, route}`. The
+/// route is the template (`/v1/quizzes/{quiz_id}`), never the raw path, so ids add no series.
+pub fn with_request_metrics<S>(router: Router<S>, service: &'static str) -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    router.layer(axum::middleware::from_fn(
+        move |request: Request, next: Next| record_request(service, request, next),
+    ))
+}
+
+async fn record_request(service: &'static str, request: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
+    let method = request.method().as_str().to_owned();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let response = next.run(request).await;
+    let code = response
+        .extensions()
+        .get::<crate::problem::ProblemCode>()
+        .map_or("", |c| c.0);
+    metrics::counter!(
+        "podium_http_requests_total",
+        "service" => service,
+        "method" => method.clone(),
+        "route" => route.clone(),
+        "status" => response.status().as_u16().to_string(),
+        "code" => code,
+    )
+    .increment(1);
+    metrics::histogram!(
+        "podium_http_request_duration_seconds",
+        "service" => service,
+        "method" => method,
+        "route" => route,
+    )
+    .record(started.elapsed().as_secs_f64());
+    response
+}
+
+/// An admin listener ([`serve_admin`]) a service stops by itself, after its public listener
+/// has drained, so probes and scrapes see the whole shutdown.
+#[derive(Debug, Default)]
+pub struct AdminServer {
+    addr: Option<SocketAddr>,
+    tasks: tokio_util::task::TaskTracker,
+    stop: tokio_util::sync::CancellationToken,
+}
+
+impl AdminServer {
+    /// Serves on `listen`, or nothing when it is `None`.
+    pub async fn start(
+        listen: Option<SocketAddr>,
+        health: &crate::health::Health,
+    ) -> std::io::Result<Self> {
+        let mut admin = Self::default();
+        if let Some(listen) = listen {
+            let stop = admin.stop.clone().cancelled_owned();
+            admin.addr = Some(serve_admin(listen, health, &admin.tasks, stop).await?);
+        }
+        Ok(admin)
+    }
+
+    pub fn addr(&self) -> Option<SocketAddr> {
+        self.addr
+    }
+
+    pub async fn stop(self) {
+        self.stop.cancel();
+        let _ = self.tasks.close();
+        self.tasks.wait().await;
+    }
 }

@@ -71,9 +71,15 @@ impl IntoResponse for Problem {
         for (name, value) in self.headers {
             let _ = headers.insert(name, value);
         }
+        // For the request metrics, which count errors by code.
+        let _ = response.extensions_mut().insert(ProblemCode(self.code));
         response
     }
 }
+
+/// The `code` of a problem response, kept in its extensions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProblemCode(pub &'static str);
 
 #[cfg(test)]
 mod tests {
