@@ -1,7 +1,10 @@
 //! Every service, run as a real process, serves `/metrics`, `/livez` and `/readyz` on an admin
 //! listener apart from its public one, and its readiness follows its dependencies: the command
-//! API's the broker, the query API's Redis, the projector's both.
+//! API's the broker, the query API's Redis, the projector's both. The dashboard and alerts under
+//! `deploy/observability` query only metrics the services export.
 
+use std::collections::BTreeSet;
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Result, ensure};
@@ -99,5 +102,85 @@ async fn each_service_reports_requests_and_health_that_follow_its_dependencies()
     outage?;
     answered?;
     status_is(&stack, Service::CommandApi, 200).await?;
+
+    // A dashboard watching, so the stream gauges exist too.
+    let stream = stack
+        .http
+        .get(format!(
+            "{}/v1/quizzes/{}/events",
+            stack.query_url(),
+            game.quiz_id
+        ))
+        .send()
+        .await?;
+    ensure!(
+        stream.status() == 200,
+        "the quiz stream: {}",
+        stream.status()
+    );
+    every_metric_the_dashboard_and_alerts_query_is_exported(&stack).await?;
+    drop(stream);
+    Ok(())
+}
+
+/// The metric names `deploy/observability` queries: every `podium_…` token, a histogram's
+/// `_bucket`, `_sum` and `_count` series standing for the histogram.
+fn queried_metrics() -> Result<BTreeSet<String>> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/observability");
+    let mut names = BTreeSet::new();
+    for file in ["grafana-dashboard.json", "alerts.yaml"] {
+        let text = std::fs::read_to_string(dir.join(file))?;
+        let mut rest = text.as_str();
+        while let Some(at) = rest.find("podium_") {
+            let token: String = rest[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            rest = &rest[at + token.len()..];
+            let name = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|suffix| token.strip_suffix(suffix))
+                .unwrap_or(&token);
+            let _ = names.insert(name.to_owned());
+        }
+    }
+    ensure!(
+        names.len() >= 10,
+        "only {} metrics found in deploy/observability",
+        names.len()
+    );
+    Ok(names)
+}
+
+async fn every_metric_the_dashboard_and_alerts_query_is_exported(stack: &Processes) -> Result<()> {
+    let mut exported = BTreeSet::new();
+    for service in Service::ALL {
+        let text = stack
+            .http
+            .get(format!("{}/metrics", stack.admin_url(service)))
+            .send()
+            .await?
+            .text()
+            .await?;
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let name: String = line
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            let name = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|suffix| name.strip_suffix(suffix))
+                .map_or(name.clone(), str::to_owned);
+            let _ = exported.insert(name);
+        }
+    }
+    let missing: Vec<String> = queried_metrics()?
+        .into_iter()
+        .filter(|name| !exported.contains(name))
+        .collect();
+    ensure!(
+        missing.is_empty(),
+        "deploy/observability queries metrics no service exports: {missing:?}"
+    );
     Ok(())
 }

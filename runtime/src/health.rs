@@ -25,7 +25,13 @@ impl Check {
     pub fn pass(&self) {
         if !self.ok.swap(true, Ordering::Relaxed) {
             tracing::info!(check = self.name, "ready again");
+            self.export(true);
         }
+    }
+
+    /// `podium_ready{check}`: 1 while the check passes, 0 while it fails, for alerts.
+    fn export(&self, ok: bool) {
+        metrics::gauge!("podium_ready", "check" => self.name).set(f64::from(u8::from(ok)));
     }
 
     /// Marks the check failing, with a short reason shown by `/readyz`.
@@ -33,6 +39,7 @@ impl Check {
         let reason = reason.into();
         if self.ok.swap(false, Ordering::Relaxed) {
             tracing::warn!(check = self.name, %reason, "not ready");
+            self.export(false);
         }
         *self.detail.lock().unwrap_or_else(PoisonError::into_inner) = reason;
     }
@@ -65,6 +72,7 @@ impl Health {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(name, check.clone());
+        check.export(false);
         check
     }
 
