@@ -2,6 +2,9 @@
 # shellcheck shell=bash
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 export PODIUM_HOME="${PODIUM_HOME:-$REPO_ROOT/.podium}"   # logs, data and supervisor files live here
+# Python with fastavro (install.sh), for the test that decodes the topics with a second Avro
+# implementation.
+export PODIUM_PYTHON="${PODIUM_PYTHON:-$PODIUM_HOME/python/bin/python3}"
 export PODIUM_KAFKA_PORT="${PODIUM_KAFKA_PORT:-19092}"
 export PODIUM_REDIS_PORT="${PODIUM_REDIS_PORT:-16379}"
 export PODIUM_COMMAND_PORT="${PODIUM_COMMAND_PORT:-8080}"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the local stack and the tests need, skipping whatever is already present:
-# Debian's redis-server, supervisor, jq, curl and chromium, and the nisshi broker at the pinned
-# version (built from crates.io: about 20-25 minutes, once per machine).
+# Debian's redis-server, supervisor, jq, curl and chromium, fastavro in a Python venv under
+# .podium, and the nisshi broker at the pinned version (from crates.io: 20-25 minutes, once).
 set -euo pipefail
 export PATH="$HOME/.cargo/bin:$PATH"
 
@@ -42,6 +42,18 @@ if [ "${#missing[@]}" -gt 0 ]; then
   done
 else
   log "redis-server, supervisor, jq, curl and chromium present"
+fi
+
+# fastavro, the second Avro implementation the tests decode the topics with.
+FASTAVRO_VERSION=1.13.1
+REPO_ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
+PODIUM_PYTHON_ENV="${PODIUM_HOME:-$REPO_ROOT/.podium}/python"
+if "$PODIUM_PYTHON_ENV/bin/python3" -c "import fastavro, sys; sys.exit(fastavro.__version__ != '${FASTAVRO_VERSION}')" 2>/dev/null; then
+  log "fastavro ${FASTAVRO_VERSION} present"
+else
+  log "installing fastavro ${FASTAVRO_VERSION} into $PODIUM_PYTHON_ENV"
+  python3 -m venv "$PODIUM_PYTHON_ENV"
+  "$PODIUM_PYTHON_ENV/bin/pip" install --quiet "fastavro==${FASTAVRO_VERSION}"
 fi
 
 have_nisshi_version() {

@@ -88,12 +88,17 @@ impl Codec {
         let mut by_fingerprint = HashMap::new();
         for (i, (name, text)) in SCHEMAS.iter().enumerate() {
             let schema = Schema::parse_str(text).expect("embedded .avsc parses");
-            let header = RabinFingerprintHeader::from_schema(&schema).build_header();
-            let mut fingerprint = [0u8; 8];
-            fingerprint.copy_from_slice(&header[2..HEADER_LEN]);
+            // Records carry the specification's fingerprint; those written before it carry
+            // apache-avro's, which readers keep accepting for as long as the log holds them.
+            let library = RabinFingerprintHeader::from_schema(&schema).build_header();
+            let mut legacy = [0u8; 8];
+            legacy.copy_from_slice(&library[2..HEADER_LEN]);
+            let standard = specification_fingerprint(text);
+            let mut header = MAGIC.to_vec();
+            header.extend_from_slice(&standard);
             let _ = by_name.insert(*name, i);
-            let _ = by_fingerprint.insert(fingerprint, i);
-            let _ = by_fingerprint.insert(specification_fingerprint(text), i);
+            let _ = by_fingerprint.insert(legacy, i);
+            let _ = by_fingerprint.insert(standard, i);
             known.push(Known {
                 name,
                 schema,
@@ -172,10 +177,10 @@ impl Codec {
 }
 
 /// The CRC-64-AVRO fingerprint of the schema's Parsing Canonical Form as the Avro specification
-/// defines it, which other languages' libraries compute. apache-avro 0.22 keeps a logical type's
-/// `{"type":"long"}` where the specification strips it to `"long"`, so its fingerprints (those on
-/// the topics) differ for all our schemas. Readers accept both, so writers can move to this one
-/// in a later release once every reader in service does (docs/schemas.md).
+/// defines it, which other languages' libraries compute, and which writers put in every record.
+/// apache-avro 0.22 keeps a logical type's `{"type":"long"}` where the specification strips it to
+/// `"long"`, so its fingerprints (on records written before the switch) differ for all our
+/// schemas; readers accept both (docs/schemas.md).
 #[allow(clippy::expect_used)]
 pub fn specification_fingerprint(avsc: &str) -> [u8; 8] {
     fn strip_logical_types(value: &mut serde_json::Value) {
