@@ -312,10 +312,7 @@ pub async fn run(args: &RunArgs) -> Result<Results> {
     phase_done(&stack, "fan-out");
 
     step(&format!("reads on a quiz of {} players", plan.read_players));
-    let redis = RedisArgs {
-        redis_url: stack.redis.url(),
-        namespace: stack.namespace.clone(),
-    };
+    let redis = RedisArgs::new(stack.redis.url(), stack.namespace.clone());
     let seeded = reads::seed(&redis, &api, plan.read_players).await?;
     phase_done(&stack, "seeding");
     let reads = reads::reads(&api, &seeded, plan.read_in_flight, plan.reads).await;

@@ -15,6 +15,7 @@ use std::time::Duration;
 use clap::Parser;
 use podium_runtime::KafkaArgs;
 use podium_runtime::rate_limit::{ClientRateArgs, Rate, RateLimiter};
+use secrecy::{ExposeSecret, SecretString};
 use tokio::net::TcpListener;
 
 pub use error::{Error, Result};
@@ -44,8 +45,13 @@ pub struct Config {
 
     /// Secret that signs host and player tokens (HMAC-SHA256), at least 32 bytes. Every
     /// instance of one deployment shares it; changing it invalidates every token.
-    #[arg(long, env = "PODIUM_TOKEN_SECRET", hide_env_values = true)]
-    pub token_secret: String,
+    #[arg(
+        long,
+        env = "PODIUM_TOKEN_SECRET",
+        value_parser = podium_runtime::transport::secret,
+        hide_env_values = true
+    )]
+    pub token_secret: SecretString,
 
     /// How long an append may wait for the broker's acknowledgement before the client is told
     /// to retry (503).
@@ -127,13 +133,13 @@ impl App {
         clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Self> {
         anyhow::ensure!(
-            config.token_secret.len() >= MIN_SECRET_BYTES,
+            config.token_secret.expose_secret().len() >= MIN_SECRET_BYTES,
             "PODIUM_TOKEN_SECRET must be at least {MIN_SECRET_BYTES} bytes"
         );
         let quizzes = Quizzes::restore(log.clone(), clock.clone()).await?;
         let state = AppState {
             quizzes: quizzes.clone(),
-            tokens: Tokens::new(config.token_secret.as_bytes()),
+            tokens: Tokens::new(config.token_secret.expose_secret().as_bytes()),
             clock,
             limits: Limits {
                 per_client: RateLimiter::new(config.client_rate.rate()),

@@ -29,6 +29,11 @@ command -v supervisord >/dev/null 2>&1 || missing+=(supervisor)
 command -v jq >/dev/null 2>&1 || missing+=(jq)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+# TLS: OpenSSL's headers for librdkafka's and Redis's TLS, and its command line for the test
+# that makes a certificate for a TLS Redis.
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
+dpkg -s libssl-dev >/dev/null 2>&1 || missing+=(libssl-dev)
 if [ "${#missing[@]}" -gt 0 ]; then
   log "installing Debian packages: ${missing[*]}"
   as_root apt-get update -qq
@@ -41,7 +46,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
     esac
   done
 else
-  log "redis-server, supervisor, jq, curl and chromium present"
+  log "redis-server, supervisor, jq, curl, chromium, openssl, pkg-config and libssl-dev present"
 fi
 
 # fastavro, the second Avro implementation the tests decode the topics with.

@@ -91,9 +91,18 @@ impl Stack {
         Self::start_with(Some(clock)).await
     }
 
+    /// A stack whose Redis speaks only TLS: the projector and the query API reach it over
+    /// `rediss://`, trusting the certificate the test made for it.
+    pub async fn start_with_redis_tls() -> Result<Self> {
+        Self::start_on(None, Redis::start_tls().await?).await
+    }
+
     async fn start_with(clock: Option<Arc<ManualClock>>) -> Result<Self> {
+        Self::start_on(clock, Redis::start().await?).await
+    }
+
+    async fn start_on(clock: Option<Arc<ManualClock>>, redis: Redis) -> Result<Self> {
         let broker = Broker::start().await?;
-        let redis = Redis::start().await?;
         let kafka = KafkaArgs::new(broker.bootstrap(), format!("{}.", unique("t")));
         broker
             .create_topics(&kafka.topics().with_partitions())
@@ -153,7 +162,7 @@ impl Stack {
         podium_command_api::Config {
             listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
             kafka: self.kafka.clone(),
-            token_secret: TOKEN_SECRET.into(),
+            token_secret: TOKEN_SECRET.to_owned().into(),
             ack_timeout_ms: 10_000,
             producer_queue: 100_000,
             // Every test client shares one address, so the per-address limit is off here; the
@@ -223,7 +232,7 @@ impl Stack {
         podium_query_api::Config {
             listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
             redis: self.redis_args(),
-            token_secret: TOKEN_SECRET.into(),
+            token_secret: TOKEN_SECRET.to_owned().into(),
             client_rate: ClientRateArgs {
                 rate_per_client: 0,
                 rate_burst_per_client: 0,
@@ -265,10 +274,9 @@ impl Stack {
     }
 
     pub fn redis_args(&self) -> podium_runtime::RedisArgs {
-        podium_runtime::RedisArgs {
-            redis_url: self.redis.url(),
-            namespace: self.namespace.clone(),
-        }
+        let mut args = podium_runtime::RedisArgs::new(self.redis.url(), self.namespace.clone());
+        args.redis_ca_file = self.redis.ca_file();
+        args
     }
 
     pub fn redis_url(&self) -> String {

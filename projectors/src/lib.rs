@@ -27,7 +27,7 @@ pub use podium_runtime::RedisArgs;
 
 /// Connects to the read models `args` names.
 pub async fn connect(args: &RedisArgs) -> Result<RedisReadModel> {
-    RedisReadModel::connect(&args.redis_url, args.root()).await
+    RedisReadModel::connect_client(args.client()?, args.root()).await
 }
 
 /// Connects to the read models, waiting for Redis as long as it takes: a projector started

@@ -18,6 +18,7 @@ use podium_runtime::health::Health;
 use podium_runtime::metrics::AdminServer;
 use podium_runtime::rate_limit::{ClientRateArgs, RateLimiter};
 use podium_runtime::tokens::{MIN_SECRET_BYTES, Tokens};
+use secrecy::{ExposeSecret, SecretString};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -44,8 +45,13 @@ pub struct Config {
     pub redis: podium_runtime::RedisArgs,
 
     /// The secret the command API signs tokens with: player streams need a player token.
-    #[arg(long, env = "PODIUM_TOKEN_SECRET", hide_env_values = true)]
-    pub token_secret: String,
+    #[arg(
+        long,
+        env = "PODIUM_TOKEN_SECRET",
+        value_parser = podium_runtime::transport::secret,
+        hide_env_values = true
+    )]
+    pub token_secret: SecretString,
 
     #[command(flatten)]
     pub client_rate: ClientRateArgs,
@@ -86,7 +92,11 @@ pub struct Config {
 async fn connect_until_done(redis: &podium_runtime::RedisArgs) -> ReadModel {
     let mut wait = std::time::Duration::from_millis(100);
     loop {
-        match ReadModel::connect(&redis.redis_url, redis.root()).await {
+        let connected = match redis.client() {
+            Ok(client) => ReadModel::connect_client(client, redis.root()).await,
+            Err(e) => Err(e.into()),
+        };
+        match connected {
             Ok(live) => return live,
             Err(e) => {
                 tracing::warn!(error = %e, retry_in = ?wait, "connecting to Redis failed; retrying");
@@ -143,7 +153,7 @@ impl App {
         durable: Option<Arc<dyn DurableStore>>,
     ) -> anyhow::Result<Self> {
         anyhow::ensure!(
-            config.token_secret.len() >= MIN_SECRET_BYTES,
+            config.token_secret.expose_secret().len() >= MIN_SECRET_BYTES,
             "PODIUM_TOKEN_SECRET must be at least {MIN_SECRET_BYTES} bytes"
         );
         let health = Health::new();
@@ -162,7 +172,7 @@ impl App {
         let state = http::AppState {
             reads: Reads { live, durable },
             hub: hub.clone(),
-            tokens: Tokens::new(config.token_secret.as_bytes()),
+            tokens: Tokens::new(config.token_secret.expose_secret().as_bytes()),
         };
         let listener = TcpListener::bind(config.listen).await?;
         Ok(Self {

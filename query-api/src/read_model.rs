@@ -195,7 +195,11 @@ impl ReadModel {
     }
 
     pub async fn connect(url: &str, root: Root) -> Result<Self> {
-        let client = redis::Client::open(url)?;
+        Self::connect_client(redis::Client::open(url)?, root).await
+    }
+
+    /// Connects through `client` (a TLS one, for `rediss://`).
+    pub async fn connect_client(client: redis::Client, root: Root) -> Result<Self> {
         let connection = ConnectionManager::new(client.clone()).await?;
         Ok(Self {
             connection,

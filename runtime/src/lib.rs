@@ -5,6 +5,7 @@ pub mod metrics;
 pub mod problem;
 pub mod rate_limit;
 pub mod tokens;
+pub mod transport;
 
 use clap::Args;
 use podium_schemas::topics::Topics;
@@ -35,6 +36,9 @@ pub struct KafkaArgs {
         default_value_t = DEFAULT_FETCH_WAIT_MS
     )]
     pub fetch_wait_ms: u64,
+
+    #[command(flatten)]
+    pub security: transport::KafkaSecurity,
 }
 
 /// See [`KafkaArgs::fetch_wait_ms`].
@@ -46,6 +50,7 @@ impl KafkaArgs {
             brokers: brokers.into(),
             topic_prefix: topic_prefix.into(),
             fetch_wait_ms: DEFAULT_FETCH_WAIT_MS,
+            security: transport::KafkaSecurity::default(),
         }
     }
 
@@ -67,6 +72,7 @@ impl KafkaArgs {
             // reconnect per second per client while it is away.
             .set("reconnect.backoff.ms", "100")
             .set("reconnect.backoff.max.ms", "1000");
+        self.security.apply(&mut config);
         config
     }
 
@@ -79,13 +85,21 @@ impl KafkaArgs {
 /// Flattened into both binaries' configurations.
 #[derive(Debug, Clone, Args)]
 pub struct RedisArgs {
-    /// Redis holding the hot read models.
+    /// Redis holding the hot read models: `redis://`, or `rediss://` for TLS. A password in it
+    /// never prints.
     #[arg(
         long,
         env = "PODIUM_REDIS_URL",
-        default_value = "redis://127.0.0.1:6379/"
+        default_value = "redis://127.0.0.1:6379/",
+        value_parser = transport::secret,
+        hide_env_values = true
     )]
-    pub redis_url: String,
+    pub redis_url: secrecy::SecretString,
+
+    /// PEM file of the CA that signed Redis's certificate, for `rediss://`; without it, the
+    /// system's roots.
+    #[arg(long, env = "PODIUM_REDIS_CA_FILE")]
+    pub redis_ca_file: Option<std::path::PathBuf>,
 
     /// Root of every read-model key; generations of the read models live under it.
     #[arg(long, env = "PODIUM_READ_MODEL_NAMESPACE", default_value = "podium")]
@@ -93,6 +107,19 @@ pub struct RedisArgs {
 }
 
 impl RedisArgs {
+    pub fn new(url: impl Into<String>, namespace: impl Into<String>) -> Self {
+        Self {
+            redis_url: secrecy::SecretString::from(url.into()),
+            redis_ca_file: None,
+            namespace: namespace.into(),
+        }
+    }
+
+    /// A client for the configured Redis, over TLS for `rediss://`.
+    pub fn client(&self) -> Result<redis::Client, redis::RedisError> {
+        transport::redis_client(&self.redis_url, self.redis_ca_file.as_deref())
+    }
+
     pub fn root(&self) -> podium_schemas::read_model::Root {
         podium_schemas::read_model::Root::new(&self.namespace)
     }

@@ -301,35 +301,101 @@ pub struct Redis {
     child: Child,
     port: u16,
     dir: TempDir,
+    /// Serving TLS only, with a certificate made for it (the CA file is its own certificate).
+    tls: bool,
 }
+
+/// The self-signed certificate and key of a TLS Redis, in its directory.
+const TLS_CERT: &str = "redis.crt";
+const TLS_KEY: &str = "redis.key";
 
 impl Redis {
     pub async fn start() -> Result<Self> {
-        let dir = tempfile::Builder::new().prefix("podium-redis").tempdir()?;
-        let port = free_port()?;
-        let child = Self::spawn(dir.path(), port).await?;
-        Ok(Self { child, port, dir })
+        Self::start_with(false).await
     }
 
-    async fn spawn(dir: &Path, port: u16) -> Result<Child> {
+    /// A Redis that speaks only TLS (`rediss://`), with a self-signed certificate for
+    /// 127.0.0.1 made by `openssl` for this server; [`Redis::ca_file`] is what clients trust.
+    pub async fn start_tls() -> Result<Self> {
+        Self::start_with(true).await
+    }
+
+    async fn start_with(tls: bool) -> Result<Self> {
+        let dir = tempfile::Builder::new().prefix("podium-redis").tempdir()?;
+        let port = free_port()?;
+        if tls {
+            let status = std::process::Command::new("openssl")
+                .current_dir(dir.path())
+                .args([
+                    "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                ])
+                .args([
+                    "-keyout",
+                    TLS_KEY,
+                    "-out",
+                    TLS_CERT,
+                    "-subj",
+                    "/CN=127.0.0.1",
+                ])
+                .args(["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .context("running openssl to make a certificate")?;
+            anyhow::ensure!(status.success(), "openssl could not make a certificate");
+        }
+        let child = Self::spawn(dir.path(), port, tls).await?;
+        Ok(Self {
+            child,
+            port,
+            dir,
+            tls,
+        })
+    }
+
+    async fn spawn(dir: &Path, port: u16, tls: bool) -> Result<Child> {
         let redis = program("REDIS_SERVER_BIN", "redis-server")?;
         let log = dir.join("redis.log");
         let port_arg = port.to_string();
         let dir_arg = dir.display().to_string();
+        let (cert, key) = (
+            dir.join(TLS_CERT).display().to_string(),
+            dir.join(TLS_KEY).display().to_string(),
+        );
+        let listen: Vec<&str> = if tls {
+            vec![
+                "--port",
+                "0",
+                "--tls-port",
+                &port_arg,
+                "--tls-cert-file",
+                &cert,
+                "--tls-key-file",
+                &key,
+                "--tls-ca-cert-file",
+                &cert,
+                "--tls-auth-clients",
+                "no",
+            ]
+        } else {
+            vec!["--port", &port_arg]
+        };
         let mut child = spawn(
             &redis,
             &[
-                "--port",
-                &port_arg,
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                &dir_arg,
-            ],
+                listen.as_slice(),
+                &[
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--dir",
+                    &dir_arg,
+                ],
+            ]
+            .concat(),
             &log,
         )?;
         wait_for_port(port, &mut child, &log)
@@ -342,7 +408,7 @@ impl Redis {
     pub async fn restart_empty(&mut self) -> Result<()> {
         self.child.kill().await.context("killing redis")?;
         let _ = std::fs::remove_file(self.dir.path().join(SNAPSHOT));
-        self.child = Self::spawn(self.dir.path(), self.port).await?;
+        self.child = Self::spawn(self.dir.path(), self.port, self.tls).await?;
         Ok(())
     }
 
@@ -352,7 +418,7 @@ impl Redis {
         let mut connection = self.connection().await?;
         let () = redis::cmd("SAVE").query_async(&mut connection).await?;
         self.child.kill().await.context("killing redis")?;
-        self.child = Self::spawn(self.dir.path(), self.port).await?;
+        self.child = Self::spawn(self.dir.path(), self.port, self.tls).await?;
         Ok(())
     }
 
@@ -370,7 +436,7 @@ impl Redis {
 
     /// Starts Redis again after [`Redis::stop`], from its last snapshot if there is one.
     pub async fn start_again(&mut self) -> Result<()> {
-        self.child = Self::spawn(self.dir.path(), self.port).await?;
+        self.child = Self::spawn(self.dir.path(), self.port, self.tls).await?;
         Ok(())
     }
 
@@ -389,11 +455,26 @@ impl Redis {
 
     /// `redis://127.0.0.1:port/`.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
+        let scheme = if self.tls { "rediss" } else { "redis" };
+        format!("{scheme}://127.0.0.1:{}/", self.port)
+    }
+
+    /// The CA file a client of a TLS Redis trusts; `None` for a plain one.
+    pub fn ca_file(&self) -> Option<PathBuf> {
+        self.tls.then(|| self.dir.path().join(TLS_CERT))
     }
 
     pub async fn connection(&self) -> Result<redis::aio::MultiplexedConnection> {
-        let client = redis::Client::open(self.url())?;
+        let client = match self.ca_file() {
+            None => redis::Client::open(self.url())?,
+            Some(ca) => redis::Client::build_with_tls(
+                self.url(),
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(std::fs::read(ca)?),
+                },
+            )?,
+        };
         Ok(client.get_multiplexed_async_connection().await?)
     }
 }
