@@ -5,7 +5,7 @@ use podium_analyst::Cli;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    podium_runtime::init_telemetry();
+    let _telemetry = podium_runtime::init_telemetry("podium-analyst");
     match podium_analyst::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         // `podium-analyst tail | head`: the reader has what it wanted.

@@ -4,7 +4,7 @@ use podium_bench::{Cli, Command};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    podium_runtime::init_telemetry();
+    let _telemetry = podium_runtime::init_telemetry("podium-bench");
     match cli.command {
         Some(Command::HelloWorld { listen }) => podium_bench::hello_world(listen).await,
         Some(Command::Chaos { bin_dir, out }) => podium_bench::chaos(bin_dir.as_ref(), &out).await,

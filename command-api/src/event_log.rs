@@ -242,9 +242,13 @@ impl KafkaEventLog {
     }
 }
 
-/// A W3C traceparent for the record. Until OpenTelemetry export is configured, each append
-/// starts its own trace, so a record can still be followed across services by this id.
+/// The W3C traceparent for the record: the request's trace when spans are exported, so the
+/// projector continues it; otherwise a trace of its own, so a record can still be followed
+/// across services by this id.
 fn traceparent() -> String {
+    if let Some(current) = podium_runtime::telemetry::current_traceparent() {
+        return current;
+    }
     let trace = uuid::Uuid::new_v4().simple().to_string();
     let span = &uuid::Uuid::new_v4().simple().to_string()[..16];
     format!("00-{trace}-{span}-01")

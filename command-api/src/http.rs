@@ -17,7 +17,6 @@ use podium_schemas::domain::{AnswerCommand, Command, QuestionDraft, QuizDraft};
 use podium_schemas::events::{AnswerSubmitted, Millis};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use tower_http::trace::TraceLayer;
 use utoipa::{OpenApi, ToSchema};
 use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
 use utoipa_axum::routes;
@@ -90,7 +89,7 @@ pub fn router(state: AppState) -> Router {
             per_client,
         ));
     podium_runtime::metrics::with_request_metrics(routes, "command-api")
-        .layer(TraceLayer::new_for_http())
+        .layer(podium_runtime::telemetry::request_tracing())
         .with_state(state)
 }
 

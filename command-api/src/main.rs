@@ -4,7 +4,7 @@ use podium_command_api::{App, Config};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
-    podium_runtime::init_telemetry();
+    let _telemetry = podium_runtime::init_telemetry("podium-command-api");
     App::build(&config)
         .await?
         .run_until(podium_runtime::shutdown_signal())

@@ -59,6 +59,8 @@ pub struct Processes {
     ports: BTreeMap<Service, u16>,
     /// Each service's admin listener (the projector's is its only one).
     admin_ports: BTreeMap<Service, u16>,
+    /// Added to every service's environment.
+    env: Vec<(String, String)>,
     bin_dir: Option<PathBuf>,
     children: BTreeMap<Service, Child>,
     logs: TempDir,
@@ -88,6 +90,11 @@ impl Processes {
 
     /// [`Processes::start`], with the services' binaries taken from `bin_dir` when given.
     pub async fn start_from(bin_dir: Option<PathBuf>) -> Result<Self> {
+        Self::start_with(bin_dir, Vec::new()).await
+    }
+
+    /// [`Processes::start_from`], with `env` added to every service's environment.
+    pub async fn start_with(bin_dir: Option<PathBuf>, env: Vec<(String, String)>) -> Result<Self> {
         let broker = Broker::start().await?;
         let redis = Redis::start().await?;
         let kafka = KafkaArgs::new(broker.bootstrap(), format!("{}.", unique("t")));
@@ -111,6 +118,7 @@ impl Processes {
                 .build()?,
             ports,
             admin_ports,
+            env,
             bin_dir,
             children: BTreeMap::new(),
             logs: tempfile::Builder::new()
@@ -210,6 +218,7 @@ impl Processes {
             .env("PODIUM_QUERY_LISTEN", &listen)
             .env("PODIUM_COMMAND_ADMIN_LISTEN", &admin)
             .env("PODIUM_QUERY_ADMIN_LISTEN", &admin)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)

@@ -55,10 +55,15 @@ impl Reason {
 
 /// The `event_type` header of a record, if it has one.
 pub fn event_type_header(message: &OwnedMessage) -> Option<String> {
+    header(message, HEADER_EVENT_TYPE)
+}
+
+/// A record header's value, as text.
+pub fn header(message: &OwnedMessage, name: &str) -> Option<String> {
     message.headers().and_then(|headers| {
         headers
             .iter()
-            .find(|h| h.key == HEADER_EVENT_TYPE)
+            .find(|h| h.key == name)
             .and_then(|h| h.value)
             .map(|v| String::from_utf8_lossy(v).into_owned())
     })

@@ -4,7 +4,7 @@ use podium_projectors::Config;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
-    podium_runtime::init_telemetry();
+    let _telemetry = podium_runtime::init_telemetry("podium-projector");
     podium_projectors::run(&config, podium_runtime::shutdown_signal()).await?;
     Ok(())
 }

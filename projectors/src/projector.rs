@@ -23,7 +23,7 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 use tracing::Instrument;
 
 use crate::backoff::Backoff;
-use crate::dead_letters::{DeadLetters, Reason, event_type_header};
+use crate::dead_letters::{DeadLetters, Reason, event_type_header, header};
 use crate::error::Result;
 use crate::read_model::{Outcome, RedisReadModel, ResumePositions, Sourced};
 use crate::watch::{LogWatch, resets};
@@ -423,6 +423,8 @@ impl Projector {
     async fn process(&self, batch: &[OwnedMessage]) {
         let events = self.decode(batch).await;
         let next = next_offsets(batch);
+        // Each record's trace goes on through its fold; the spans end with the batch.
+        let _folds = fold_spans(batch);
         let started = Instant::now();
         match self.store.apply(&events, &next).await {
             Ok(Outcome::Applied { changed }) => {
@@ -678,6 +680,31 @@ impl Projector {
         }
         Ok(())
     }
+}
+
+/// One span per record that carries a trace context, a child of the span that appended it, when
+/// spans are exported; none otherwise.
+fn fold_spans(batch: &[OwnedMessage]) -> Vec<tracing::Span> {
+    if !podium_runtime::telemetry::exporting() {
+        return Vec::new();
+    }
+    batch
+        .iter()
+        .filter_map(|m| {
+            let parent = header(m, podium_runtime::telemetry::TRACEPARENT)?;
+            let event_type = event_type_header(m).unwrap_or_default();
+            let span = tracing::info_span!(
+                "fold",
+                otel.name = %format!("fold {event_type}"),
+                otel.kind = "consumer",
+                topic = m.topic(),
+                partition = m.partition(),
+                offset = m.offset(),
+            );
+            podium_runtime::telemetry::continue_trace(&span, &parent);
+            Some(span)
+        })
+        .collect()
 }
 
 /// Stores the batch's offsets for the next commit. A partition revoked mid-batch cannot store;

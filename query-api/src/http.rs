@@ -12,7 +12,6 @@ use axum::response::sse::{KeepAlive, Sse};
 use podium_runtime::problem::Problem;
 use podium_runtime::rate_limit::{self, RateLimiter};
 use podium_runtime::tokens::Tokens;
-use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -101,7 +100,7 @@ pub fn router(state: AppState, per_client: RateLimiter<IpAddr>) -> axum::Router 
             rate_limit::per_client,
         ));
     podium_runtime::metrics::with_request_metrics(router, "query-api")
-        .layer(TraceLayer::new_for_http())
+        .layer(podium_runtime::telemetry::request_tracing())
 }
 
 /// Lets dashboards on other origins read, and open streams with `EventSource`.

@@ -4,13 +4,13 @@ pub mod health;
 pub mod metrics;
 pub mod problem;
 pub mod rate_limit;
+pub mod telemetry;
 pub mod tokens;
 pub mod transport;
 
 use clap::Args;
 use podium_schemas::topics::Topics;
 use rdkafka::ClientConfig;
-use tracing_subscriber::EnvFilter;
 
 /// Where the event log lives. Flattened into each binary's configuration.
 #[derive(Debug, Clone, Args)]
@@ -125,20 +125,10 @@ impl RedisArgs {
     }
 }
 
-/// Logs to stderr: human-readable by default, JSON lines when `PODIUM_LOG_FORMAT=json`.
-/// `RUST_LOG` filters, defaulting to `info`.
-pub fn init_telemetry() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let json = std::env::var("PODIUM_LOG_FORMAT").is_ok_and(|f| f == "json");
-    // A second initialisation (tests build several services in one process) is harmless.
-    let _ = if json {
-        builder.json().try_init()
-    } else {
-        builder.try_init()
-    };
+/// Logging and trace export for `service`; see [`telemetry::init`]. Hold the guard until the
+/// process ends.
+pub fn init_telemetry(service: &'static str) -> telemetry::Telemetry {
+    telemetry::init(service)
 }
 
 /// Resolves on SIGTERM or Ctrl-C: the moment to stop taking work and drain.

@@ -58,7 +58,7 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    podium_runtime::init_telemetry();
+    let _telemetry = podium_runtime::init_telemetry("podium-ops");
     match cli.command {
         Command::CreateTopics { replication } => {
             let created = podium_projectors::admin::create_topics(&cli.kafka, replication).await?;

@@ -1,0 +1,128 @@
+//! One answer is one trace, from the command API's request through the record on the broker to
+//! the projector's fold. The services run as real processes exporting OTLP/HTTP to a receiver
+//! this test runs, which decodes `opentelemetry-proto` as any collector would.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use anyhow::{Result, ensure};
+use axum::body::Bytes;
+use axum::routing::post;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use podium_e2e::game::{Acks, create, host, play_question};
+use podium_e2e::processes::{Processes, Service};
+use podium_testkit::eventually;
+use prost::Message;
+
+/// A span as the receiver saw it.
+#[derive(Debug, Clone)]
+struct Received {
+    service: String,
+    name: String,
+    trace: Vec<u8>,
+    id: Vec<u8>,
+    parent: Vec<u8>,
+}
+
+type Spans = Arc<Mutex<Vec<Received>>>;
+
+/// An OTLP/HTTP trace receiver on a free port; returns its endpoint.
+async fn receiver(spans: Spans) -> Result<String> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let endpoint = format!("http://{}", listener.local_addr()?);
+    let app = axum::Router::new().route(
+        "/v1/traces",
+        post(move |body: Bytes| {
+            let spans = spans.clone();
+            async move {
+                if let Ok(request) = ExportTraceServiceRequest::decode(body) {
+                    let mut spans = spans.lock().unwrap_or_else(PoisonError::into_inner);
+                    for resource in request.resource_spans {
+                        let service = resource
+                            .resource
+                            .iter()
+                            .flat_map(|r| &r.attributes)
+                            .find(|a| a.key == "service.name")
+                            .and_then(|a| a.value.as_ref()?.value.as_ref())
+                            .map(|v| match v {
+                                Value::StringValue(s) => s.clone(),
+                                other => format!("{other:?}"),
+                            })
+                            .unwrap_or_default();
+                        for span in resource.scope_spans.into_iter().flat_map(|s| s.spans) {
+                            spans.push(Received {
+                                service: service.clone(),
+                                name: span.name,
+                                trace: span.trace_id,
+                                id: span.span_id,
+                                parent: span.parent_span_id,
+                            });
+                        }
+                    }
+                }
+                ""
+            }
+        }),
+    );
+    drop(tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    }));
+    Ok(endpoint)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_answer_is_one_trace_from_the_request_to_the_fold() -> Result<()> {
+    let spans: Spans = Arc::default();
+    let endpoint = receiver(spans.clone()).await?;
+    let env = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf".to_owned()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100".to_owned()),
+    ];
+    let mut stack = Processes::start_with(
+        None,
+        env.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+    )
+    .await?;
+    let client = stack.client();
+    let game = create(&client, 3, 1).await?;
+    let acks = Acks::default();
+    play_question(&client, &game, 1, &acks).await?;
+    host(&client, &game, "finish").await?;
+
+    // An answer's request span, and the projector's fold of its record as a child of it.
+    let crossing = eventually(
+        "an answer's trace from the command API to the projector",
+        Duration::from_secs(60),
+        || async {
+            let spans = spans.lock().unwrap_or_else(PoisonError::into_inner).clone();
+            let by_id: HashMap<&[u8], &Received> =
+                spans.iter().map(|s| (s.id.as_slice(), s)).collect();
+            spans
+                .iter()
+                .filter(|s| s.service == "podium-projector" && s.name == "fold AnswerSubmitted")
+                .find_map(|fold| {
+                    // Up the fold's ancestors to the command API's request span.
+                    let mut at = by_id.get(fold.parent.as_slice())?;
+                    for _ in 0..8 {
+                        if at.service == "podium-command-api"
+                            && at.name == "POST /v1/quizzes/{quiz_id}/answers"
+                        {
+                            return (at.trace == fold.trace).then(|| (*at).clone());
+                        }
+                        at = by_id.get(at.parent.as_slice())?;
+                    }
+                    None
+                })
+        },
+    )
+    .await?;
+    ensure!(!crossing.trace.iter().all(|b| *b == 0), "an empty trace id");
+    // Exporting services still drain and exit cleanly, flushing their last spans.
+    for service in Service::ALL {
+        stack.terminate(service).await?;
+    }
+    Ok(())
+}
