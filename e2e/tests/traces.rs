@@ -80,6 +80,9 @@ async fn an_answer_is_one_trace_from_the_request_to_the_fold() -> Result<()> {
         ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint),
         ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf".to_owned()),
         ("OTEL_BSP_SCHEDULE_DELAY", "100".to_owned()),
+        ("PODIUM_LOG_FORMAT", "json".to_owned()),
+        // The request spans' own debug lines, to find the trace id in the logs.
+        ("RUST_LOG", "info,tower_http=debug".to_owned()),
     ];
     let mut stack = Processes::start_with(
         None,
@@ -120,6 +123,17 @@ async fn an_answer_is_one_trace_from_the_request_to_the_fold() -> Result<()> {
     )
     .await?;
     ensure!(!crossing.trace.iter().all(|b| *b == 0), "an empty trace id");
+    // The JSON log lines inside the request carry its trace id.
+    let trace_id: String = crossing.trace.iter().map(|b| format!("{b:02x}")).collect();
+    let logs = stack.log_of(Service::CommandApi);
+    let lines: Vec<&str> = logs.lines().filter(|l| l.contains(&trace_id)).collect();
+    ensure!(
+        lines
+            .iter()
+            .any(|l| serde_json::from_str::<serde_json::Value>(l)
+                .is_ok_and(|v| v["span"]["trace_id"] == serde_json::json!(trace_id))),
+        "no JSON log line of the command API carries trace {trace_id}"
+    );
     // Exporting services still drain and exit cleanly, flushing their last spans.
     for service in Service::ALL {
         stack.terminate(service).await?;

@@ -700,8 +700,11 @@ fn fold_spans(batch: &[OwnedMessage]) -> Vec<tracing::Span> {
                 topic = m.topic(),
                 partition = m.partition(),
                 offset = m.offset(),
+                trace_id = tracing::field::Empty,
+                span_id = tracing::field::Empty,
             );
             podium_runtime::telemetry::continue_trace(&span, &parent);
+            podium_runtime::telemetry::record_ids(&span);
             Some(span)
         })
         .collect()

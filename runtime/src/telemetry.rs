@@ -130,6 +130,21 @@ pub fn continue_trace(span: &tracing::Span, traceparent: &str) {
     let _ = span.set_parent(parent);
 }
 
+/// Records the span's trace and span ids in its `trace_id` and `span_id` fields, so every log
+/// line inside it carries them (the JSON logs show the current span's fields).
+pub fn record_ids(span: &tracing::Span) {
+    use opentelemetry::trace::TraceContextExt as _;
+    if !exporting() {
+        return;
+    }
+    let context = span.context();
+    let ids = context.span().span_context().clone();
+    if ids.is_valid() {
+        let _ = span.record("trace_id", ids.trace_id().to_string());
+        let _ = span.record("span_id", ids.span_id().to_string());
+    }
+}
+
 /// Request spans at `info`, so they reach the trace exporter, named by method and route
 /// template, and children of the caller's trace when the request carries a `traceparent`.
 #[derive(Debug, Clone, Copy, Default)]
@@ -147,6 +162,8 @@ impl<B> tower_http::trace::MakeSpan<B> for RequestSpan {
             otel.kind = "server",
             method = %request.method(),
             uri = %request.uri().path(),
+            trace_id = tracing::field::Empty,
+            span_id = tracing::field::Empty,
         );
         if let Some(parent) = request
             .headers()
@@ -155,6 +172,7 @@ impl<B> tower_http::trace::MakeSpan<B> for RequestSpan {
         {
             continue_trace(&span, parent);
         }
+        record_ids(&span);
         span
     }
 }
