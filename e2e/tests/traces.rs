@@ -1,17 +1,17 @@
 //! One answer is one trace, from the command API's request through the record on the broker to
-//! the projector's fold. The services run as real processes exporting OTLP/HTTP to a receiver
+//! the projector's fold, and on to the query API's delivery of the change to a dashboard. The services run as real processes exporting OTLP/HTTP to a receiver
 //! this test runs, which decodes `opentelemetry-proto` as any collector would.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use anyhow::{Result, ensure};
+use anyhow::{Context, Result, ensure};
 use axum::body::Bytes;
 use axum::routing::post;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
-use podium_e2e::game::{Acks, create, host, play_question};
+use podium_e2e::game::{Acks, answer_all, create, host};
 use podium_e2e::processes::{Processes, Service};
 use podium_testkit::eventually;
 use prost::Message;
@@ -73,7 +73,7 @@ async fn receiver(spans: Spans) -> Result<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn an_answer_is_one_trace_from_the_request_to_the_fold() -> Result<()> {
+async fn an_answer_is_one_trace_from_the_request_to_the_dashboard() -> Result<()> {
     let spans: Spans = Arc::default();
     let endpoint = receiver(spans.clone()).await?;
     let env = [
@@ -91,37 +91,85 @@ async fn an_answer_is_one_trace_from_the_request_to_the_fold() -> Result<()> {
     .await?;
     let client = stack.client();
     let game = create(&client, 3, 1).await?;
-    let acks = Acks::default();
-    play_question(&client, &game, 1, &acks).await?;
-    host(&client, &game, "finish").await?;
+    // A dashboard watching, so the query API delivers the changes (once the quiz is folded).
+    let url = format!("{}/v1/quizzes/{}/events", stack.query_url(), game.quiz_id);
+    let stream = eventually(
+        "the quiz stream to open",
+        Duration::from_secs(30),
+        || async {
+            let response = stack.http.get(&url).send().await.ok()?;
+            (response.status() == 200).then_some(response)
+        },
+    )
+    .await?;
+    // The question starts, and once its change reached the dashboard, one answer comes alone,
+    // so the change it makes is delivered in its own trace.
+    host(&client, &game, "questions/1/start").await?;
+    eventually("the start delivered", Duration::from_secs(30), || async {
+        let spans = spans.lock().unwrap_or_else(PoisonError::into_inner);
+        spans
+            .iter()
+            .any(|s| s.service == "podium-query-api" && s.name == "deliver changes")
+            .then_some(())
+    })
+    .await?;
+    let (_, token) = &game.players[0];
+    let _ = client.answer(&game.quiz_id, token, 1, 0).await?;
 
-    // An answer's request span, and the projector's fold of its record as a child of it.
+    // The query API's delivery of a change, descending from the projector's fold of an answer's
+    // record, descending from the command API's request for that answer: one trace.
     let crossing = eventually(
-        "an answer's trace from the command API to the projector",
+        "an answer's trace from the command API through the projector to the query API",
         Duration::from_secs(60),
         || async {
             let spans = spans.lock().unwrap_or_else(PoisonError::into_inner).clone();
             let by_id: HashMap<&[u8], &Received> =
                 spans.iter().map(|s| (s.id.as_slice(), s)).collect();
+            let ancestor = |from: &Received, service: &str, name: &str| -> Option<Received> {
+                let mut at = by_id.get(from.parent.as_slice())?;
+                for _ in 0..8 {
+                    if at.service == service && at.name == name {
+                        return (at.trace == from.trace).then(|| (*at).clone());
+                    }
+                    at = by_id.get(at.parent.as_slice())?;
+                }
+                None
+            };
             spans
                 .iter()
-                .filter(|s| s.service == "podium-projector" && s.name == "fold AnswerSubmitted")
-                .find_map(|fold| {
-                    // Up the fold's ancestors to the command API's request span.
-                    let mut at = by_id.get(fold.parent.as_slice())?;
-                    for _ in 0..8 {
-                        if at.service == "podium-command-api"
-                            && at.name == "POST /v1/quizzes/{quiz_id}/answers"
-                        {
-                            return (at.trace == fold.trace).then(|| (*at).clone());
-                        }
-                        at = by_id.get(at.parent.as_slice())?;
-                    }
-                    None
+                .filter(|s| s.service == "podium-query-api" && s.name == "deliver changes")
+                .find_map(|deliver| {
+                    let fold = ancestor(deliver, "podium-projector", "fold AnswerSubmitted")?;
+                    ancestor(
+                        &fold,
+                        "podium-command-api",
+                        "POST /v1/quizzes/{quiz_id}/answers",
+                    )
                 })
         },
     )
-    .await?;
+    .await
+    .with_context(|| {
+        let spans = spans.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut seen: Vec<String> = spans
+            .iter()
+            .map(|s| {
+                format!(
+                    "{} / {} (parent {})",
+                    s.service,
+                    s.name,
+                    !s.parent.is_empty()
+                )
+            })
+            .collect();
+        seen.sort();
+        seen.dedup();
+        format!("spans received: {seen:#?}")
+    })?;
+    drop(stream);
+    let acks = Acks::default();
+    answer_all(&client, &game, 1, &acks).await?;
+    host(&client, &game, "finish").await?;
     ensure!(!crossing.trace.iter().all(|b| *b == 0), "an empty trace id");
     // The JSON log lines inside the request carry its trace id.
     let trace_id: String = crossing.trace.iter().map(|b| format!("{b:02x}")).collect();

@@ -7,7 +7,7 @@
 //! a rebuild switches generations, the projector continues from where the rebuild got to.
 //! Kafka offsets are still committed, for lag tooling.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -25,7 +25,7 @@ use tracing::Instrument;
 use crate::backoff::Backoff;
 use crate::dead_letters::{DeadLetters, Reason, event_type_header, header};
 use crate::error::Result;
-use crate::read_model::{Outcome, RedisReadModel, ResumePositions, Sourced};
+use crate::read_model::{Outcome, RedisReadModel, ResumePositions, Sourced, Traces};
 use crate::watch::{LogWatch, resets};
 use podium_runtime::health::{Check, Health};
 use tokio_util::task::TaskTracker;
@@ -423,10 +423,12 @@ impl Projector {
     async fn process(&self, batch: &[OwnedMessage]) {
         let events = self.decode(batch).await;
         let next = next_offsets(batch);
-        // Each record's trace goes on through its fold; the spans end with the batch.
-        let _folds = fold_spans(batch);
+        // Each record's trace goes on through its fold, and each quiz's change message carries
+        // the trace of its last fold; the spans end with the batch.
+        let folds = fold_spans(batch);
+        let traces = change_traces(&events, &folds);
         let started = Instant::now();
-        match self.store.apply(&events, &next).await {
+        match self.store.apply_traced(&events, &next, &traces).await {
             Ok(Outcome::Applied { changed }) => {
                 self.health.redis.pass();
                 let elapsed = started.elapsed();
@@ -684,9 +686,9 @@ impl Projector {
 
 /// One span per record that carries a trace context, a child of the span that appended it, when
 /// spans are exported; none otherwise.
-fn fold_spans(batch: &[OwnedMessage]) -> Vec<tracing::Span> {
+fn fold_spans(batch: &[OwnedMessage]) -> HashMap<(String, i32, i64), tracing::Span> {
     if !podium_runtime::telemetry::exporting() {
-        return Vec::new();
+        return HashMap::new();
     }
     batch
         .iter()
@@ -705,9 +707,24 @@ fn fold_spans(batch: &[OwnedMessage]) -> Vec<tracing::Span> {
             );
             podium_runtime::telemetry::continue_trace(&span, &parent);
             podium_runtime::telemetry::record_ids(&span);
-            Some(span)
+            Some(((m.topic().to_owned(), m.partition(), m.offset()), span))
         })
         .collect()
+}
+
+/// Per quiz, the trace context of the fold of its last event in the batch.
+fn change_traces(
+    events: &[Sourced<podium_schemas::Event>],
+    folds: &HashMap<(String, i32, i64), tracing::Span>,
+) -> Traces {
+    let mut traces = Traces::new();
+    for e in events {
+        let fold = folds.get(&(e.topic.clone(), e.partition, e.offset));
+        if let Some(traceparent) = fold.and_then(podium_runtime::telemetry::traceparent_of) {
+            let _ = traces.insert(e.event.quiz_id().to_owned(), traceparent);
+        }
+    }
+    traces
 }
 
 /// Stores the batch's offsets for the next commit. A partition revoked mid-batch cannot store;

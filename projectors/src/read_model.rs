@@ -31,6 +31,9 @@ pub struct Sourced<E> {
     pub event: E,
 }
 
+/// Per quiz, the `traceparent` its change message carries.
+pub type Traces = HashMap<String, String>;
+
 /// Where each partition resumes: `(topic, partition)` to the next offset. A partition that is
 /// missing starts from the beginning.
 pub type ResumePositions = HashMap<(String, i32), i64>;
@@ -52,12 +55,13 @@ pub fn new_generation() -> String {
 }
 
 /// `KEYS`: positions, state, leaderboard, version, then each event's own keys in order.
-/// `ARGV`: channel ('' publishes nothing), points weight, then per event: tag, position field,
+/// `ARGV`: channel ('' publishes nothing), points weight, what follows the version in the change
+/// message (`' ' .. traceparent`, or ''), then per event: tag, position field,
 /// offset, and the tag's fields (see `push_event`).
 const APPLY: &str = r"
 local positions, state, board, version = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local weight = tonumber(ARGV[2])
-local a, k, changed = 3, 5, 0
+local a, k, changed = 4, 5, 0
 while a <= #ARGV do
   local tag, field, offset = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2])
   a = a + 3
@@ -140,7 +144,7 @@ while a <= #ARGV do
 end
 if changed > 0 then
   local v = redis.call('INCRBY', version, changed)
-  if ARGV[1] ~= '' then redis.call('PUBLISH', ARGV[1], v) end
+  if ARGV[1] ~= '' then redis.call('PUBLISH', ARGV[1], v .. ARGV[3]) end
 end
 return changed
 ";
@@ -318,11 +322,22 @@ impl RedisReadModel {
         batch: &[Sourced<Event>],
         next: &BTreeMap<String, i64>,
     ) -> Result<Outcome> {
+        self.apply_traced(batch, next, &Traces::new()).await
+    }
+
+    /// [`RedisReadModel::apply`], with each quiz's change message carrying the trace context of
+    /// the fold that made the change, so the query API's delivery continues that trace.
+    pub async fn apply_traced(
+        &self,
+        batch: &[Sourced<Event>],
+        next: &BTreeMap<String, i64>,
+        traces: &Traces,
+    ) -> Result<Outcome> {
         let generation = self.generation();
         let keys = self.root.generation(&generation);
         let mut pipe = redis::pipe();
         let _ = pipe.get(self.root.active());
-        let quizzes = self.queue_batch(&mut pipe, &keys, batch, true);
+        let quizzes = self.queue_batch(&mut pipe, &keys, batch, Some(traces));
         let (active, changed): (Option<String>, Vec<usize>) = self.run(pipe, quizzes).await?;
         match active {
             Some(active) if active == generation => {
@@ -351,7 +366,7 @@ impl RedisReadModel {
         let keys = self.root.generation(generation);
         let mut pipe = redis::pipe();
         let _ = pipe.cmd("PING");
-        let quizzes = self.queue_batch(&mut pipe, &keys, batch, false);
+        let quizzes = self.queue_batch(&mut pipe, &keys, batch, None);
         let ((), changed): ((), Vec<usize>) = self.run(pipe, quizzes).await?;
         self.advance_resume(&keys, next).await?;
         Ok(changed.iter().sum())
@@ -392,7 +407,7 @@ impl RedisReadModel {
         pipe: &mut redis::Pipeline,
         keys: &Keys,
         batch: &[Sourced<Event>],
-        publish: bool,
+        publish: Option<&Traces>,
     ) -> usize {
         let mut by_quiz: BTreeMap<&str, Vec<&Sourced<Event>>> = BTreeMap::new();
         for e in batch {
@@ -400,18 +415,22 @@ impl RedisReadModel {
         }
         for (quiz_id, events) in &by_quiz {
             let mut invocation = self.apply.prepare_invoke();
-            let channel = if publish {
+            let channel = if publish.is_some() {
                 self.root.changes(quiz_id)
             } else {
                 String::new()
             };
+            let trace = publish
+                .and_then(|traces| traces.get(*quiz_id))
+                .map_or_else(String::new, |t| format!(" {t}"));
             let _ = invocation
                 .key(keys.positions(quiz_id))
                 .key(keys.state(quiz_id))
                 .key(keys.leaderboard(quiz_id))
                 .key(keys.version(quiz_id))
                 .arg(channel)
-                .arg(POINTS_WEIGHT);
+                .arg(POINTS_WEIGHT)
+                .arg(trace);
             for e in events {
                 push_event(&mut invocation, keys, e);
             }

@@ -115,11 +115,16 @@ pub fn init(service: &'static str) -> Telemetry {
 
 /// The W3C `traceparent` of the current span, when spans are exported.
 pub fn current_traceparent() -> Option<String> {
+    traceparent_of(&tracing::Span::current())
+}
+
+/// The W3C `traceparent` of `span`, when spans are exported.
+pub fn traceparent_of(span: &tracing::Span) -> Option<String> {
     if !exporting() {
         return None;
     }
     let mut carrier = HashMap::new();
-    TraceContextPropagator::new().inject_context(&tracing::Span::current().context(), &mut carrier);
+    TraceContextPropagator::new().inject_context(&span.context(), &mut carrier);
     carrier.remove(TRACEPARENT)
 }
 

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use tokio::sync::{Notify, broadcast, watch};
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use super::{Hub, ID_SPAN};
 use crate::read_model::Snapshot;
@@ -81,6 +82,8 @@ pub(super) struct Feed {
     frames: broadcast::Sender<Arc<Frame>>,
     latest: watch::Sender<Option<Arc<Snapshot>>>,
     nudged: Notify,
+    /// The trace context of the last change message, which the next delivery continues.
+    trace: std::sync::Mutex<Option<String>>,
 }
 
 impl Feed {
@@ -90,6 +93,7 @@ impl Feed {
             frames: broadcast::channel(buffer).0,
             latest: watch::channel(None).0,
             nudged: Notify::new(),
+            trace: std::sync::Mutex::new(None),
         }
     }
 
@@ -107,6 +111,17 @@ impl Feed {
 
     pub(super) fn nudge(&self) {
         self.nudged.notify_one();
+    }
+
+    /// A change message: the read model moved, in the trace `traceparent` when it carries one.
+    pub(super) fn changed(&self, traceparent: Option<String>) {
+        if traceparent.is_some() {
+            *self
+                .trace
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = traceparent;
+        }
+        self.nudge();
     }
 
     /// The last state the feed read, if it has read one.
@@ -142,6 +157,24 @@ pub(super) fn changes(before: &Snapshot, after: &Snapshot, now: i64) -> Vec<Fram
     frames
 }
 
+/// Reads the quiz and sends every stream the frames since the last read.
+async fn deliver(hub: &Hub, feed: &Feed, top: usize) {
+    match hub.read_model().snapshot(&feed.quiz_id, top).await {
+        Ok(snapshot) => {
+            let snapshot = Arc::new(snapshot);
+            let previous = feed.latest.send_replace(Some(snapshot.clone()));
+            if let Some(previous) = previous {
+                for frame in changes(&previous, &snapshot, crate::reads::now_millis()) {
+                    // No receivers is fine: the feed is about to retire.
+                    let _ = feed.frames.send(Arc::new(frame));
+                }
+            }
+        }
+        Err(crate::Error::QuizNotFound) => {}
+        Err(cause) => tracing::warn!(%cause, quiz_id = %feed.quiz_id, "feed read failed"),
+    }
+}
+
 pub(super) async fn run(hub: Hub, feed: Arc<Feed>) {
     hub.subscribe_changes(&feed.quiz_id, true).await;
     let settings = hub.settings().clone();
@@ -157,19 +190,25 @@ pub(super) async fn run(hub: Hub, feed: Arc<Feed>) {
         // Coalescing: changes that arrive meanwhile are read together.
         tokio::time::sleep_until(last_read + settings.coalesce()).await;
         last_read = Instant::now();
-        match hub.read_model().snapshot(&feed.quiz_id, top).await {
-            Ok(snapshot) => {
-                let snapshot = Arc::new(snapshot);
-                let previous = feed.latest.send_replace(Some(snapshot.clone()));
-                if let Some(previous) = previous {
-                    for frame in changes(&previous, &snapshot, crate::reads::now_millis()) {
-                        // No receivers is fine: the feed is about to retire.
-                        let _ = feed.frames.send(Arc::new(frame));
-                    }
-                }
+        let trace = feed
+            .trace
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        let deliver = deliver(&hub, &feed, top);
+        match trace.filter(|_| podium_runtime::telemetry::exporting()) {
+            // The delivery continues the trace of the fold that made the change.
+            Some(traceparent) => {
+                let span = tracing::info_span!(
+                    "deliver",
+                    otel.name = "deliver changes",
+                    otel.kind = "consumer",
+                    quiz_id = %feed.quiz_id,
+                );
+                podium_runtime::telemetry::continue_trace(&span, &traceparent);
+                deliver.instrument(span).await;
             }
-            Err(crate::Error::QuizNotFound) => {}
-            Err(cause) => tracing::warn!(%cause, quiz_id = %feed.quiz_id, "feed read failed"),
+            None => deliver.await,
         }
         if feed.receivers() == 0 {
             let since = *idle_since.get_or_insert_with(Instant::now);

@@ -272,7 +272,10 @@ impl Hub {
                             .strip_prefix(prefix.as_str())
                             .and_then(|rest| rest.strip_suffix('}'));
                         if let Some(feed) = quiz_id.and_then(|q| self.feed(q)) {
-                            feed.nudge();
+                            // "<version>" or "<version> <traceparent>".
+                            let payload: String = message.get_payload().unwrap_or_default();
+                            let trace = payload.split_once(' ').map(|(_, t)| t.to_owned());
+                            feed.changed(trace);
                         }
                     }
                 }
