@@ -24,6 +24,8 @@ struct Received {
     trace: Vec<u8>,
     id: Vec<u8>,
     parent: Vec<u8>,
+    /// The trace ids of the spans this one links to.
+    links: Vec<Vec<u8>>,
 }
 
 type Spans = Arc<Mutex<Vec<Received>>>;
@@ -58,6 +60,7 @@ async fn receiver(spans: Spans) -> Result<String> {
                                 trace: span.trace_id,
                                 id: span.span_id,
                                 parent: span.parent_span_id,
+                                links: span.links.into_iter().map(|l| l.trace_id).collect(),
                             });
                         }
                     }
@@ -171,6 +174,20 @@ async fn an_answer_is_one_trace_from_the_request_to_the_dashboard() -> Result<()
     answer_all(&client, &game, 1, &acks).await?;
     host(&client, &game, "finish").await?;
     ensure!(!crossing.trace.iter().all(|b| *b == 0), "an empty trace id");
+    // The projector's batch span links to the records' traces, the answer's among them.
+    eventually(
+        "a batch span linked to the answer's trace",
+        Duration::from_secs(30),
+        || async {
+            spans
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .iter()
+                .any(|s| s.name == "apply batch" && s.links.contains(&crossing.trace))
+                .then_some(())
+        },
+    )
+    .await?;
     // The JSON log lines inside the request carry its trace id.
     let trace_id: String = crossing.trace.iter().map(|b| format!("{b:02x}")).collect();
     let logs = stack.log_of(Service::CommandApi);

@@ -427,6 +427,7 @@ impl Projector {
         // the trace of its last fold; the spans end with the batch.
         let folds = fold_spans(batch);
         let traces = change_traces(&events, &folds);
+        let _batch = batch_span(batch, events.len());
         let started = Instant::now();
         match self.store.apply_traced(&events, &next, &traces).await {
             Ok(Outcome::Applied { changed }) => {
@@ -710,6 +711,20 @@ fn fold_spans(batch: &[OwnedMessage]) -> HashMap<(String, i32, i64), tracing::Sp
             Some(((m.topic().to_owned(), m.partition(), m.offset()), span))
         })
         .collect()
+}
+
+/// The batch's span, linked to every record's trace, when spans are exported.
+fn batch_span(batch: &[OwnedMessage], events: usize) -> Option<tracing::Span> {
+    if !podium_runtime::telemetry::exporting() {
+        return None;
+    }
+    let span = tracing::info_span!("apply batch", records = batch.len(), events);
+    for m in batch {
+        if let Some(parent) = header(m, podium_runtime::telemetry::TRACEPARENT) {
+            podium_runtime::telemetry::link_trace(&span, &parent);
+        }
+    }
+    Some(span)
 }
 
 /// Per quiz, the trace context of the fold of its last event in the batch.

@@ -135,6 +135,17 @@ pub fn continue_trace(span: &tracing::Span, traceparent: &str) {
     let _ = span.set_parent(parent);
 }
 
+/// Links `span` to the trace context in `traceparent`: a batch span to each of its records.
+pub fn link_trace(span: &tracing::Span, traceparent: &str) {
+    use opentelemetry::trace::TraceContextExt as _;
+    let carrier = HashMap::from([(TRACEPARENT.to_owned(), traceparent.to_owned())]);
+    let linked = TraceContextPropagator::new().extract(&carrier);
+    let context = linked.span().span_context().clone();
+    if context.is_valid() {
+        span.add_link(context);
+    }
+}
+
 /// Records the span's trace and span ids in its `trace_id` and `span_id` fields, so every log
 /// line inside it carries them (the JSON logs show the current span's fields).
 pub fn record_ids(span: &tracing::Span) {
