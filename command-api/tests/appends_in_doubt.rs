@@ -172,6 +172,18 @@ impl Game {
     }
 }
 
+/// A game whose player Ann answered question 1 two seconds in, under key `k1`, and whose log
+/// did `what` with the answer and reported a failure.
+async fn answered_in_doubt(what: u8) -> Result<(Game, String)> {
+    let game = game().await?;
+    let ann = game.join("Ann").await?;
+    game.start(1).await?;
+    game.clock.advance(2_000);
+    game.log.next_append(what);
+    unacknowledged(game.answer(&ann, 1, "k1").await)?;
+    Ok((game, ann))
+}
+
 fn unacknowledged(result: Result<impl std::fmt::Debug, Error>) -> Result<()> {
     match result {
         Err(Error::Append(AppendError::Failed(_))) => Ok(()),
@@ -181,13 +193,7 @@ fn unacknowledged(result: Result<impl std::fmt::Debug, Error>) -> Result<()> {
 
 #[tokio::test]
 async fn an_answer_written_but_unacknowledged_is_retried_as_the_same_entry() -> Result<()> {
-    let game = game().await?;
-    let ann = game.join("Ann").await?;
-    game.start(1).await?;
-    game.clock.advance(2_000);
-
-    game.log.next_append(WRITTEN_UNANSWERED);
-    unacknowledged(game.answer(&ann, 1, "k1").await)?;
+    let (game, ann) = answered_in_doubt(WRITTEN_UNANSWERED).await?;
     // The player retries later: slower, so a fresh decision would score fewer points.
     game.clock.advance(5_000);
     let retried = game.answer(&ann, 1, "k1").await?;
@@ -224,13 +230,7 @@ async fn an_answer_written_but_unacknowledged_is_retried_as_the_same_entry() -> 
 
 #[tokio::test]
 async fn an_answer_lost_unacknowledged_is_appended_once_on_retry() -> Result<()> {
-    let game = game().await?;
-    let ann = game.join("Ann").await?;
-    game.start(1).await?;
-    game.clock.advance(2_000);
-
-    game.log.next_append(LOST_UNANSWERED);
-    unacknowledged(game.answer(&ann, 1, "k1").await)?;
+    let (game, ann) = answered_in_doubt(LOST_UNANSWERED).await?;
     ensure!(game.answers_in_log(&ann, 1).await?.is_empty());
     game.clock.advance(5_000);
     let retried = game.answer(&ann, 1, "k1").await?;
@@ -242,12 +242,7 @@ async fn an_answer_lost_unacknowledged_is_appended_once_on_retry() -> Result<()>
 
 #[tokio::test]
 async fn the_next_answer_settles_the_one_in_doubt_first() -> Result<()> {
-    let game = game().await?;
-    let ann = game.join("Ann").await?;
-    game.start(1).await?;
-    game.clock.advance(2_000);
-    game.log.next_append(WRITTEN_UNANSWERED);
-    unacknowledged(game.answer(&ann, 1, "k1").await)?;
+    let (game, ann) = answered_in_doubt(WRITTEN_UNANSWERED).await?;
 
     // The player never retries question 1; their answer to question 2 carries the streak of
     // the answer to question 1 that is in the log.
