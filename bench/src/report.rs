@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -143,8 +144,9 @@ pub struct Measured {
 }
 
 /// The raw broker: a bare producer on a topic laid out as the answers topic, on `broker`.
-/// With `reader`, a bare consumer follows the topic meanwhile, with the projector's fetch
-/// settings, as the projector follows the answers topic while Podium ingests.
+/// With `reader`, a bare consumer follows what the projector follows meanwhile, with its
+/// fetch settings: that topic and an idle one laid out as the lifecycle topic. The idle
+/// partitions matter on nisshi, which reads storage for every partition a fetch names.
 pub async fn producer_baseline(
     broker: &Broker,
     plan: &Plan,
@@ -153,8 +155,12 @@ pub async fn producer_baseline(
 ) -> Result<Recorded> {
     let kafka = KafkaArgs::new(broker.bootstrap(), "bench.");
     let topic = format!("bench.{name}");
+    let idle = format!("bench.{name}-lifecycle");
     broker
-        .create_topics(&[(&topic, podium_schemas::topics::ANSWERS_PARTITIONS)])
+        .create_topics(&[
+            (&topic, podium_schemas::topics::ANSWERS_PARTITIONS),
+            (&idle, podium_schemas::topics::LIFECYCLE_PARTITIONS),
+        ])
         .await?;
     let reader = if reader {
         let consumer: StreamConsumer = kafka
@@ -163,10 +169,26 @@ pub async fn producer_baseline(
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")
             .create()?;
-        consumer.subscribe(&[topic.as_str()])?;
-        Some(tokio::spawn(async move {
-            while consumer.recv().await.is_ok() {}
-        }))
+        consumer.subscribe(&[topic.as_str(), idle.as_str()])?;
+        let consumer = Arc::new(consumer);
+        let reading = {
+            let consumer = consumer.clone();
+            tokio::spawn(async move { while consumer.recv().await.is_ok() {} })
+        };
+        // Joining the group takes seconds: a producer measured meanwhile has no reader for
+        // most of its run (seen: 3 of 5 s, at twice the rate it kept once the reader fetched).
+        let partitions = podium_schemas::topics::ANSWERS_PARTITIONS
+            + podium_schemas::topics::LIFECYCLE_PARTITIONS;
+        let assigned = async {
+            while consumer.assignment().map_or(0, |a| a.count()) < usize::try_from(partitions)? {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            anyhow::Ok(())
+        };
+        tokio::time::timeout(Duration::from_secs(60), assigned)
+            .await
+            .context("the baseline reader was not assigned its partitions within 60 s")??;
+        Some(reading)
     } else {
         None
     };
