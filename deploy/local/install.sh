@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Installs what the local stack and the tests need, skipping whatever is already present:
-# Debian's redis-server, supervisor, jq, curl and chromium, fastavro in a Python venv under
-# .podium, and the nisshi broker at the pinned version (from crates.io: 20-25 minutes, once).
+# Debian's redis-server, supervisor, jq, curl and chromium, fastavro and check-jsonschema in a
+# Python venv under .podium, and the nisshi broker at the pinned version (from crates.io:
+# 20-25 minutes, once).
 set -euo pipefail
 export PATH="$HOME/.cargo/bin:$PATH"
 
 case "${1:-}" in
-  -h|--help) sed -n '2,4p' "$0" | sed 's/^# //'; exit 0 ;;
+  -h|--help) sed -n '2,5p' "$0" | sed 's/^# //'; exit 0 ;;
 esac
 
 # nisshi is tansu renamed; see docs/adr/0006-broker.md for why we left tansu 0.6.0.
@@ -59,6 +60,16 @@ else
   log "installing fastavro ${FASTAVRO_VERSION} into $PODIUM_PYTHON_ENV"
   python3 -m venv "$PODIUM_PYTHON_ENV"
   "$PODIUM_PYTHON_ENV/bin/pip" install --quiet "fastavro==${FASTAVRO_VERSION}"
+fi
+
+# check-jsonschema, whose built-in copy of the Compose specification's schema deploy/check.sh
+# validates deploy/compose.yaml with.
+CHECK_JSONSCHEMA_VERSION=0.39.0
+if [ "$("$PODIUM_PYTHON_ENV/bin/check-jsonschema" --version 2>/dev/null)" = "check-jsonschema, version ${CHECK_JSONSCHEMA_VERSION}" ]; then
+  log "check-jsonschema ${CHECK_JSONSCHEMA_VERSION} present"
+else
+  log "installing check-jsonschema ${CHECK_JSONSCHEMA_VERSION} into $PODIUM_PYTHON_ENV"
+  "$PODIUM_PYTHON_ENV/bin/pip" install --quiet "check-jsonschema==${CHECK_JSONSCHEMA_VERSION}"
 fi
 
 have_nisshi_version() {

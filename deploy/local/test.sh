@@ -28,6 +28,9 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "building every binary"
 cargo build --workspace --bins --locked --quiet
 
+step "deployment files: the Compose schema, and every variable against its binary's --help"
+"$REPO_ROOT/deploy/check.sh"
+
 step "tests"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --no-fail-fast
