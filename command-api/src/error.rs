@@ -51,6 +51,8 @@ impl From<podium_runtime::tokens::Error> for Error {
             E::NotHost => Error::NotHost,
             E::NotThisPlayer => Error::NotThisPlayer,
             E::Signing(cause) => Error::Internal(cause),
+            // Refused at start-up, before any request.
+            weak @ E::WeakSecret(_) => Error::Internal(weak.to_string()),
         }
     }
 }

@@ -15,7 +15,6 @@ use std::time::Duration;
 use clap::Parser;
 use podium_runtime::KafkaArgs;
 use podium_runtime::rate_limit::{ClientRateArgs, Rate, RateLimiter};
-use secrecy::{ExposeSecret, SecretString};
 use tokio::net::TcpListener;
 
 pub use error::{Error, Result};
@@ -26,7 +25,7 @@ use crate::http::{AppState, Limits};
 use crate::quizzes::Quizzes;
 use podium_runtime::health::Health;
 use podium_runtime::metrics::AdminServer;
-use podium_runtime::tokens::{MIN_SECRET_BYTES, Tokens};
+use podium_runtime::tokens::TokenSecretArgs;
 
 /// Configuration, from flags or the environment.
 #[derive(Debug, Clone, Parser)]
@@ -43,15 +42,8 @@ pub struct Config {
     #[command(flatten)]
     pub kafka: KafkaArgs,
 
-    /// Secret that signs host and player tokens (HMAC-SHA256), at least 32 bytes. Every
-    /// instance of one deployment shares it; changing it invalidates every token.
-    #[arg(
-        long,
-        env = "PODIUM_TOKEN_SECRET",
-        value_parser = podium_runtime::transport::secret,
-        hide_env_values = true
-    )]
-    pub token_secret: SecretString,
+    #[command(flatten)]
+    pub tokens: TokenSecretArgs,
 
     /// How long an append may wait for the broker's acknowledgement before the client is told
     /// to retry (503).
@@ -132,14 +124,12 @@ impl App {
         log: Arc<dyn EventLog>,
         clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Self> {
-        anyhow::ensure!(
-            config.token_secret.expose_secret().len() >= MIN_SECRET_BYTES,
-            "PODIUM_TOKEN_SECRET must be at least {MIN_SECRET_BYTES} bytes"
-        );
+        // Before the replay, which waits for the broker: a bad secret is said at once.
+        let tokens = config.tokens.tokens()?;
         let quizzes = Quizzes::restore(log.clone(), clock.clone()).await?;
         let state = AppState {
             quizzes: quizzes.clone(),
-            tokens: Tokens::new(config.token_secret.expose_secret().as_bytes()),
+            tokens,
             clock,
             limits: Limits {
                 per_client: RateLimiter::new(config.client_rate.rate()),

@@ -162,7 +162,7 @@ impl Stack {
         podium_command_api::Config {
             listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
             kafka: self.kafka.clone(),
-            token_secret: TOKEN_SECRET.to_owned().into(),
+            tokens: podium_runtime::tokens::TokenSecretArgs::new(TOKEN_SECRET),
             ack_timeout_ms: 10_000,
             producer_queue: 100_000,
             // Every test client shares one address, so the per-address limit is off here; the
@@ -232,7 +232,7 @@ impl Stack {
         podium_query_api::Config {
             listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
             redis: self.redis_args(),
-            token_secret: TOKEN_SECRET.to_owned().into(),
+            tokens: podium_runtime::tokens::TokenSecretArgs::new(TOKEN_SECRET),
             client_rate: ClientRateArgs {
                 rate_per_client: 0,
                 rate_burst_per_client: 0,

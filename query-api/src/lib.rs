@@ -17,8 +17,7 @@ use podium_durable::{DurableStore, ScyllaConfig};
 use podium_runtime::health::Health;
 use podium_runtime::metrics::AdminServer;
 use podium_runtime::rate_limit::{ClientRateArgs, RateLimiter};
-use podium_runtime::tokens::{MIN_SECRET_BYTES, Tokens};
-use secrecy::{ExposeSecret, SecretString};
+use podium_runtime::tokens::TokenSecretArgs;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -44,14 +43,8 @@ pub struct Config {
     #[command(flatten)]
     pub redis: podium_runtime::RedisArgs,
 
-    /// The secret the command API signs tokens with: player streams need a player token.
-    #[arg(
-        long,
-        env = "PODIUM_TOKEN_SECRET",
-        value_parser = podium_runtime::transport::secret,
-        hide_env_values = true
-    )]
-    pub token_secret: SecretString,
+    #[command(flatten)]
+    pub tokens: TokenSecretArgs,
 
     #[command(flatten)]
     pub client_rate: ClientRateArgs,
@@ -152,10 +145,8 @@ impl App {
         config: &Config,
         durable: Option<Arc<dyn DurableStore>>,
     ) -> anyhow::Result<Self> {
-        anyhow::ensure!(
-            config.token_secret.expose_secret().len() >= MIN_SECRET_BYTES,
-            "PODIUM_TOKEN_SECRET must be at least {MIN_SECRET_BYTES} bytes"
-        );
+        // Before waiting for Redis: a bad secret is said at once.
+        let tokens = config.tokens.tokens()?;
         let health = Health::new();
         let redis = health.check("redis", "connecting to Redis");
         let listen = podium_runtime::metrics::admin_address(&config.admin_listen)
@@ -172,7 +163,7 @@ impl App {
         let state = http::AppState {
             reads: Reads { live, durable },
             hub: hub.clone(),
-            tokens: Tokens::new(config.token_secret.expose_secret().as_bytes()),
+            tokens,
         };
         let listener = TcpListener::bind(config.listen).await?;
         Ok(Self {

@@ -16,6 +16,10 @@ pub enum Error {
     NotThisPlayer,
     #[error("signing a token: {0}")]
     Signing(String),
+    #[error(
+        "PODIUM_TOKEN_SECRET must be at least 32 bytes; it has {0} (try `openssl rand -hex 32`)"
+    )]
+    WeakSecret(usize),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -25,6 +29,40 @@ const LIFETIME_SECONDS: u64 = 7 * 24 * 3600;
 
 /// The shortest secret accepted: HS256 wants at least 256 bits.
 pub const MIN_SECRET_BYTES: usize = 32;
+
+/// The token secret, flattened into both APIs' configurations: the command API signs with it,
+/// both verify with it.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TokenSecretArgs {
+    /// Secret that signs host and player tokens (HMAC-SHA256), at least 32 bytes. Every
+    /// instance of both APIs shares it; changing it invalidates every token.
+    // Checked in `tokens()`, not by clap: clap's error for a refused value prints the value.
+    #[arg(
+        long,
+        env = "PODIUM_TOKEN_SECRET",
+        value_parser = crate::transport::secret,
+        hide_env_values = true
+    )]
+    pub token_secret: secrecy::SecretString,
+}
+
+impl TokenSecretArgs {
+    pub fn new(secret: impl Into<String>) -> Self {
+        Self {
+            token_secret: secrecy::SecretString::from(secret.into()),
+        }
+    }
+
+    /// The signer and verifier, or why the secret is refused (without printing it).
+    pub fn tokens(&self) -> Result<Tokens> {
+        use secrecy::ExposeSecret;
+        let secret = self.token_secret.expose_secret();
+        if secret.len() < MIN_SECRET_BYTES {
+            return Err(Error::WeakSecret(secret.len()));
+        }
+        Ok(Tokens::new(secret.as_bytes()))
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -113,6 +151,37 @@ mod tests {
     use super::*;
 
     const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+    #[derive(Debug, clap::Parser)]
+    struct Flags {
+        #[command(flatten)]
+        secret: TokenSecretArgs,
+    }
+
+    #[test]
+    fn a_secret_shorter_than_32_bytes_is_refused_without_printing_it() -> Result<()> {
+        use clap::Parser;
+        let short =
+            Flags::try_parse_from(["api", "--token-secret", "0123456789abcdef0123456789abcde"])
+                .map_err(|e| Error::Signing(e.to_string()))?;
+        let message = match short.secret.tokens() {
+            Ok(_) => "a 31-byte secret was accepted".to_owned(),
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            message.contains("at least 32 bytes; it has 31"),
+            "{message}"
+        );
+        assert!(
+            !message.contains("0123456789"),
+            "the error printed the secret: {message}"
+        );
+        let long =
+            Flags::try_parse_from(["api", "--token-secret", "0123456789abcdef0123456789abcdef"])
+                .map_err(|e| Error::Signing(e.to_string()))?;
+        assert!(long.secret.tokens().is_ok());
+        Ok(())
+    }
 
     #[test]
     fn a_token_is_bound_to_its_quiz_and_role() -> Result<()> {
