@@ -4,15 +4,15 @@
 use std::sync::Arc;
 
 use axum::extract::rejection::JsonRejection;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 
-use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequest, Path, Request, State};
+use axum::extract::{DefaultBodyLimit, Extension, FromRequest, Path, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use podium_runtime::problem::Problem;
-use podium_runtime::rate_limit::{RateLimiter, per_client};
+use podium_runtime::rate_limit::{ClientIp, ClientLimit, RateLimiter, per_client};
 use podium_schemas::domain::{AnswerCommand, Command, QuestionDraft, QuizDraft};
 use podium_schemas::events::{AnswerSubmitted, Millis};
 use serde::de::DeserializeOwned;
@@ -47,7 +47,7 @@ pub struct AppState {
 #[derive(Clone, Debug)]
 pub struct Limits {
     /// Every request, by client address.
-    pub per_client: RateLimiter<IpAddr>,
+    pub per_client: ClientLimit,
     /// Quiz creation, by client address: each quiz holds memory until it is finished.
     pub quizzes_per_client: RateLimiter<IpAddr>,
     /// Answers, by player.
@@ -197,12 +197,12 @@ pub struct QuizCreatedResponse {
 )]
 async fn create_quiz(
     State(app): State<AppState>,
-    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    Extension(ClientIp(client)): Extension<ClientIp>,
     JsonBody(body): JsonBody<CreateQuizRequest>,
 ) -> Result<Response> {
     app.limits
         .quizzes_per_client
-        .check(&client.ip())
+        .check(&client)
         .map_err(Error::RateLimited)?;
     let draft = QuizDraft {
         title: body.title,

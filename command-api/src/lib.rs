@@ -132,7 +132,7 @@ impl App {
             tokens,
             clock,
             limits: Limits {
-                per_client: RateLimiter::new(config.client_rate.rate()),
+                per_client: config.client_rate.limit(),
                 quizzes_per_client: RateLimiter::new(Rate::per_minute(config.quizzes_per_minute)),
                 answers_per_player: RateLimiter::new(Rate::per_second(
                     config.answers_per_player,

@@ -13,7 +13,7 @@ use podium_command_api::clock::SystemClock;
 use podium_command_api::event_log::MemoryEventLog;
 use podium_command_api::http::{AppState, Limits, router};
 use podium_command_api::quizzes::Quizzes;
-use podium_runtime::rate_limit::{Rate, RateLimiter};
+use podium_runtime::rate_limit::{ClientRateArgs, Rate, RateLimiter};
 use podium_runtime::tokens::Tokens;
 use serde_json::Value;
 use tower::ServiceExt;
@@ -33,7 +33,7 @@ async fn app() -> Result<Router> {
         tokens: Tokens::new(b"openapi-test-secret-of-32-bytes!"),
         clock,
         limits: Limits {
-            per_client: RateLimiter::new(off),
+            per_client: ClientRateArgs::off().limit(),
             quizzes_per_client: RateLimiter::new(off),
             answers_per_player: RateLimiter::new(off),
         },

@@ -167,10 +167,7 @@ impl Stack {
             producer_queue: 100_000,
             // Every test client shares one address, so the per-address limit is off here; the
             // rate-limit test sets its own.
-            client_rate: ClientRateArgs {
-                rate_per_client: 0,
-                rate_burst_per_client: 0,
-            },
+            client_rate: ClientRateArgs::off(),
             quizzes_per_minute: 30,
             answers_per_player: 5,
             drain: podium_runtime::DrainArgs::default(),
@@ -233,10 +230,7 @@ impl Stack {
             listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
             redis: self.redis_args(),
             tokens: podium_runtime::tokens::TokenSecretArgs::new(TOKEN_SECRET),
-            client_rate: ClientRateArgs {
-                rate_per_client: 0,
-                rate_burst_per_client: 0,
-            },
+            client_rate: ClientRateArgs::off(),
             cors_origins: vec!["*".into()],
             streams: podium_query_api::live::StreamArgs::default(),
             scylla: no_scylla(),

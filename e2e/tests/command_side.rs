@@ -290,3 +290,58 @@ async fn rate_limits_answer_429_with_retry_after() -> Result<()> {
     stack.stop().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_limit() -> Result<()> {
+    let mut stack = Stack::start().await?;
+    // One request per second per client, no burst beyond it.
+    let limited = |mut config: podium_query_api::Config, trusted: &[&str]| {
+        config.client_rate.rate_per_client = 1;
+        config.client_rate.rate_burst_per_client = 1;
+        config.client_rate.trusted_proxies =
+            trusted.iter().filter_map(|n| n.parse().ok()).collect();
+        config
+    };
+    let config = limited(stack.query_config(), &["127.0.0.1/32"]);
+    let behind_gateway = stack
+        .start_query_api_with("query-api behind a gateway", config)
+        .await?;
+    let config = limited(stack.query_config(), &[]);
+    let exposed = stack
+        .start_query_api_with("query-api without a gateway", config)
+        .await?;
+    let from = |url: &str, client: &str| {
+        stack
+            .http
+            .get(format!("{url}/healthz"))
+            .header("x-forwarded-for", client)
+            .send()
+    };
+
+    // The test's address (127.0.0.1) is the trusted gateway: each forwarded client has a bucket.
+    assert_eq!(from(&behind_gateway, "203.0.113.1").await?.status(), 200);
+    assert_eq!(from(&behind_gateway, "203.0.113.2").await?.status(), 200);
+    assert_eq!(
+        from(&behind_gateway, "203.0.113.1").await?.status(),
+        429,
+        "the first client's second request within the second"
+    );
+    // A client that forges an earlier hop is still known by the hop the gateway appended.
+    assert_eq!(
+        from(&behind_gateway, "198.51.100.9, 203.0.113.2")
+            .await?
+            .status(),
+        429
+    );
+
+    // Not a trusted proxy: the header is ignored, and every request is the peer's.
+    assert_eq!(from(&exposed, "203.0.113.1").await?.status(), 200);
+    assert_eq!(
+        from(&exposed, "203.0.113.2").await?.status(),
+        429,
+        "a client cannot choose its bucket by sending the header"
+    );
+
+    stack.stop().await;
+    Ok(())
+}

@@ -2,7 +2,6 @@
 //! `routes!` calls, so the document cannot drift from what is served.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
@@ -10,7 +9,7 @@ use axum::http::HeaderMap;
 use axum::response::IntoResponse;
 use axum::response::sse::{KeepAlive, Sse};
 use podium_runtime::problem::Problem;
-use podium_runtime::rate_limit::{self, RateLimiter};
+use podium_runtime::rate_limit;
 use podium_runtime::tokens::Tokens;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -75,7 +74,7 @@ impl utoipa::Modify for BearerAuth {
 }
 
 /// The routes and their OpenAPI document.
-pub fn router(state: AppState, per_client: RateLimiter<IpAddr>) -> axum::Router {
+pub fn router(state: AppState, per_client: rate_limit::ClientLimit) -> axum::Router {
     let (router, mut document) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(quiz))
         .routes(routes!(leaderboard))

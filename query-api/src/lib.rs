@@ -16,7 +16,7 @@ use clap::Parser;
 use podium_durable::{DurableStore, ScyllaConfig};
 use podium_runtime::health::Health;
 use podium_runtime::metrics::AdminServer;
-use podium_runtime::rate_limit::{ClientRateArgs, RateLimiter};
+use podium_runtime::rate_limit::ClientRateArgs;
 use podium_runtime::tokens::TokenSecretArgs;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -168,7 +168,7 @@ impl App {
         let listener = TcpListener::bind(config.listen).await?;
         Ok(Self {
             listener,
-            router: http::router(state, RateLimiter::new(config.client_rate.rate()))
+            router: http::router(state, config.client_rate.limit())
                 .layer(http::cors(&config.cors_origins)?),
             hub,
             send_buffer: config.streams.send_buffer_bytes,
