@@ -515,3 +515,104 @@ impl Browser {
         })
     }
 }
+
+/// The gateway template that Kubernetes, Compose and the local stack use.
+pub const GATEWAY_TEMPLATE: &str = include_str!("../../deploy/k8s/base/podium.conf.template");
+
+/// Fills in the gateway template's `${PODIUM_...}` placeholders, as nginx's container
+/// entrypoint does with envsubst; fails on one left unfilled.
+pub fn render_gateway(values: &[(&str, &str)]) -> Result<String> {
+    let mut text = GATEWAY_TEMPLATE.to_owned();
+    for (name, value) in values {
+        text = text.replace(&format!("${{{name}}}"), value);
+    }
+    let left = text
+        .lines()
+        .filter(|line| !line.trim_start().starts_with('#'))
+        .find(|line| line.contains("${PODIUM_"));
+    match left {
+        Some(line) => bail!("the gateway template has a placeholder left: {line}"),
+        None => Ok(text),
+    }
+}
+
+/// The main nginx configuration around the rendered template, for nginx run by hand (the local
+/// stack writes the same): its files under `dir`, and nothing written to disk per request, so
+/// unprivileged workers need no writable directory (bodies up to the template's 256 KiB limit
+/// stay in memory).
+pub fn gateway_main(dir: &Path, routes: &Path) -> String {
+    let dir = dir.display();
+    format!(
+        "pid {dir}/nginx.pid;\nerror_log stderr;\nevents {{}}\nhttp {{\n  access_log off;\n  client_body_buffer_size 256k;\n  proxy_max_temp_file_size 0;\n  client_body_temp_path {dir}/client_body;\n  proxy_temp_path {dir}/proxy;\n  include {routes};\n}}\n",
+        routes = routes.display()
+    )
+}
+
+/// Debian's nginx in front of the APIs, with the gateway template: one origin, method routing,
+/// unbuffered streams, and `X-Forwarded-For` believed from 127.0.0.1, where the tests run.
+#[derive(Debug)]
+pub struct Gateway {
+    _child: Child,
+    port: u16,
+    _dir: TempDir,
+}
+
+impl Gateway {
+    /// `command` and each of `queries` are `host:port`.
+    pub async fn start(command: &str, queries: &[&str]) -> Result<Self> {
+        let nginx = program("NGINX_BIN", "nginx").or_else(|_| {
+            let debian = PathBuf::from("/usr/sbin/nginx");
+            if debian.is_file() {
+                Ok(debian)
+            } else {
+                bail!("nginx not found (set NGINX_BIN, or run deploy/local/install.sh)")
+            }
+        })?;
+        let dir = tempfile::Builder::new()
+            .prefix("podium-gateway")
+            .tempdir()?;
+        let port = free_port()?;
+        let port_text = port.to_string();
+        let command_servers = format!("server {command};");
+        let query_servers: String = queries.iter().map(|q| format!("server {q}; ")).collect();
+        let routes = render_gateway(&[
+            ("PODIUM_GATEWAY_PORT", &port_text),
+            ("PODIUM_COMMAND_SERVERS", &command_servers),
+            ("PODIUM_QUERY_SERVERS", &query_servers),
+            ("PODIUM_GATEWAY_REAL_IP", "127.0.0.1/32"),
+        ])?;
+        let path = dir.path();
+        std::fs::write(path.join("podium.conf"), routes)?;
+        let main = gateway_main(path, &path.join("podium.conf"));
+        std::fs::write(path.join("nginx.conf"), main)?;
+        let conf = path.join("nginx.conf").display().to_string();
+        let prefix = path.display().to_string();
+        let log = path.join("gateway.log");
+        let mut child = spawn(
+            &nginx,
+            &[
+                "-p",
+                &prefix,
+                "-c",
+                &conf,
+                "-e",
+                "stderr",
+                "-g",
+                "daemon off;",
+            ],
+            &log,
+        )?;
+        wait_for_port(port, &mut child, &log)
+            .await
+            .context("the gateway")?;
+        Ok(Self {
+            _child: child,
+            port,
+            _dir: dir,
+        })
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
