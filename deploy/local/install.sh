@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the local stack and the tests need, skipping whatever is already present:
-# Debian's redis-server, supervisor, jq, curl and chromium; fastavro and the deployment checkers
+# Debian's redis-server, supervisor, jq, curl, chromium and nginx; fastavro and the deployment checkers
 # in a Python venv under .podium; and the nisshi broker at the pinned version (from crates.io:
 # 20-25 minutes, once).
 set -euo pipefail
@@ -30,6 +30,8 @@ command -v supervisord >/dev/null 2>&1 || missing+=(supervisor)
 command -v jq >/dev/null 2>&1 || missing+=(jq)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+# nginx: the gateway in front of both APIs (the local stack and the gateway test).
+[ -x /usr/sbin/nginx ] || command -v nginx >/dev/null 2>&1 || missing+=(nginx)
 # TLS: OpenSSL's headers for librdkafka's and Redis's TLS, and its command line for the test
 # that makes a certificate for a TLS Redis.
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
@@ -43,11 +45,11 @@ if [ "${#missing[@]}" -gt 0 ]; then
   # Redis on other ports, under a supervisord instance of its own.
   for package in "${missing[@]}"; do
     case "$package" in
-      redis-server|supervisor) as_root systemctl disable --now "$package" >/dev/null 2>&1 || true ;;
+      redis-server|supervisor|nginx) as_root systemctl disable --now "$package" >/dev/null 2>&1 || true ;;
     esac
   done
 else
-  log "redis-server, supervisor, jq, curl, chromium, openssl, pkg-config and libssl-dev present"
+  log "redis-server, supervisor, jq, curl, chromium, nginx, openssl, pkg-config and libssl-dev present"
 fi
 
 # Python tools, pinned, in a venv of the project's: fastavro (the second Avro implementation the

@@ -17,7 +17,7 @@ say() { printf '\n\033[1m%s\033[0m\n' "$*"; }
 post() { # path, token or "", json → prints the response body; fails on an HTTP error
   local auth=()
   [ -n "$2" ] && auth=(-H "Authorization: Bearer $2")
-  curl -sS --max-time 15 --fail-with-body -X POST "$PODIUM_COMMAND_URL$1" -H 'Content-Type: application/json' "${auth[@]}" -d "$3"
+  curl -sS --max-time 15 --fail-with-body -X POST "$PODIUM_URL$1" -H 'Content-Type: application/json' "${auth[@]}" -d "$3"
 }
 
 say "1. A host creates a quiz"
@@ -38,7 +38,7 @@ ADA=$(jq -r .player_token <<<"$ada"); GRACE=$(jq -r .player_token <<<"$grace")
 
 # A dashboard follows the quiz over Server-Sent Events from here on.
 stream="$PODIUM_HOME/demo-stream.txt"
-curl -sS -N --max-time 20 "$PODIUM_QUERY_URL/v1/quizzes/$QUIZ/events" >"$stream" 2>/dev/null &
+curl -sS -N --max-time 20 "$PODIUM_URL/v1/quizzes/$QUIZ/events" >"$stream" 2>/dev/null &
 dashboard=$!
 
 say "3. The host starts question 1"
@@ -50,14 +50,14 @@ post "/v1/quizzes/$QUIZ/answers" "$GRACE" '{"question": 1, "choice": 0}' | jq -c
 
 say "5. The leaderboard moves"
 for _ in $(seq 1 50); do
-  board=$(curl -sS --max-time 5 "$PODIUM_QUERY_URL/v1/quizzes/$QUIZ/leaderboard?limit=10")
+  board=$(curl -sS --max-time 5 "$PODIUM_URL/v1/quizzes/$QUIZ/leaderboard?limit=10")
   [ "$(jq '.entries | length' <<<"$board")" -ge 2 ] && break
   sleep 0.1
 done
 jq . <<<"$board"
 
 say "6. The quiz state: question 1 is open, its answer hidden"
-curl -sS --max-time 5 "$PODIUM_QUERY_URL/v1/quizzes/$QUIZ" | jq -c '{status, player_count, current: (.current | {number, text, choices, remaining_ms})}'
+curl -sS --max-time 5 "$PODIUM_URL/v1/quizzes/$QUIZ" | jq -c '{status, player_count, current: (.current | {number, text, choices, remaining_ms})}'
 
 say "7. What the dashboard's SSE stream received"
 for _ in $(seq 1 30); do
@@ -69,7 +69,7 @@ grep -E '^(event|id):' "$stream" | paste - - | sed 's/^/  /'
 
 cat > "$PODIUM_HOME/demo.env" <<ENV
 export QUIZ=$QUIZ CODE=$CODE HOST=$HOST
-export CMD=$PODIUM_COMMAND_URL QRY=$PODIUM_QUERY_URL
+export PODIUM=$PODIUM_URL
 ENV
 
 say "Your turn. Question 1 stays open for two minutes."
@@ -77,23 +77,24 @@ cat <<TXT
   source $PODIUM_HOME/demo.env
 
   # join (keep the player_token)
-  curl -s -X POST \$CMD/v1/join -H 'Content-Type: application/json' -d '{"join_code": "$CODE", "name": "You"}'
+  curl -s -X POST \$PODIUM/v1/join -H 'Content-Type: application/json' -d '{"join_code": "$CODE", "name": "You"}'
   TOKEN=...
 
   # answer question 1 (choices: 0 Mars, 1 Jupiter, 2 Venus)
-  curl -s -X POST \$CMD/v1/quizzes/\$QUIZ/answers -H "Authorization: Bearer \$TOKEN" -H 'Content-Type: application/json' -d '{"question": 1, "choice": 1}'
+  curl -s -X POST \$PODIUM/v1/quizzes/\$QUIZ/answers -H "Authorization: Bearer \$TOKEN" -H 'Content-Type: application/json' -d '{"question": 1, "choice": 1}'
 
   # the leaderboard, and one player's points and rank
-  curl -s "\$QRY/v1/quizzes/\$QUIZ/leaderboard?limit=10"
-  curl -s "\$QRY/v1/quizzes/\$QUIZ/players/<player_id>"
+  curl -s "\$PODIUM/v1/quizzes/\$QUIZ/leaderboard?limit=10"
+  curl -s "\$PODIUM/v1/quizzes/\$QUIZ/players/<player_id>"
 
   # follow the quiz live, as a dashboard does (Ctrl-C to stop)
-  curl -N "\$QRY/v1/quizzes/\$QUIZ/events"
+  curl -N "\$PODIUM/v1/quizzes/\$QUIZ/events"
 
   # as the host: next question, then finish
-  curl -s -X POST \$CMD/v1/quizzes/\$QUIZ/questions/2/start -H "Authorization: Bearer \$HOST"
-  curl -s -X POST \$CMD/v1/quizzes/\$QUIZ/finish -H "Authorization: Bearer \$HOST"
+  curl -s -X POST \$PODIUM/v1/quizzes/\$QUIZ/questions/2/start -H "Authorization: Bearer \$HOST"
+  curl -s -X POST \$PODIUM/v1/quizzes/\$QUIZ/finish -H "Authorization: Bearer \$HOST"
 
-  Command API: $PODIUM_COMMAND_URL    Query API: $PODIUM_QUERY_URL
+  Podium, for every client: $PODIUM_URL  (nginx; behind it the command API $PODIUM_COMMAND_URL
+  and the query API $PODIUM_QUERY_URL)
   Logs: $PODIUM_HOME/logs    Status: deploy/local/status.sh    Stop: deploy/local/down.sh
 TXT

@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Shows the state of the local stack: each supervised program (state, pid, uptime), then whether
-# each service is ready, from /readyz on its admin listener. Exits 3 when the stack is not
-# running, 1 when a program is not running or a service is not ready, 0 otherwise.
+# each service is ready, from /readyz on its admin listener, and whether the gateway answers.
+# Exits 3 when the stack is not running, 1 when a program is not running or a service is not
+# ready, 0 otherwise.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 # shellcheck source=env.sh
 source "$here/env.sh"
 
 case "${1:-}" in
-  -h|--help) sed -n '2,4p' "$0" | sed 's/^# //'; exit 0 ;;
+  -h|--help) sed -n '2,5p' "$0" | sed 's/^# //'; exit 0 ;;
 esac
 
 log() { printf '[status] %s\n' "$*" >&2; }
@@ -43,4 +44,10 @@ ready() {
 ready projector "${PODIUM_PROJECTOR_METRICS_LISTEN:-127.0.0.1:9464}"
 ready command-api "${PODIUM_COMMAND_ADMIN_LISTEN:-127.0.0.1:9465}"
 ready query-api "${PODIUM_QUERY_ADMIN_LISTEN:-127.0.0.1:9466}"
+if [ "$(curl -sS --max-time 3 -o /dev/null -w '%{http_code}' "$PODIUM_URL/healthz" 2>/dev/null)" = 200 ]; then
+  log "gateway answering at $PODIUM_URL"
+else
+  log "gateway: no answer from $PODIUM_URL/healthz"
+  code=1
+fi
 exit "$code"

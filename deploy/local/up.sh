@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Starts the whole local stack under a supervisord of its own, which restarts any process that
 # exits: Redis, the nisshi broker (sqlite storage, so data survives restarts), Podium's topics,
-# the projector, the command API and the query API. Running it again starts whatever is stopped.
+# the projector, the command API, the query API, and nginx in front of both APIs as the one
+# origin for clients ($PODIUM_URL). Running it again starts whatever is stopped.
 # Logs: $PODIUM_HOME/logs, data: $PODIUM_HOME/data. Status: deploy/local/status.sh. Stop: down.sh.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -9,7 +10,7 @@ here="$(cd "$(dirname "$0")" && pwd)"
 source "$here/env.sh"
 
 case "${1:-}" in
-  -h|--help) sed -n '2,5p' "$0" | sed 's/^# //'; exit 0 ;;
+  -h|--help) sed -n '2,6p' "$0" | sed 's/^# //'; exit 0 ;;
 esac
 
 log() { printf '[up] %s\n' "$*" >&2; }
@@ -69,6 +70,34 @@ conf_command() {
 # The query API holds a descriptor per stream: let supervisord raise the limit its programs inherit.
 nofile="$(ulimit -Hn)"
 if [ "$nofile" = unlimited ] || [ "$nofile" -gt 65536 ]; then nofile=65536; fi
+
+# The gateway: the template Kubernetes and Compose use (deploy/k8s/base), filled in for this
+# machine, inside a main configuration of its own (the test kit's `gateway_main` writes the same).
+gateway_dir="$PODIUM_HOME/gateway"
+write_gateway() {
+  mkdir -p "$gateway_dir"
+  local routes
+  routes="$(cat "$REPO_ROOT/deploy/k8s/base/podium.conf.template")"
+  routes="${routes//'${PODIUM_GATEWAY_PORT}'/127.0.0.1:$PODIUM_GATEWAY_PORT}"
+  routes="${routes//'${PODIUM_COMMAND_SERVERS}'/server 127.0.0.1:$PODIUM_COMMAND_PORT;}"
+  routes="${routes//'${PODIUM_QUERY_SERVERS}'/server 127.0.0.1:$PODIUM_QUERY_PORT;}"
+  # Nothing stands in front of it here: no address's X-Forwarded-For is believed.
+  routes="${routes//'${PODIUM_GATEWAY_REAL_IP}'/0.0.0.0/32}"
+  printf '%s\n' "$routes" >"$gateway_dir/podium.conf"
+  cat >"$gateway_dir/nginx.conf" <<NGINX
+pid $gateway_dir/nginx.pid;
+error_log stderr;
+events {}
+http {
+  access_log off;
+  client_body_buffer_size 256k;
+  proxy_max_temp_file_size 0;
+  client_body_temp_path $gateway_dir/client_body;
+  proxy_temp_path $gateway_dir/proxy;
+  include $gateway_dir/podium.conf;
+}
+NGINX
+}
 
 program() { # name, priority, working dir, command...
   local name="$1" priority="$2" dir="$3"; shift 3
@@ -130,9 +159,17 @@ CONF
   # back without a rebalance.
   program projector 30 "$PODIUM_HOME" "$bin/podium-projector"
   echo 'environment=PODIUM_PROJECTOR_INSTANCE_ID="projector-1"'
+  # Both APIs believe the client address that the gateway, on this machine, forwards.
   program command-api 40 "$PODIUM_HOME" "$bin/podium-command-api"
+  echo 'environment=PODIUM_TRUSTED_PROXIES="127.0.0.1/32"'
   program query-api 50 "$PODIUM_HOME" "$bin/podium-query-api"
+  echo 'environment=PODIUM_TRUSTED_PROXIES="127.0.0.1/32"'
+  program gateway 60 "$gateway_dir" "$nginx" -p "$gateway_dir" -c "$gateway_dir/nginx.conf" \
+    -e stderr -g "daemon off;"
 }
+
+nginx="$(command -v nginx || echo /usr/sbin/nginx)"
+write_gateway
 
 conf="$PODIUM_SUPERVISOR_CONF"
 if supervisor_running; then
@@ -201,6 +238,7 @@ ensure_started broker "$PODIUM_KAFKA_PORT"
 ensure_started projector -
 ensure_started command-api "$PODIUM_COMMAND_PORT"
 ensure_started query-api "$PODIUM_QUERY_PORT"
+ensure_started gateway "$PODIUM_GATEWAY_PORT"
 
-log "Podium is up: command API $PODIUM_COMMAND_URL, query API $PODIUM_QUERY_URL"
+log "Podium is up at $PODIUM_URL (the gateway; command API $PODIUM_COMMAND_URL, query API $PODIUM_QUERY_URL)"
 log "status: deploy/local/status.sh, logs: $PODIUM_HOME/logs, stop: deploy/local/down.sh"
