@@ -28,7 +28,7 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "building every binary"
 cargo build --workspace --bins --locked --quiet
 
-step "deployment files: the Compose schema, and every variable against its binary's --help"
+step "deployment files: Compose and Kubernetes against their schemas, the pipeline, and every setting against its binary"
 "$REPO_ROOT/deploy/check.sh"
 
 step "tests"
