@@ -112,14 +112,13 @@ impl TrustedProxies {
         if !self.trusts(peer) {
             return peer;
         }
-        let forwarded: Vec<&str> = headers
+        let forwarded = headers
             .get_all("x-forwarded-for")
             .iter()
             .filter_map(|value| value.to_str().ok())
-            .flat_map(|value| value.split(','))
-            .collect();
+            .flat_map(|value| value.split(','));
         let mut client = peer;
-        for hop in forwarded.iter().rev() {
+        for hop in forwarded.rev() {
             let Ok(hop) = hop.trim().parse::<IpAddr>() else {
                 return client;
             };
