@@ -70,9 +70,12 @@ fn program(env: &str, name: &str) -> Result<PathBuf> {
         })
         .unwrap_or_default();
     let cargo_bin = std::env::var_os("HOME").map(|h| Path::new(&h).join(".cargo/bin").join(name));
+    // Debian puts servers such as nginx in /usr/sbin, which is not on a user's PATH.
+    let sbin = Path::new("/usr/sbin").join(name);
     in_path
         .into_iter()
         .chain(cargo_bin)
+        .chain(Some(sbin))
         .find(|p| p.is_file())
         .with_context(|| format!("{name} not found (set {env}, or run deploy/local/install.sh)"))
 }
@@ -560,14 +563,7 @@ pub struct Gateway {
 impl Gateway {
     /// `command` and each of `queries` are `host:port`.
     pub async fn start(command: &str, queries: &[&str]) -> Result<Self> {
-        let nginx = program("NGINX_BIN", "nginx").or_else(|_| {
-            let debian = PathBuf::from("/usr/sbin/nginx");
-            if debian.is_file() {
-                Ok(debian)
-            } else {
-                bail!("nginx not found (set NGINX_BIN, or run deploy/local/install.sh)")
-            }
-        })?;
+        let nginx = program("NGINX_BIN", "nginx")?;
         let dir = tempfile::Builder::new()
             .prefix("podium-gateway")
             .tempdir()?;
