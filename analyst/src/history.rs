@@ -36,6 +36,7 @@ pub fn event_time(event: &Event) -> Millis {
     match event {
         Event::QuizCreated(e) => e.created_at,
         Event::PlayerJoined(e) => e.joined_at,
+        Event::PlayerKicked(e) => e.kicked_at,
         Event::JoiningLocked(e) => e.locked_at,
         Event::QuestionStarted(e) => e.started_at,
         Event::QuestionClosed(e) => e.closed_at,

@@ -3,8 +3,8 @@
 
 use podium_schemas::Event;
 use podium_schemas::events::{
-    AnswerSubmitted, JoiningLocked, PlayerJoined, QuestionClosed, QuestionStarted, QuizCreated,
-    QuizFinished,
+    AnswerSubmitted, JoiningLocked, PlayerJoined, PlayerKicked, QuestionClosed, QuestionStarted,
+    QuizCreated, QuizFinished,
 };
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -19,6 +19,7 @@ use crate::time::Timestamp;
 pub enum EventFields<'a> {
     QuizCreated(&'a QuizCreated),
     PlayerJoined(&'a PlayerJoined),
+    PlayerKicked(&'a PlayerKicked),
     JoiningLocked(&'a JoiningLocked),
     QuestionStarted(&'a QuestionStarted),
     QuestionClosed(&'a QuestionClosed),
@@ -31,6 +32,7 @@ impl<'a> EventFields<'a> {
         match event {
             Event::QuizCreated(e) => Self::QuizCreated(e),
             Event::PlayerJoined(e) => Self::PlayerJoined(e),
+            Event::PlayerKicked(e) => Self::PlayerKicked(e),
             Event::JoiningLocked(e) => Self::JoiningLocked(e),
             Event::QuestionStarted(e) => Self::QuestionStarted(e),
             Event::QuestionClosed(e) => Self::QuestionClosed(e),
@@ -91,6 +93,7 @@ pub fn human_line(record: &LogRecord, event: &Event) -> String {
             e.join_code
         ),
         Event::PlayerJoined(e) => format!("player={} name={:?}", e.player_id, e.name),
+        Event::PlayerKicked(e) => format!("player={} kicked", e.player_id),
         Event::JoiningLocked(_) => "joining locked".to_owned(),
         Event::QuestionStarted(e) => format!(
             "q{} started, deadline {}",

@@ -73,6 +73,7 @@ impl Error {
                 Rejection::QuestionClosed(_) => (S::CONFLICT, "question_closed"),
                 Rejection::InvalidChoice { .. } => (S::UNPROCESSABLE_ENTITY, "invalid_choice"),
                 Rejection::PlayerNotFound => (S::NOT_FOUND, "player_not_found"),
+                Rejection::PlayerKicked => (S::FORBIDDEN, "player_kicked"),
                 Rejection::AlreadyAnswered(_) => (S::CONFLICT, "already_answered"),
             },
             Error::QuizNotFound => (S::NOT_FOUND, "quiz_not_found"),

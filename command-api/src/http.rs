@@ -30,6 +30,8 @@ use podium_runtime::tokens::{Role, Tokens};
 pub const MAX_QUIZ_BODY_BYTES: usize = 1024 * 1024;
 /// Every other command is small.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
+/// Player ids are UUIDs; anything much longer cannot exist.
+pub const MAX_PLAYER_ID_CHARS: usize = 64;
 /// Idempotency keys are opaque to us, but bounded.
 pub const MAX_IDEMPOTENCY_KEY_CHARS: usize = 128;
 /// Every error response is a problem document.
@@ -61,6 +63,7 @@ fn documented_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(create_quiz).layer(DefaultBodyLimit::max(MAX_QUIZ_BODY_BYTES)))
         .routes(routes!(join))
         .routes(routes!(lock_joining))
+        .routes(routes!(kick))
         .routes(routes!(start_question))
         .routes(routes!(close_question))
         .routes(routes!(finish))
@@ -267,7 +270,7 @@ pub struct JoinedResponse {
         (status = CREATED, description = "Joined as a new player.", body = JoinedResponse),
         (status = BAD_REQUEST, description = "`malformed_json`.", body = Problem, content_type = PROBLEM),
         (status = UNAUTHORIZED, description = "`invalid_token` (a rejoin with a bad token).", body = Problem, content_type = PROBLEM),
-        (status = FORBIDDEN, description = "`not_this_player`: the token is not a player's of this quiz.", body = Problem, content_type = PROBLEM),
+        (status = FORBIDDEN, description = "`not_this_player`: the token is not a player's of this quiz; `player_kicked`: the host removed this player.", body = Problem, content_type = PROBLEM),
         (status = NOT_FOUND, description = "`quiz_not_found` or, on a rejoin, `player_not_found`.", body = Problem, content_type = PROBLEM),
         (status = CONFLICT, description = "`name_taken`, `joining_locked` or `quiz_finished`.", body = Problem, content_type = PROBLEM),
         (status = PAYLOAD_TOO_LARGE, description = "`payload_too_large`.", body = Problem, content_type = PROBLEM),
@@ -346,6 +349,44 @@ async fn lock_joining(
 ) -> Result<Json<QuizStatus>> {
     let at = app.clock.now();
     host_command(&app, &headers, &quiz_id, Command::LockJoining { at }).await
+}
+
+/// Kick a player
+///
+/// Removes the player from the quiz: they can no longer answer or rejoin, and their score leaves
+/// the leaderboard; their answers stay in the questions' statistics. Kicking twice is a no-op.
+#[utoipa::path(
+    post,
+    path = "/v1/quizzes/{quiz_id}/players/{player_id}/kick",
+    tag = "host",
+    params(
+        ("quiz_id" = String, Path, description = "The quiz, as created."),
+        ("player_id" = String, Path, description = "The player, as joined."),
+    ),
+    security(("bearer" = [])),
+    responses(
+        (status = OK, description = "The quiz after the command.", body = QuizStatus),
+        (status = BAD_REQUEST, description = "`invalid_input`: the player id is too long.", body = Problem, content_type = PROBLEM),
+        (status = UNAUTHORIZED, description = "`invalid_token`.", body = Problem, content_type = PROBLEM),
+        (status = FORBIDDEN, description = "`not_host`: not this quiz's host token.", body = Problem, content_type = PROBLEM),
+        (status = NOT_FOUND, description = "`quiz_not_found` or `player_not_found`.", body = Problem, content_type = PROBLEM),
+        (status = CONFLICT, description = "`quiz_finished`.", body = Problem, content_type = PROBLEM),
+        (status = TOO_MANY_REQUESTS, description = "`rate_limited`, with `Retry-After`.", body = Problem, content_type = PROBLEM),
+        (status = SERVICE_UNAVAILABLE, description = "`event_log_busy` or `event_log_unavailable`: nothing was recorded; retry.", body = Problem, content_type = PROBLEM),
+    )
+)]
+async fn kick(
+    State(app): State<AppState>,
+    Path((quiz_id, player_id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Json<QuizStatus>> {
+    if player_id.len() > MAX_PLAYER_ID_CHARS {
+        return Err(Error::InvalidInput(format!(
+            "player_id is at most {MAX_PLAYER_ID_CHARS} characters"
+        )));
+    }
+    let at = app.clock.now();
+    host_command(&app, &headers, &quiz_id, Command::Kick { player_id, at }).await
 }
 
 /// A host command about question `n` of the quiz.
@@ -542,7 +583,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>> {
         (status = CREATED, description = "The answer is recorded and scored.", body = AnswerResult),
         (status = BAD_REQUEST, description = "`malformed_json`, or `invalid_input` for a bad `Idempotency-Key`.", body = Problem, content_type = PROBLEM),
         (status = UNAUTHORIZED, description = "`invalid_token`.", body = Problem, content_type = PROBLEM),
-        (status = FORBIDDEN, description = "`not_this_player`: not a player token of this quiz.", body = Problem, content_type = PROBLEM),
+        (status = FORBIDDEN, description = "`not_this_player`: not a player token of this quiz; `player_kicked`: the host removed this player.", body = Problem, content_type = PROBLEM),
         (status = NOT_FOUND, description = "`quiz_not_found`, `question_not_found` or `player_not_found`.", body = Problem, content_type = PROBLEM),
         (status = CONFLICT, description = "`already_answered` (with the `original` result), `question_not_active`, `question_closed` or `quiz_finished`.", body = Problem, content_type = PROBLEM),
         (status = PAYLOAD_TOO_LARGE, description = "`payload_too_large`.", body = Problem, content_type = PROBLEM),

@@ -103,7 +103,7 @@ impl QuizStatus {
         Self {
             quiz_id: quiz.quiz_id.clone(),
             questions: quiz.questions.len(),
-            players: quiz.players.len(),
+            players: quiz.active_players(),
             joining_locked: quiz.joining_locked,
             finished: quiz.finished,
             current_question: quiz.current.as_ref().map(|c| CurrentQuestion {
@@ -309,10 +309,14 @@ impl Quizzes {
         }
     }
 
-    /// Whether `player_id` has joined `quiz_id`: a rejoin with a valid token needs no new event.
+    /// Whether `player_id` has joined `quiz_id` and was not kicked: a rejoin with a valid token
+    /// needs no new event.
     pub async fn player_name(&self, quiz_id: &str, player_id: &str) -> Result<String> {
         let live = self.live(quiz_id)?;
         let state = live.state.lock().await;
+        if state.quiz.kicked.contains(player_id) {
+            return Err(Error::Rejected(Rejection::PlayerKicked));
+        }
         state
             .quiz
             .players

@@ -143,7 +143,7 @@ async fn the_document_is_openapi_3_1_and_every_operation_in_it_is_routed() -> Re
     assert!(is_fallback(status, &body), "{status} {body}");
 
     let operations = operations(&doc)?;
-    assert_eq!(operations.len(), 7, "{operations:?}");
+    assert_eq!(operations.len(), 8, "{operations:?}");
     for (method, path) in &operations {
         let uri = concrete(path);
         let verb = Method::from_bytes(method.to_uppercase().as_bytes())?;

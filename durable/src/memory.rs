@@ -2,7 +2,7 @@
 //! tests use when they need no database.
 
 use std::collections::btree_map::Entry;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Mutex, PoisonError};
 
 use async_trait::async_trait;
@@ -23,6 +23,7 @@ struct QuizFacts {
     title: Option<Positioned<String>>,
     finished_at: Option<Positioned<Millis>>,
     names: BTreeMap<String, Positioned<String>>,
+    kicked: BTreeSet<String>,
     answers: BTreeMap<(String, i32), Positioned<AnswerSubmitted>>,
 }
 
@@ -60,6 +61,9 @@ impl QuizFacts {
                 let key = e.player_id.clone();
                 keep_first_in(&mut self.names, key, offset, e.name.clone());
             }
+            Event::PlayerKicked(e) => {
+                let _ = self.kicked.insert(e.player_id.clone());
+            }
             Event::AnswerSubmitted(e) => {
                 let key = (e.player_id.clone(), e.question);
                 keep_first_in(&mut self.answers, key, offset, e.clone());
@@ -75,8 +79,15 @@ impl QuizFacts {
             .iter()
             .map(|(id, name)| (id.clone(), name.value.clone()))
             .collect();
+        let kicked: HashSet<String> = self.kicked.iter().cloned().collect();
         let answers = self.answers.values().map(|a| &a.value);
-        Some(FinalResults::fold(quiz_id, finished_at, &names, answers))
+        Some(FinalResults::fold(
+            quiz_id,
+            finished_at,
+            &names,
+            &kicked,
+            answers,
+        ))
     }
 }
 

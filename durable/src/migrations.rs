@@ -12,10 +12,16 @@ use scylla::client::session::Session;
 use crate::{Error, Keyspace, Result};
 
 /// The files of `deploy/scylla/`, in order. A unit test checks that none is missing.
-const EMBEDDED: &[(&str, &str)] = &[(
-    "0001_initial.cql",
-    include_str!("../../deploy/scylla/0001_initial.cql"),
-)];
+const EMBEDDED: &[(&str, &str)] = &[
+    (
+        "0001_initial.cql",
+        include_str!("../../deploy/scylla/0001_initial.cql"),
+    ),
+    (
+        "0002_kicked_players.cql",
+        include_str!("../../deploy/scylla/0002_kicked_players.cql"),
+    ),
+];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Migration {

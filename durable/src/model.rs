@@ -1,7 +1,7 @@
 //! What the durable read model holds, and the pure rules both adapters share.
 
 use std::cmp::Ordering;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use podium_schemas::domain::Standings;
 use podium_schemas::events::{AnswerSubmitted, Event, Millis};
@@ -21,6 +21,7 @@ impl Sourced {
         match &self.event {
             Event::QuizCreated(_)
             | Event::PlayerJoined(_)
+            | Event::PlayerKicked(_)
             | Event::QuizFinished(_)
             | Event::AnswerSubmitted(_) => Some(self.event.quiz_id()),
             Event::JoiningLocked(_) | Event::QuestionStarted(_) | Event::QuestionClosed(_) => None,
@@ -62,11 +63,13 @@ pub struct QuizHistoryEntry {
 
 impl FinalResults {
     /// The results as the reference fold computes them: every accepted answer through
-    /// [`Standings`], players with at least one answer, in leaderboard order.
+    /// [`Standings`], players with at least one answer who were not kicked, in leaderboard
+    /// order.
     pub fn fold<'a>(
         quiz_id: &str,
         finished_at: Millis,
         names: &HashMap<String, String>,
+        kicked: &HashSet<String>,
         answers: impl IntoIterator<Item = &'a AnswerSubmitted>,
     ) -> Self {
         let mut standings = Standings::default();
@@ -76,6 +79,7 @@ impl FinalResults {
         let standings = standings
             .ranked()
             .into_iter()
+            .filter(|row| !kicked.contains(&row.player_id))
             .enumerate()
             .map(|(index, row)| FinalStanding {
                 rank: u32::try_from(index + 1).unwrap_or(u32::MAX),
@@ -200,7 +204,7 @@ mod tests {
             answer("d", 1, 20, 900),
             answer("a", 1, 0, 1), // a repeat: the first one counts
         ];
-        let results = FinalResults::fold("q", 7, &names, &answers);
+        let results = FinalResults::fold("q", 7, &names, &HashSet::new(), &answers);
         let order: Vec<(u32, &str, &str, i64, i64, u32)> = results
             .standings
             .iter()

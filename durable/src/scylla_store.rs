@@ -11,7 +11,7 @@
 //!
 //! [`Standings`]: podium_schemas::domain::Standings
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -47,6 +47,7 @@ struct Statements {
     set_title: PreparedStatement,
     set_finished: PreparedStatement,
     insert_player: PreparedStatement,
+    set_kicked: PreparedStatement,
     insert_standing: PreparedStatement,
     insert_results_header: PreparedStatement,
     insert_history: PreparedStatement,
@@ -90,6 +91,11 @@ impl Statements {
                  USING TIMESTAMP ?"
             ))
             .await?,
+            set_kicked: prepare(format!(
+                "UPDATE {ks}.players USING TIMESTAMP ? SET kicked_at = ? \
+                 WHERE quiz_id = ? AND player_id = ?"
+            ))
+            .await?,
             insert_standing: prepare(format!(
                 "INSERT INTO {ks}.final_results \
                  (quiz_id, rank, player_id, name, points, elapsed_ms, answers) \
@@ -116,7 +122,7 @@ impl Statements {
             ))
             .await?,
             select_quiz_players: prepare(format!(
-                "SELECT player_id, name FROM {ks}.players WHERE quiz_id = ?"
+                "SELECT player_id, name, kicked_at FROM {ks}.players WHERE quiz_id = ?"
             ))
             .await?,
             select_quiz_answers: prepare(format!(
@@ -264,6 +270,10 @@ impl ScyllaDurableStore {
                     .execute_unpaged(&s.insert_player, values)
                     .await?
             }
+            Event::PlayerKicked(e) => {
+                let values = (ts, e.kicked_at, &e.quiz_id, &e.player_id);
+                self.session.execute_unpaged(&s.set_kicked, values).await?
+            }
             Event::JoiningLocked(_) | Event::QuestionStarted(_) | Event::QuestionClosed(_) => {
                 return Ok(());
             }
@@ -283,14 +293,22 @@ impl ScyllaDurableStore {
         let Some((title, Some(finished_at))) = quiz else {
             return Ok(());
         };
-        let names: HashMap<String, String> = self
+        let players: Vec<(String, Option<String>, Option<i64>)> = self
             .session
             .execute_iter(s.select_quiz_players.clone(), (quiz_id,))
             .await?
-            .rows_stream::<(String, Option<String>)>()?
-            .map_ok(|(player_id, name)| (player_id, name.unwrap_or_default()))
+            .rows_stream::<(String, Option<String>, Option<i64>)>()?
             .try_collect()
             .await?;
+        let kicked: HashSet<String> = players
+            .iter()
+            .filter(|(_, _, kicked_at)| kicked_at.is_some())
+            .map(|(player_id, _, _)| player_id.clone())
+            .collect();
+        let names: HashMap<String, String> = players
+            .into_iter()
+            .map(|(player_id, name, _)| (player_id, name.unwrap_or_default()))
+            .collect();
         let answers: Vec<AnswerSubmitted> = self
             .session
             .execute_iter(s.select_quiz_answers.clone(), (quiz_id,))
@@ -301,7 +319,7 @@ impl ScyllaDurableStore {
             .await?;
 
         let version = snapshot_version(answers.len(), names.len(), title.is_some());
-        let results = FinalResults::fold(quiz_id, finished_at, &names, &answers);
+        let results = FinalResults::fold(quiz_id, finished_at, &names, &kicked, &answers);
         tracing::debug!(
             quiz_id,
             version,

@@ -89,7 +89,14 @@ fn data(event: &Event) -> Value {
     serde_json::from_str(&event.data).unwrap_or(Value::Null)
 }
 
+/// Every event but `lobby`, which is sent afresh on each connection and has no id.
 fn ids_increase(events: &[Event]) -> Result<()> {
+    let events: Vec<Event> = events
+        .iter()
+        .filter(|e| e.event != "lobby")
+        .cloned()
+        .collect();
+    let events = events.as_slice();
     let ids: Vec<u64> = events.iter().filter_map(|e| e.id.parse().ok()).collect();
     ensure!(
         ids.len() == events.len(),
@@ -117,6 +124,7 @@ async fn wait_for_quiz(stack: &Stack, quiz_id: &str) -> Result<()> {
 struct Game {
     quiz_id: String,
     host: String,
+    join_code: String,
     players: Vec<(String, String)>,
 }
 
@@ -134,6 +142,7 @@ impl Game {
         Ok(Self {
             quiz_id: created.quiz_id,
             host: created.host,
+            join_code: created.join_code,
             players: created.players,
         })
     }
@@ -584,7 +593,7 @@ async fn the_openapi_document_matches_the_routes() -> Result<()> {
     );
     let paths = document["paths"].as_object().context("paths")?;
     ensure!(
-        paths.len() == 7,
+        paths.len() == 9,
         "every read and stream is documented: {:?}",
         paths.keys()
     );
@@ -607,7 +616,7 @@ async fn the_openapi_document_matches_the_routes() -> Result<()> {
             let _ = routed.insert(format!("{method} {path}"), status);
         }
     }
-    ensure!(routed.len() == 7, "{routed:?}");
+    ensure!(routed.len() == 9, "{routed:?}");
     // A dashboard page on another origin may read, and preflight a stream with Last-Event-ID.
     let preflight = http
         .request(
@@ -739,6 +748,187 @@ async fn a_slow_client_skips_to_the_latest_state_and_is_then_disconnected() -> R
         slow_boards < fast_boards,
         "the server did not buffer everything for it: {slow_boards} of {fast_boards} leaderboards"
     );
+    stack.stop().await;
+    Ok(())
+}
+
+/// The lobby event that first satisfies `wanted`.
+async fn lobby_where(sse: &mut Sse, wanted: impl Fn(&Value) -> bool) -> Result<Value> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let event = sse.until("lobby", left).await?;
+        let lobby = data(event.last().context("lobby")?);
+        if wanted(&lobby) {
+            return Ok(lobby);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_lobby_shows_who_is_connected_and_a_kicked_player_leaves_board_and_quiz() -> Result<()>
+{
+    let stack = Stack::start().await?;
+    let game = Game::start(&stack, 2, 3).await?;
+    let quiz = format!("/v1/quizzes/{}", game.quiz_id);
+    wait_for_quiz(&stack, &game.quiz_id).await?;
+    let player_url = |i: usize| {
+        let (id, token) = &game.players[i];
+        format!(
+            "{}/v1/quizzes/{}/players/{id}/events?access_token={token}",
+            stack.query_url, game.quiz_id
+        )
+    };
+    let (p0, p2) = (game.players[0].0.clone(), game.players[2].0.clone());
+
+    // Everyone who joined is in the lobby; nobody has a stream open yet.
+    let players = eventually("three players in the lobby", WAIT, || async {
+        let (status, lobby) = stack.get(&format!("{quiz}/players")).await.ok()?;
+        (status == 200 && lobby["player_count"] == 3).then_some(lobby)
+    })
+    .await?;
+    ensure!(players["connected_count"] == 0, "{players}");
+    ensure!(players["players"][0]["name"] == "player 0", "{players}");
+    let mut dashboard = Sse::connect(&game.events_url(&stack.query_url), None).await?;
+    let first = dashboard.until("lobby", WAIT).await?;
+    ensure!(
+        names(&first) == ["snapshot", "lobby"],
+        "{:?}",
+        names(&first)
+    );
+
+    // A player stream makes its player connected, on the dashboard and in every read.
+    let mut phone0 = Sse::connect(&player_url(0), None).await?;
+    let _ = phone0.until("snapshot", WAIT).await?;
+    let lobby = lobby_where(&mut dashboard, |l| l["connected_count"] == 1).await?;
+    let connected: Vec<&Value> = lobby["players"]
+        .as_array()
+        .context("players")?
+        .iter()
+        .filter(|p| p["connected"] == true)
+        .map(|p| &p["player_id"])
+        .collect();
+    ensure!(connected == [&json!(p0)], "{lobby}");
+    let (_, state) = stack.get(&quiz).await?;
+    ensure!(state["connected_count"] == 1, "{state}");
+
+    // Everyone answers question 1; then the host kicks player 2, whose phone is open.
+    let mut phone2 = Sse::connect(&player_url(2), None).await?;
+    let _ = phone2.until("snapshot", WAIT).await?;
+    game.host(&stack, "lock").await?;
+    game.host(&stack, "questions/1/start").await?;
+    game.answer_all(&stack, 1).await?;
+    let live = format!("{quiz}/questions/1/live");
+    let counts = eventually("three answers counted", WAIT, || async {
+        let response = reqwest::Client::new()
+            .get(format!("{}{live}", stack.query_url))
+            .bearer_auth(&game.host)
+            .send()
+            .await
+            .ok()?;
+        let counts: Value = response.json().await.ok()?;
+        (counts["answers"] == 3).then_some(counts)
+    })
+    .await?;
+    ensure!(counts["per_choice"] == json!([1, 1, 1]), "{counts}");
+    ensure!(
+        counts.get("correct_choice").is_none() && counts.get("correct").is_none(),
+        "{counts}"
+    );
+    // Only the host sees live counts; the results stay sealed until the question closes.
+    let (status, problem) = stack.get(&live).await?;
+    ensure!(
+        status == 401 && problem["code"] == "invalid_token",
+        "{problem}"
+    );
+    let as_player = reqwest::Client::new()
+        .get(format!("{}{live}", stack.query_url))
+        .bearer_auth(&game.players[0].1)
+        .send()
+        .await?;
+    ensure!(as_player.status().as_u16() == 403, "a player's token");
+    let (status, _) = stack.get(&format!("{quiz}/questions/1/stats")).await?;
+    ensure!(status == 403, "sealed while open");
+
+    let kick = format!("{quiz}/players/{p2}/kick");
+    let (status, problem) = stack
+        .post(&kick, Some(&game.players[0].1), &json!({}))
+        .await?;
+    ensure!(status == 403 && problem["code"] == "not_host", "{problem}");
+    let (status, after) = stack.post(&kick, Some(&game.host), &json!({})).await?;
+    ensure!(status == 200 && after["players"] == 2, "{after}");
+    let (status, again) = stack.post(&kick, Some(&game.host), &json!({})).await?;
+    ensure!(status == 200, "kicking twice is a no-op: {again}");
+    let unknown = format!("{quiz}/players/nobody/kick");
+    let (status, problem) = stack.post(&unknown, Some(&game.host), &json!({})).await?;
+    ensure!(
+        status == 404 && problem["code"] == "player_not_found",
+        "{problem}"
+    );
+
+    // The kicked phone is told, and its stream ends.
+    let last = phone2.until("kicked", WAIT).await?;
+    let kicked = last.last().context("kicked")?;
+    ensure!(data(kicked)["reason"] == "player_kicked", "{}", kicked.data);
+    ensure!(
+        phone2.next(WAIT).await.is_err(),
+        "the stream ends after `kicked`"
+    );
+    let kicked_event = dashboard.until("player_kicked", WAIT).await?;
+    ensure!(
+        data(kicked_event.last().context("player_kicked")?)["player_id"] == json!(p2),
+        "the dashboard is told who left"
+    );
+    let lobby = lobby_where(&mut dashboard, |l| l["player_count"] == 2).await?;
+    ensure!(
+        !lobby.to_string().contains(&p2),
+        "a kicked player leaves the lobby: {lobby}"
+    );
+
+    // Kicked means out: no stream, no answer, no rejoin.
+    match Sse::open(&player_url(2), None).await? {
+        Err((403, problem)) if problem["code"] == "player_kicked" => {}
+        Err((status, problem)) => bail!("reopened stream: {status} {problem}"),
+        Ok(_) => bail!("a kicked player's stream opened"),
+    }
+    let token2 = game.players[2].1.clone();
+    game.host(&stack, "questions/1/close").await?;
+    game.host(&stack, "questions/2/start").await?;
+    let answer = json!({"question": 2, "choice": 0});
+    let path = format!("{quiz}/answers");
+    let (status, problem) = stack.post(&path, Some(&token2), &answer).await?;
+    ensure!(
+        status == 403 && problem["code"] == "player_kicked",
+        "{problem}"
+    );
+    let rejoin = json!({"join_code": game.join_code, "name": "player 2"});
+    let (status, problem) = stack.post("/v1/join", Some(&token2), &rejoin).await?;
+    ensure!(
+        status == 403 && problem["code"] == "player_kicked",
+        "rejoin: {problem}"
+    );
+
+    // The board drops the kicked player's score; the question's statistics keep the answer.
+    let board = eventually("the board without the kicked player", WAIT, || async {
+        let (_, board) = stack.get(&format!("{quiz}/leaderboard")).await.ok()?;
+        (board["ranked_players"] == 2).then_some(board)
+    })
+    .await?;
+    ensure!(!board.to_string().contains(&p2), "{board}");
+    let results = eventually("question 1's results", WAIT, || async {
+        let (status, results) = stack.get(&format!("{quiz}/questions/1/stats")).await.ok()?;
+        (status == 200).then_some(results)
+    })
+    .await?;
+    ensure!(results["stats"]["answers"] == 3, "{results}");
+
+    // A phone that leaves is no longer connected.
+    drop(phone0);
+    let _ = lobby_where(&mut dashboard, |l| l["connected_count"] == 0).await?;
+
+    // The Redis read model equals the pure fold of the log, kick included.
+    let expected = podium_e2e::fold_of_log(stack.broker.bootstrap(), &stack.kafka).await?;
+    podium_e2e::converge(&stack.redis.url(), &stack.namespace, &expected, WAIT).await?;
     stack.stop().await;
     Ok(())
 }

@@ -30,6 +30,7 @@ fn as_json(event: &Event) -> Result<serde_json::Value> {
     let body = match event {
         Event::QuizCreated(e) => serde_json::to_value(e)?,
         Event::PlayerJoined(e) => serde_json::to_value(e)?,
+        Event::PlayerKicked(e) => serde_json::to_value(e)?,
         Event::JoiningLocked(e) => serde_json::to_value(e)?,
         Event::QuestionStarted(e) => serde_json::to_value(e)?,
         Event::QuestionClosed(e) => serde_json::to_value(e)?,
@@ -56,6 +57,8 @@ async fn fastavro_reads_every_record_on_the_topics_by_its_fingerprint() -> Resul
     host(&client, &game, "lock").await?;
     play_question(&client, &game, 1, &acks).await?;
     play_question(&client, &game, 2, &acks).await?;
+    let kick = format!("players/{}/kick", game.players[4].0);
+    host(&client, &game, &kick).await?;
     host(&client, &game, "finish").await?;
 
     let topics = stack.kafka.topics();
@@ -74,7 +77,7 @@ async fn fastavro_reads_every_record_on_the_topics_by_its_fingerprint() -> Resul
         .filter_map(|e| e["event_type"].as_str())
         .collect();
     ensure!(
-        types.len() == 7,
+        types.len() == 8,
         "not every event type was played: {types:?}"
     );
 

@@ -54,14 +54,14 @@ pub fn new_generation() -> String {
     format!("g{}", uuid::Uuid::now_v7().simple())
 }
 
-/// `KEYS`: positions, state, leaderboard, version, then each event's own keys in order.
+/// `KEYS`: positions, state, leaderboard, version, lobby, then each event's own keys in order.
 /// `ARGV`: channel ('' publishes nothing), points weight, what follows the version in the change
 /// message (`' ' .. traceparent`, or ''), then per event: tag, position field,
 /// offset, and the tag's fields (see `push_event`).
 const APPLY: &str = r"
-local positions, state, board, version = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local positions, state, board, version, lobby = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local weight = tonumber(ARGV[2])
-local a, k, changed = 4, 5, 0
+local a, k, changed = 4, 6, 0
 while a <= #ARGV do
   local tag, field, offset = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2])
   a = a + 3
@@ -77,7 +77,10 @@ while a <= #ARGV do
       if tonumber(ARGV[a + 1]) > tonumber(redis.call('HGET', player, 'last_q') or '0') then
         redis.call('HSET', player, 'last_q', ARGV[a + 1], 'streak', ARGV[a + 6])
       end
-      redis.call('ZADD', board, string.format('%d', elapsed - points * weight), ARGV[a])
+      -- A kicked player's answers still count in the question's statistics, not on the board.
+      if redis.call('HEXISTS', player, 'kicked_at') == 0 then
+        redis.call('ZADD', board, string.format('%d', elapsed - points * weight), ARGV[a])
+      end
       redis.call('HINCRBY', question, 'answers', 1)
       redis.call('HINCRBY', question, 'correct', ARGV[a + 3])
       redis.call('HINCRBY', question, 'elapsed_sum', ARGV[a + 5])
@@ -101,10 +104,22 @@ while a <= #ARGV do
     if fresh and redis.call('HSETNX', KEYS[k], 'name', ARGV[a + 1]) == 1 then
       redis.call('HINCRBY', state, 'players', 1)
       redis.call('HSET', KEYS[k], 'joined_at', ARGV[a + 2])
+      redis.call('ZADD', lobby, ARGV[a + 2], ARGV[a])
       changed = changed + 1
     end
     k = k + 1
     a = a + 3
+  elseif tag == 'K' then
+    if fresh and redis.call('HSETNX', KEYS[k], 'kicked_at', ARGV[a + 1]) == 1 then
+      local f = redis.call('HINCRBY', state, 'flow', 1)
+      redis.call('HSET', state, 'kick:' .. f, ARGV[a])
+      redis.call('HINCRBY', state, 'players', -1)
+      redis.call('ZREM', board, ARGV[a])
+      redis.call('ZREM', lobby, ARGV[a])
+      changed = changed + 1
+    end
+    k = k + 1
+    a = a + 2
   elseif tag == 'L' then
     if fresh and redis.call('HSETNX', state, 'locked_at', ARGV[a]) == 1 then
       changed = changed + 1
@@ -164,6 +179,7 @@ fn push_event(invocation: &mut redis::ScriptInvocation<'_>, keys: &Keys, e: &Sou
         Event::AnswerSubmitted(_) => "A",
         Event::QuizCreated(_) => "C",
         Event::PlayerJoined(_) => "J",
+        Event::PlayerKicked(_) => "K",
         Event::JoiningLocked(_) => "L",
         Event::QuestionStarted(_) => "S",
         Event::QuestionClosed(_) => "X",
@@ -206,6 +222,10 @@ fn push_event(invocation: &mut redis::ScriptInvocation<'_>, keys: &Keys, e: &Sou
             .arg(&j.player_id)
             .arg(&j.name)
             .arg(j.joined_at),
+        Event::PlayerKicked(k) => invocation
+            .key(keys.player(quiz, &k.player_id))
+            .arg(&k.player_id)
+            .arg(k.kicked_at),
         Event::JoiningLocked(l) => invocation.arg(l.locked_at),
         Event::QuestionStarted(s) => invocation
             .key(keys.question(quiz, s.question))
@@ -428,6 +448,7 @@ impl RedisReadModel {
                 .key(keys.state(quiz_id))
                 .key(keys.leaderboard(quiz_id))
                 .key(keys.version(quiz_id))
+                .key(keys.lobby(quiz_id))
                 .arg(channel)
                 .arg(POINTS_WEIGHT)
                 .arg(trace);

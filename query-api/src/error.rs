@@ -24,6 +24,10 @@ pub enum Error {
     InvalidToken,
     #[error("this token does not belong to this player of this quiz")]
     NotThisPlayer,
+    #[error("this is not this quiz's host token")]
+    NotHost,
+    #[error("the host removed this player from the quiz")]
+    PlayerKicked,
     #[error("this instance holds its maximum of live streams; try again shortly")]
     TooManyStreams,
     #[error("durable read model unavailable: {0}")]
@@ -47,6 +51,8 @@ impl Error {
             Error::InvalidCursor => (StatusCode::BAD_REQUEST, "invalid_cursor"),
             Error::InvalidToken => (StatusCode::UNAUTHORIZED, "invalid_token"),
             Error::NotThisPlayer => (StatusCode::FORBIDDEN, "not_this_player"),
+            Error::NotHost => (StatusCode::FORBIDDEN, "not_host"),
+            Error::PlayerKicked => (StatusCode::FORBIDDEN, "player_kicked"),
             Error::TooManyStreams => (StatusCode::SERVICE_UNAVAILABLE, "too_many_streams"),
             Error::Durable(_) => (StatusCode::SERVICE_UNAVAILABLE, "read_model_unavailable"),
             Error::NotFound => (StatusCode::NOT_FOUND, "not_found"),
@@ -84,6 +90,7 @@ impl From<podium_runtime::tokens::Error> for Error {
     fn from(error: podium_runtime::tokens::Error) -> Self {
         match error {
             podium_runtime::tokens::Error::InvalidToken => Error::InvalidToken,
+            podium_runtime::tokens::Error::NotHost => Error::NotHost,
             _ => Error::NotThisPlayer,
         }
     }

@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 use crate::live::{Hub, Resume, StreamOf};
 use crate::read_model::Cursor;
 use crate::reads::Reads;
-use crate::views::{Leaderboard, PlayerStanding, QuestionResults, QuizState};
+use crate::views::{Leaderboard, LiveCounts, Lobby, PlayerStanding, QuestionResults, QuizState};
 
 pub const DEFAULT_LIMIT: usize = 10;
 pub const MAX_LIMIT: usize = 100;
@@ -80,7 +80,9 @@ pub fn router(state: AppState, per_client: rate_limit::ClientLimit) -> axum::Rou
         .routes(routes!(leaderboard))
         .routes(routes!(around))
         .routes(routes!(player))
+        .routes(routes!(lobby))
         .routes(routes!(question_stats))
+        .routes(routes!(live_counts))
         .routes(routes!(quiz_events))
         .routes(routes!(player_events))
         .with_state(state)
@@ -256,6 +258,70 @@ async fn player(
     Ok(Json(app.reads.player(&quiz_id, &player_id).await?))
 }
 
+/// Who is in the quiz: the players who joined and were not kicked, in order of arrival (the
+/// first 500), and whether each has a player stream open. The `lobby` event of the quiz
+/// stream carries the same body.
+#[utoipa::path(
+    get, path = "/v1/quizzes/{quiz_id}/players", tag = "reads",
+    params(("quiz_id" = String, Path, description = "The quiz")),
+    responses(
+        (status = 200, description = "The lobby", body = Lobby),
+        (status = 400, description = "Invalid id", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such quiz (`quiz_not_found`)", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Read model unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn lobby(State(app): State<AppState>, Path(quiz_id): Path<String>) -> Result<Json<Lobby>> {
+    check_id("quiz_id", &quiz_id)?;
+    Ok(Json(app.reads.lobby(&quiz_id).await?))
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+}
+
+fn question_number(n: &str) -> Result<i32> {
+    n.parse::<i32>()
+        .ok()
+        .filter(|n| (1..=1000).contains(n))
+        .ok_or_else(|| Error::InvalidQuery("n must be a question number from 1".into()))
+}
+
+/// A question's answer counts while it is open, for the quiz's host alone: players never
+/// see the counts (nor the answer key) before the question closes.
+#[utoipa::path(
+    get, path = "/v1/quizzes/{quiz_id}/questions/{n}/live", tag = "reads",
+    params(
+        ("quiz_id" = String, Path, description = "The quiz"),
+        ("n" = i32, Path, description = "The question number, from 1"),
+    ),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The answer counts so far", body = LiveCounts),
+        (status = 400, description = "Invalid id or number", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid token (`invalid_token`)", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not this quiz's host token (`not_host`)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such quiz or question", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Read model unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn live_counts(
+    State(app): State<AppState>,
+    Path((quiz_id, n)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Json<LiveCounts>> {
+    check_id("quiz_id", &quiz_id)?;
+    let number = question_number(&n)?;
+    let _ = app.tokens.host_of(bearer(&headers), &quiz_id)?;
+    Ok(Json(app.reads.live_counts(&quiz_id, number).await?))
+}
+
 /// A closed question's reveal and answer statistics. Sealed until the question closes.
 #[utoipa::path(
     get, path = "/v1/quizzes/{quiz_id}/questions/{n}/stats", tag = "reads",
@@ -277,11 +343,7 @@ async fn question_stats(
     Path((quiz_id, n)): Path<(String, String)>,
 ) -> Result<Json<QuestionResults>> {
     check_id("quiz_id", &quiz_id)?;
-    let number = n
-        .parse::<i32>()
-        .ok()
-        .filter(|n| (1..=1000).contains(n))
-        .ok_or_else(|| Error::InvalidQuery("n must be a question number from 1".into()))?;
+    let number = question_number(&n)?;
     Ok(Json(app.reads.question(&quiz_id, number).await?))
 }
 
@@ -306,8 +368,9 @@ fn sse_response(
     Sse::new(stream).keep_alive(KeepAlive::new().interval(heartbeat))
 }
 
-/// The quiz live: a `snapshot`, then `question_started`, `question_closed`, `leaderboard`
-/// (coalesced) and `quiz_finished`. Reconnect with `Last-Event-ID` (or `last_event_id`) to
+/// The quiz live: a `snapshot` and a `lobby`, then `question_started`, `question_closed`,
+/// `player_kicked`, `leaderboard` (coalesced), `lobby` (whenever players join, are kicked,
+/// connect or leave; it has no id) and `quiz_finished`. Reconnect with `Last-Event-ID` (or `last_event_id`) to
 /// get what was missed, or a `snapshot` with `resync: true` when the gap is too long.
 #[utoipa::path(
     get, path = "/v1/quizzes/{quiz_id}/events", tag = "streams",
@@ -339,7 +402,9 @@ async fn quiz_events(
 }
 
 /// One player's view live: a `snapshot` with `you`, the question flow, a `question_result`
-/// with the player's own result as each question closes, and `rank` changes. Needs the
+/// with the player's own result as each question closes, and `rank` changes. If the host
+/// kicks the player, the stream ends with a `kicked` event. An open stream marks the player
+/// as connected (`connected` in the lobby). Needs the
 /// player's token, as a bearer token or, for `EventSource`, the `access_token` parameter.
 #[utoipa::path(
     get, path = "/v1/quizzes/{quiz_id}/players/{player_id}/events", tag = "streams",
@@ -355,7 +420,7 @@ async fn quiz_events(
         (status = 200, description = "An event stream", content_type = "text/event-stream", body = String),
         (status = 400, description = "Invalid id", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Missing or invalid token (`invalid_token`)", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The token is not this player's (`not_this_player`)", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The token is not this player's (`not_this_player`), or the host removed the player (`player_kicked`)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such quiz or player", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Too many streams on this instance, or the read model is unavailable", body = Problem, content_type = "application/problem+json"),
@@ -369,12 +434,7 @@ async fn player_events(
 ) -> Result<impl IntoResponse> {
     check_id("quiz_id", &quiz_id)?;
     check_id("player_id", &player_id)?;
-    let token = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-        .or_else(|| params.get("access_token").map(String::as_str));
+    let token = bearer(&headers).or_else(|| params.get("access_token").map(String::as_str));
     let claims = app.tokens.player_of(token, &quiz_id)?;
     if claims.sub != player_id {
         return Err(Error::NotThisPlayer);

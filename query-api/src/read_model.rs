@@ -10,10 +10,12 @@ use podium_schemas::read_model::{Keys, Root, leaderboard_score, unpack_score};
 use redis::aio::ConnectionManager;
 
 use crate::error::{Error, Result};
-use crate::views::{LeaderboardEntry, PlayerStanding, Source};
+use crate::reads::now_millis;
+use crate::views::{LeaderboardEntry, Lobby, LobbyPlayer, PlayerStanding, Source};
 
-/// The quiz state, its questions and the top of its leaderboard, read atomically.
-/// `KEYS`: version, state, leaderboard. `ARGV`: the quiz's key prefix, how many leaders.
+/// The quiz state, its questions and the top of its leaderboard, read atomically, with who is
+/// connected. `KEYS`: version, state, leaderboard, presence, presence epoch. `ARGV`: the quiz's
+/// key prefix, how many leaders, now (ms).
 /// Player and question keys are derived from the prefix; they share the quiz's hash slot.
 const SNAPSHOT: &str = r"
 local version = redis.call('GET', KEYS[1])
@@ -30,7 +32,26 @@ if top > 0 then
     names[#names + 1] = redis.call('HGET', ARGV[1] .. 'player:' .. rows[i], 'name') or ''
   end
 end
-return {version, state, questions, rows, names, redis.call('ZCARD', KEYS[3])}
+local connected = redis.call('ZCOUNT', KEYS[4], '(' .. ARGV[3], '+inf')
+local epoch = tonumber(redis.call('GET', KEYS[5]) or '0')
+return {version, state, questions, rows, names, redis.call('ZCARD', KEYS[3]), connected, epoch}
+";
+
+/// The lobby: the first players to join who were not kicked, with their names and whether
+/// each has a live stream. `KEYS`: version, lobby, presence. `ARGV`: the quiz's key prefix,
+/// how many players, now (ms).
+const LOBBY: &str = r"
+local version = redis.call('GET', KEYS[1])
+if not version then return false end
+local rows = redis.call('ZRANGE', KEYS[2], 0, tonumber(ARGV[2]) - 1, 'WITHSCORES')
+local names, connected = {}, {}
+for i = 1, #rows, 2 do
+  names[#names + 1] = redis.call('HGET', ARGV[1] .. 'player:' .. rows[i], 'name') or ''
+  local expires = redis.call('ZSCORE', KEYS[3], rows[i])
+  connected[#connected + 1] = (expires and tonumber(expires) > tonumber(ARGV[3])) and 1 or 0
+end
+local online = redis.call('ZCOUNT', KEYS[3], '(' .. ARGV[3], '+inf')
+return {version, redis.call('ZCARD', KEYS[2]), rows, names, connected, online}
 ";
 
 /// One page of the leaderboard. `KEYS`: version, leaderboard. `ARGV`: the quiz's key prefix,
@@ -161,6 +182,17 @@ pub struct Snapshot {
     pub player_count: u64,
     pub top: Vec<LeaderboardEntry>,
     pub ranked_players: u64,
+    /// Players with a live stream open.
+    pub connected: u64,
+    /// Bumped by every change of presence.
+    pub presence_epoch: u64,
+}
+
+impl Snapshot {
+    /// What a change of the lobby changes: a join, a kick, a connection or a departure.
+    pub fn lobby_stamp(&self) -> (u64, u64, u64) {
+        (self.player_count, self.connected, self.presence_epoch)
+    }
 }
 
 #[derive(Clone)]
@@ -171,6 +203,7 @@ pub struct ReadModel {
     snapshot: Arc<redis::Script>,
     page: Arc<redis::Script>,
     player: Arc<redis::Script>,
+    lobby: Arc<redis::Script>,
 }
 
 impl std::fmt::Debug for ReadModel {
@@ -181,7 +214,19 @@ impl std::fmt::Debug for ReadModel {
     }
 }
 
-type SnapshotReply = (u64, Fields, Vec<Fields>, Vec<String>, Vec<String>, u64);
+type SnapshotReply = (
+    u64,
+    Fields,
+    Vec<Fields>,
+    Vec<String>,
+    Vec<String>,
+    u64,
+    u64,
+    u64,
+);
+
+/// Version, players, rows (id, joined at), names, connected flags, connected players.
+type LobbyReply = (u64, u64, Vec<String>, Vec<String>, Vec<u8>, u64);
 
 /// Version, start position (-1: the player is not ranked), rows, names, ranked players.
 type PageReply = (u64, i64, Vec<String>, Vec<String>, u64);
@@ -208,6 +253,7 @@ impl ReadModel {
             snapshot: Arc::new(redis::Script::new(SNAPSHOT)),
             page: Arc::new(redis::Script::new(PAGE)),
             player: Arc::new(redis::Script::new(PLAYER)),
+            lobby: Arc::new(redis::Script::new(LOBBY)),
         })
     }
 
@@ -239,11 +285,14 @@ impl ReadModel {
             .key(keys.version(quiz_id))
             .key(keys.state(quiz_id))
             .key(keys.leaderboard(quiz_id))
+            .key(self.root.presence(quiz_id))
+            .key(self.root.presence_epoch(quiz_id))
             .arg(keys.quiz_prefix(quiz_id))
             .arg(top)
+            .arg(now_millis())
             .invoke_async(&mut self.connection.clone())
             .await?;
-        let (version, state, questions, rows, names, ranked_players) =
+        let (version, state, questions, rows, names, ranked_players, connected, presence_epoch) =
             reply.ok_or(Error::QuizNotFound)?;
         let mut view = QuizView::new(quiz_id);
         view.version = version;
@@ -257,7 +306,85 @@ impl ReadModel {
             player_count,
             top: entries(0, &rows, names),
             ranked_players,
+            connected,
+            presence_epoch,
         })
+    }
+
+    /// The lobby: the first `limit` players to join who were not kicked, and who is connected.
+    pub async fn lobby(&self, quiz_id: &str, limit: usize) -> Result<Lobby> {
+        let keys = self.keys().await?;
+        let reply: Option<LobbyReply> = self
+            .lobby
+            .key(keys.version(quiz_id))
+            .key(keys.lobby(quiz_id))
+            .key(self.root.presence(quiz_id))
+            .arg(keys.quiz_prefix(quiz_id))
+            .arg(limit)
+            .arg(now_millis())
+            .invoke_async(&mut self.connection.clone())
+            .await?;
+        let (version, player_count, rows, names, connected, connected_count) =
+            reply.ok_or(Error::QuizNotFound)?;
+        let players: Vec<LobbyPlayer> = rows
+            .chunks_exact(2)
+            .zip(names)
+            .zip(connected)
+            .map(|((row, name), connected)| LobbyPlayer {
+                player_id: row[0].clone(),
+                name,
+                joined_at: row[1].parse().unwrap_or(0),
+                connected: connected == 1,
+            })
+            .collect();
+        Ok(Lobby {
+            quiz_id: quiz_id.to_owned(),
+            version,
+            player_count,
+            connected_count,
+            truncated: u64::try_from(players.len()).unwrap_or(u64::MAX) < player_count,
+            players,
+        })
+    }
+
+    /// Marks players as connected until `expires` (ms), one pipeline for all of them.
+    pub async fn mark_present(&self, present: &[(String, String)], expires: i64) -> Result<()> {
+        let mut pipe = redis::pipe();
+        for (quiz_id, player_id) in present {
+            let key = self.root.presence(quiz_id);
+            let _ = pipe
+                .zadd(&key, player_id, expires)
+                .ignore()
+                .pexpire_at(&key, expires)
+                .ignore();
+        }
+        let () = pipe.query_async(&mut self.connection.clone()).await?;
+        Ok(())
+    }
+
+    /// Marks a player as gone.
+    pub async fn mark_absent(&self, quiz_id: &str, player_id: &str) -> Result<()> {
+        let () = redis::cmd("ZREM")
+            .arg(self.root.presence(quiz_id))
+            .arg(player_id)
+            .query_async::<i64>(&mut self.connection.clone())
+            .await
+            .map(drop)?;
+        Ok(())
+    }
+
+    /// Tells every instance's feed of the quiz that its presence changed.
+    pub async fn presence_changed(&self, quiz_id: &str) -> Result<()> {
+        let () = redis::pipe()
+            .incr(self.root.presence_epoch(quiz_id), 1)
+            .ignore()
+            .expire(self.root.presence_epoch(quiz_id), 86_400)
+            .ignore()
+            .publish(self.root.changes(quiz_id), "presence")
+            .ignore()
+            .query_async(&mut self.connection.clone())
+            .await?;
+        Ok(())
     }
 
     pub async fn page(&self, quiz_id: &str, of: &PageOf) -> Result<Page> {
@@ -320,6 +447,7 @@ impl ReadModel {
             rank,
             ranked_players,
             percentile: rank.and_then(|r| PlayerStanding::percentile(r, ranked_players)),
+            kicked_at: card.kicked_at,
             points: card.points,
             elapsed_ms: card.elapsed_ms,
             answers: card.answers,
@@ -399,6 +527,10 @@ fn state_into(view: &mut QuizView, state: &Fields) -> u64 {
     view.finished_at = field(state, "finished_at");
     view.flow = field(state, "flow").unwrap_or(0);
     view.finished_flow = field(state, "finished_flow");
+    view.kicks = state
+        .iter()
+        .filter_map(|(k, v)| Some((k.strip_prefix("kick:")?.parse().ok()?, v.clone())))
+        .collect();
     field(state, "players").unwrap_or(0)
 }
 
@@ -414,6 +546,7 @@ fn player_card(fields: &Fields) -> PlayerCard {
             .iter()
             .filter_map(|(k, v)| Some((k.strip_prefix("q:")?.parse().ok()?, v.parse().ok()?)))
             .collect(),
+        kicked_at: field(fields, "kicked_at"),
     }
 }
 

@@ -10,8 +10,8 @@ use podium_schemas::read_model::leaderboard_score;
 use crate::error::{Error, Result};
 use crate::read_model::{Cursor, Page, PageOf, ReadModel};
 use crate::views::{
-    Leaderboard, LeaderboardEntry, PlayerStanding, QuestionResults, QuizState, QuizStatus, Source,
-    closed_question,
+    Leaderboard, LeaderboardEntry, LiveCounts, Lobby, PlayerStanding, QuestionResults, QuizState,
+    QuizStatus, Source, closed_question,
 };
 
 #[derive(Debug, Clone)]
@@ -19,6 +19,9 @@ pub struct Reads {
     pub live: ReadModel,
     pub durable: Option<Arc<dyn DurableStore>>,
 }
+
+/// The most players a lobby read lists.
+pub const MAX_LOBBY: usize = 500;
 
 pub fn now_millis() -> Millis {
     std::time::SystemTime::now()
@@ -188,6 +191,8 @@ impl Reads {
                     answers: u64::from(standing.answers),
                     // The durable results keep totals, not the order of answers.
                     streak: 0,
+                    // Kicked players are not in the durable results.
+                    kicked_at: None,
                 })
             }
             other => other,
@@ -199,6 +204,7 @@ impl Reads {
             Ok(snapshot) => Ok(QuizState::of(
                 &snapshot.view,
                 snapshot.player_count,
+                snapshot.connected,
                 now_millis(),
             )),
             Err(missing) => {
@@ -212,6 +218,7 @@ impl Reads {
                     created_at: None,
                     question_count: 0,
                     player_count: count(results.standings.len()),
+                    connected_count: 0,
                     joining_locked_at: None,
                     finished_at: Some(results.finished_at),
                     current: None,
@@ -219,6 +226,27 @@ impl Reads {
                 })
             }
         }
+    }
+
+    /// Who is in the quiz, and who of them is connected.
+    pub async fn lobby(&self, quiz_id: &str) -> Result<Lobby> {
+        self.live.lobby(quiz_id, MAX_LOBBY).await
+    }
+
+    /// The answer counts of a question, open or closed: for its host only.
+    pub async fn live_counts(&self, quiz_id: &str, number: i32) -> Result<LiveCounts> {
+        let (version, question) = self.live.question(quiz_id, number).await?;
+        let question = question.ok_or(Error::QuestionNotFound(number))?;
+        let choices = i32::try_from(question.choices.len()).unwrap_or(0);
+        Ok(LiveCounts {
+            quiz_id: quiz_id.to_owned(),
+            version,
+            question: number,
+            answers: question.stats.answers,
+            per_choice: (0..choices)
+                .map(|c| question.stats.per_choice.get(&c).copied().unwrap_or(0))
+                .collect(),
+        })
     }
 
     /// A closed question's reveal and statistics; `QuestionNotClosed` before.

@@ -38,7 +38,10 @@ pub struct QuizState {
     pub title: Option<String>,
     pub created_at: Option<Millis>,
     pub question_count: i32,
+    /// Players who joined and were not kicked.
     pub player_count: u64,
+    /// Players with a live player stream open, on any query API instance.
+    pub connected_count: u64,
     pub joining_locked_at: Option<Millis>,
     pub finished_at: Option<Millis>,
     /// The open question, without its answer.
@@ -130,6 +133,42 @@ pub struct PlayerStanding {
     pub answers: u64,
     /// Correct answers in a row, up to the latest closed question; 0 after a skipped one.
     pub streak: i32,
+    /// When the host removed the player; a kicked player has no rank.
+    pub kicked_at: Option<Millis>,
+}
+
+/// Who is in the quiz: the players who joined and were not kicked, in order of arrival, and
+/// who of them has a live stream open.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Lobby {
+    pub quiz_id: String,
+    pub version: u64,
+    pub player_count: u64,
+    pub connected_count: u64,
+    /// The first players to join, at most 500.
+    pub players: Vec<LobbyPlayer>,
+    /// Whether more players joined than `players` lists.
+    pub truncated: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct LobbyPlayer {
+    pub player_id: String,
+    pub name: String,
+    pub joined_at: Millis,
+    /// Whether the player has a live stream open now.
+    pub connected: bool,
+}
+
+/// A question's answer counts while it is open, for its host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct LiveCounts {
+    pub quiz_id: String,
+    pub version: u64,
+    pub question: i32,
+    pub answers: u64,
+    /// Answers per choice, by 0-based choice index.
+    pub per_choice: Vec<u64>,
 }
 
 impl PlayerStanding {
@@ -146,7 +185,13 @@ impl PlayerStanding {
 pub enum FlowEvent {
     QuestionStarted(OpenQuestion),
     QuestionClosed(ClosedQuestion),
-    QuizFinished { finished_at: Millis },
+    PlayerKicked {
+        player_id: String,
+        kicked_at: Millis,
+    },
+    QuizFinished {
+        finished_at: Millis,
+    },
 }
 
 fn remaining(deadline: Millis, now: Millis) -> i64 {
@@ -194,7 +239,7 @@ pub fn closed_question(number: i32, question: &QuestionView) -> Option<ClosedQue
 impl QuizState {
     /// The state of `view` at `now`. `player_count` comes from the read model, which counts
     /// joins without holding every card.
-    pub fn of(view: &QuizView, player_count: u64, now: Millis) -> Self {
+    pub fn of(view: &QuizView, player_count: u64, connected_count: u64, now: Millis) -> Self {
         let current = view
             .current
             .and_then(|(number, _)| open_question(number, view.questions.get(&number)?, now));
@@ -216,6 +261,7 @@ impl QuizState {
             created_at: view.created_at,
             question_count: view.question_count,
             player_count,
+            connected_count,
             joining_locked_at: view.locked_at,
             finished_at: view.finished_at,
             current,
@@ -242,6 +288,20 @@ pub fn flow_since(view: &QuizView, after: u64, now: Millis) -> Vec<(u64, FlowEve
         {
             events.push((flow, FlowEvent::QuestionClosed(closed)));
         }
+    }
+    for (&flow, player_id) in view.kicks.range(after + 1..) {
+        let kicked_at = view
+            .players
+            .get(player_id)
+            .and_then(|p| p.kicked_at)
+            .unwrap_or_default();
+        events.push((
+            flow,
+            FlowEvent::PlayerKicked {
+                player_id: player_id.clone(),
+                kicked_at,
+            },
+        ));
     }
     if let (Some(flow), Some(finished_at)) = (view.finished_flow, view.finished_at)
         && flow > after
@@ -271,7 +331,7 @@ mod tests {
             .unwrap_or(0);
         let models = ReadModels::fold(events[..=cut].iter().copied());
         let view = &models.quizzes["q1"];
-        let state = QuizState::of(view, 5, 0);
+        let state = QuizState::of(view, 5, 0, 0);
         assert_eq!(state.status, QuizStatus::QuestionOpen);
         let open = serde_json::to_value(&state.current).unwrap_or_default();
         assert_eq!(open["number"], 2);
@@ -285,6 +345,7 @@ mod tests {
                 FlowEvent::QuestionStarted(q) => format!("{n}:start {}", q.number),
                 FlowEvent::QuestionClosed(q) => format!("{n}:close {}", q.number),
                 FlowEvent::QuizFinished { .. } => format!("{n}:finish"),
+                FlowEvent::PlayerKicked { player_id, .. } => format!("{n}:kick {player_id}"),
             })
             .collect();
         assert_eq!(kinds, ["1:start 1", "2:close 1", "3:start 2"]);

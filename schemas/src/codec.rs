@@ -14,9 +14,10 @@ use serde::de::DeserializeOwned;
 use crate::events::Event;
 
 /// The `.avsc` text of every event, by record name. The files are the contract; Rust types follow.
-pub const SCHEMAS: [(&str, &str); 7] = [
+pub const SCHEMAS: [(&str, &str); 8] = [
     ("QuizCreated", include_str!("../avro/QuizCreated.avsc")),
     ("PlayerJoined", include_str!("../avro/PlayerJoined.avsc")),
+    ("PlayerKicked", include_str!("../avro/PlayerKicked.avsc")),
     ("JoiningLocked", include_str!("../avro/JoiningLocked.avsc")),
     (
         "QuestionStarted",
@@ -121,6 +122,7 @@ impl Codec {
         match event {
             Event::QuizCreated(e) => self.encode_as("QuizCreated", e),
             Event::PlayerJoined(e) => self.encode_as("PlayerJoined", e),
+            Event::PlayerKicked(e) => self.encode_as("PlayerKicked", e),
             Event::JoiningLocked(e) => self.encode_as("JoiningLocked", e),
             Event::QuestionStarted(e) => self.encode_as("QuestionStarted", e),
             Event::QuestionClosed(e) => self.encode_as("QuestionClosed", e),
@@ -167,6 +169,7 @@ impl Codec {
         Ok(match known.name {
             "QuizCreated" => Event::QuizCreated(decode_body(known, body)?),
             "PlayerJoined" => Event::PlayerJoined(decode_body(known, body)?),
+            "PlayerKicked" => Event::PlayerKicked(decode_body(known, body)?),
             "JoiningLocked" => Event::JoiningLocked(decode_body(known, body)?),
             "QuestionStarted" => Event::QuestionStarted(decode_body(known, body)?),
             "QuestionClosed" => Event::QuestionClosed(decode_body(known, body)?),

@@ -34,6 +34,13 @@ pub struct PlayerJoined {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlayerKicked {
+    pub quiz_id: String,
+    pub player_id: String,
+    pub kicked_at: Millis,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JoiningLocked {
     pub quiz_id: String,
     pub locked_at: Millis,
@@ -122,6 +129,7 @@ impl AnswerSubmitted {
 pub enum Event {
     QuizCreated(QuizCreated),
     PlayerJoined(PlayerJoined),
+    PlayerKicked(PlayerKicked),
     JoiningLocked(JoiningLocked),
     QuestionStarted(QuestionStarted),
     QuestionClosed(QuestionClosed),
@@ -135,6 +143,7 @@ impl Event {
         match self {
             Event::QuizCreated(_) => "QuizCreated",
             Event::PlayerJoined(_) => "PlayerJoined",
+            Event::PlayerKicked(_) => "PlayerKicked",
             Event::JoiningLocked(_) => "JoiningLocked",
             Event::QuestionStarted(_) => "QuestionStarted",
             Event::QuestionClosed(_) => "QuestionClosed",
@@ -147,6 +156,7 @@ impl Event {
         match self {
             Event::QuizCreated(e) => &e.quiz_id,
             Event::PlayerJoined(e) => &e.quiz_id,
+            Event::PlayerKicked(e) => &e.quiz_id,
             Event::JoiningLocked(e) => &e.quiz_id,
             Event::QuestionStarted(e) => &e.quiz_id,
             Event::QuestionClosed(e) => &e.quiz_id,

@@ -44,6 +44,19 @@ impl Root {
     pub fn changes(&self, quiz_id: &str) -> String {
         format!("{}:changes:{{{quiz_id}}}", self.name)
     }
+
+    /// Sorted set of the players with a live stream open, each scored by the time (ms) its
+    /// presence expires unless a query API refreshes it. Not derived from the log, so it
+    /// belongs to the root and outlives a rebuild.
+    pub fn presence(&self, quiz_id: &str) -> String {
+        format!("{}:presence:{{{quiz_id}}}", self.name)
+    }
+
+    /// Counter bumped whenever the quiz's presence changes, which the feeds read with the
+    /// quiz so that they notice.
+    pub fn presence_epoch(&self, quiz_id: &str) -> String {
+        format!("{}:presence_epoch:{{{quiz_id}}}", self.name)
+    }
 }
 
 /// Key names of one generation of read models.
@@ -85,14 +98,15 @@ impl Keys {
     }
 
     /// Hash of one player's card: `name`, `joined_at`, `points`, `elapsed_ms`, `answers`,
-    /// `streak`, `last_q`, and `q:<n>` (points awarded) per counted answer.
+    /// `streak`, `last_q`, `q:<n>` (points awarded) per counted answer, and `kicked_at`.
     pub fn player(&self, quiz_id: &str, player_id: &str) -> String {
         self.of(quiz_id, &format!("player:{player_id}"))
     }
 
     /// Hash of the quiz state: `title`, `join_code`, `created_at`, `questions`, `players`,
     /// `current` and `deadline` while a question is active, `locked_at`, `finished_at`, and
-    /// `flow` (question-flow events applied) with `finished_flow`.
+    /// `flow` (flow events applied) with `finished_flow`, and `kick:<flow>` naming each
+    /// kicked player. `players` counts joined players who were not kicked.
     pub fn state(&self, quiz_id: &str) -> String {
         self.of(quiz_id, "state")
     }
@@ -103,6 +117,12 @@ impl Keys {
     /// The answer key enters this hash only with the reveal.
     pub fn question(&self, quiz_id: &str, number: i32) -> String {
         self.of(quiz_id, &format!("question:{number}"))
+    }
+
+    /// Sorted set of the players who joined and were not kicked, scored by `joined_at`: the
+    /// lobby, in order of arrival.
+    pub fn lobby(&self, quiz_id: &str) -> String {
+        self.of(quiz_id, "lobby")
     }
 
     /// Hash of applied positions: `<topic>:<partition>` to the last applied offset.

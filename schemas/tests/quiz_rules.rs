@@ -561,3 +561,71 @@ proptest! {
         prop_assert_eq!(once, twice);
     }
 }
+
+#[test]
+fn a_kicked_player_cannot_answer_and_leaves_the_leaderboard_in_any_order() {
+    let mut history = running(2);
+    let _ = play(&mut history, answer("p1", 1, 1, T0 + 2_000));
+    let p2_answer = play(&mut history, answer("p2", 1, 1, T0 + 2_500));
+    let kick = play(
+        &mut history,
+        Command::Kick {
+            player_id: "p2".into(),
+            at: T0 + 3_000,
+        },
+    );
+    assert_eq!(
+        kick,
+        [Event::PlayerKicked(PlayerKicked {
+            quiz_id: "quiz".into(),
+            player_id: "p2".into(),
+            kicked_at: T0 + 3_000,
+        })]
+    );
+    let quiz = given(&history);
+    assert_eq!(quiz.active_players(), 1);
+    assert_eq!(
+        rejected(&quiz, answer("p2", 1, 0, T0 + 3_100)),
+        Rejection::PlayerKicked
+    );
+    // Kicking again is a no-op, so a retried kick succeeds; an unknown player is refused.
+    let again = Command::Kick {
+        player_id: "p2".into(),
+        at: T0 + 3_200,
+    };
+    assert!(appended(&quiz, again).is_empty());
+    let unknown = Command::Kick {
+        player_id: "eve".into(),
+        at: T0 + 3_200,
+    };
+    assert_eq!(rejected(&quiz, unknown), Rejection::PlayerNotFound);
+
+    // The read models drop p2 from the board whether his answer is folded before or after
+    // the kick (they travel on different partitions); the question's statistics keep it.
+    let mut kick_first: Vec<Event> = history
+        .iter()
+        .filter(|e| !p2_answer.contains(e))
+        .cloned()
+        .collect();
+    kick_first.extend(p2_answer.iter().cloned());
+    for log in [&history, &kick_first] {
+        let models = ReadModels::fold(log.iter());
+        let view = &models.quizzes["quiz"];
+        let ranked: Vec<_> = view.ranked().into_iter().map(|s| s.player_id).collect();
+        assert_eq!(ranked, ["p1"]);
+        assert_eq!(view.player_count(), 1);
+        assert_eq!(view.questions[&1].stats.answers, 2);
+        assert_eq!(view.kicks.values().collect::<Vec<_>>(), ["p2"]);
+    }
+}
+
+#[test]
+fn a_finished_quiz_refuses_kicks() {
+    let mut history = running(1);
+    let _ = play(&mut history, Command::Finish { at: T0 + 5_000 });
+    let kick = Command::Kick {
+        player_id: "p1".into(),
+        at: T0 + 6_000,
+    };
+    assert_eq!(rejected(&given(&history), kick), Rejection::QuizFinished);
+}

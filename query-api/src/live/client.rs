@@ -11,11 +11,12 @@ use serde_json::json;
 use tokio::sync::{OwnedSemaphorePermit, broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 
-use super::feed::{Feed, Frame, Mark, board_frame, flow_frame};
+use super::feed::{Feed, Frame, Mark, board_frame, flow_frame, lobby_frame};
+use super::presence::Here;
 use super::{Hub, ID_SPAN};
 use crate::error::{Error, Result};
 use crate::read_model::Snapshot;
-use crate::reads::now_millis;
+use crate::reads::{MAX_LOBBY, now_millis};
 use crate::views::{FlowEvent, PlayerStanding, QuizState, flow_since};
 
 /// Events queued for a client that hyper has not written yet: the bound on what a slow
@@ -89,7 +90,12 @@ impl Session {
     }
 
     async fn snapshot(&mut self, snapshot: &Snapshot, resync: bool) -> bool {
-        let quiz = QuizState::of(&snapshot.view, snapshot.player_count, now_millis());
+        let quiz = QuizState::of(
+            &snapshot.view,
+            snapshot.player_count,
+            snapshot.connected,
+            now_millis(),
+        );
         let data = match &self.of {
             StreamOf::Quiz => json!({
                 "resync": resync,
@@ -118,6 +124,11 @@ impl Session {
     /// Sends a frame the client has not seen, as this client's kind of stream shows it.
     async fn forward(&mut self, frame: &Frame) -> bool {
         match (&frame.mark, &self.of) {
+            (Mark::Lobby, StreamOf::Quiz) => {
+                let lobby = Event::default().event(frame.name).data(&frame.data);
+                self.send(lobby).await
+            }
+            (Mark::Lobby, StreamOf::Player(_)) => true,
             (Mark::Flow(flow, _), _) if *flow <= self.seen_flow => true,
             (Mark::Board { version, .. }, _) if *version <= self.seen_version => true,
             (Mark::Board { flow, version }, StreamOf::Player(_)) => {
@@ -152,6 +163,16 @@ impl Session {
                 self.rank_due();
                 self.send(event("question_result", frame.id(), &data.to_string()))
                     .await
+            }
+            (Mark::Flow(flow, FlowEvent::PlayerKicked { player_id, .. }), StreamOf::Player(me)) => {
+                self.seen_flow = *flow;
+                if player_id != me {
+                    return true;
+                }
+                // The stream ends here; the client's reconnection is refused with
+                // `player_kicked`.
+                self.last_words("kicked", "player_kicked");
+                false
             }
             (Mark::Flow(flow, _), _) => {
                 self.seen_flow = *flow;
@@ -231,6 +252,19 @@ impl Session {
         if !self.start(&snapshot, &resume).await {
             return;
         }
+        if self.of == StreamOf::Quiz {
+            // Who is in the quiz, afresh on every connection; then whenever it changes.
+            let lobby = match self.hub.read_model().lobby(&self.quiz_id, MAX_LOBBY).await {
+                Ok(lobby) => lobby_frame(&lobby),
+                Err(cause) => {
+                    tracing::debug!(%cause, "lobby read for a stream failed");
+                    return;
+                }
+            };
+            if !self.forward(&lobby).await {
+                return;
+            }
+        }
         let shutdown = self.hub.shutdown().clone();
         loop {
             let rank_at = self.rank_at;
@@ -274,6 +308,8 @@ impl Session {
 /// Counts open streams for `/metrics` and releases the connection slot with the body.
 struct Held {
     _permit: OwnedSemaphorePermit,
+    /// A player stream keeps its player present.
+    _here: Option<Here>,
     hub: Hub,
 }
 
@@ -307,9 +343,16 @@ impl Hub {
             Some(_) => None,
             None => Some(Arc::new(self.read_model().snapshot(quiz_id, top).await?)),
         };
-        if let StreamOf::Player(player_id) = &of {
-            let _ = self.read_model().player(quiz_id, player_id).await?;
-        }
+        let here = match &of {
+            StreamOf::Player(player_id) => {
+                let standing = self.read_model().player(quiz_id, player_id).await?;
+                if standing.kicked_at.is_some() {
+                    return Err(Error::PlayerKicked);
+                }
+                Some(self.inner.presence.arrive(quiz_id, player_id))
+            }
+            StreamOf::Quiz => None,
+        };
         let (feed, frames) = self.join(quiz_id);
         // Whatever happened meanwhile, the feed's next read is diffed against this snapshot.
         let snapshot = match (feed.latest(), read) {
@@ -349,6 +392,7 @@ impl Hub {
         metrics::gauge!("podium_query_sse_streams").set(self.open_streams() as f64);
         let held = Held {
             _permit: permit,
+            _here: here,
             hub: self.clone(),
         };
         let farewell = futures::stream::once(async move {

@@ -9,7 +9,8 @@ use tracing::Instrument;
 
 use super::{Hub, ID_SPAN};
 use crate::read_model::Snapshot;
-use crate::views::{FlowEvent, flow_since};
+use crate::reads::MAX_LOBBY;
+use crate::views::{FlowEvent, Lobby, flow_since};
 
 /// How often a feed reads the quiz without a nudge: pub/sub may drop a message.
 const POLL: Duration = Duration::from_secs(1);
@@ -23,6 +24,9 @@ pub(super) enum Mark {
     Flow(u64, FlowEvent),
     /// The leaderboard at this flow and version.
     Board { flow: u64, version: u64 },
+    /// Who is in the quiz and connected; for dashboards, without an id, since it is sent
+    /// afresh on every connection.
+    Lobby,
 }
 
 /// One event for every client of a quiz, serialised once.
@@ -38,6 +42,7 @@ impl Frame {
         match self.mark {
             Mark::Flow(flow, _) => flow * ID_SPAN,
             Mark::Board { flow, version } => flow * ID_SPAN + version,
+            Mark::Lobby => 0,
         }
     }
 }
@@ -47,6 +52,15 @@ pub(super) fn flow_frame(flow: u64, event: FlowEvent) -> Frame {
     let (name, data) = match &event {
         FlowEvent::QuestionStarted(q) => ("question_started", serde_json::to_string(q)),
         FlowEvent::QuestionClosed(q) => ("question_closed", serde_json::to_string(q)),
+        FlowEvent::PlayerKicked {
+            player_id,
+            kicked_at,
+        } => (
+            "player_kicked",
+            serde_json::to_string(
+                &serde_json::json!({ "player_id": player_id, "kicked_at": kicked_at }),
+            ),
+        ),
         FlowEvent::QuizFinished { finished_at } => (
             "quiz_finished",
             serde_json::to_string(&serde_json::json!({ "finished_at": finished_at })),
@@ -73,6 +87,15 @@ pub(super) fn board_frame(snapshot: &Snapshot) -> Frame {
         },
         name: "leaderboard",
         data: data.to_string(),
+    }
+}
+
+/// The `lobby` event.
+pub(super) fn lobby_frame(lobby: &Lobby) -> Frame {
+    Frame {
+        mark: Mark::Lobby,
+        name: "lobby",
+        data: serde_json::to_string(lobby).unwrap_or_default(),
     }
 }
 
@@ -167,6 +190,16 @@ async fn deliver(hub: &Hub, feed: &Feed, top: usize) {
                 for frame in changes(&previous, &snapshot, crate::reads::now_millis()) {
                     // No receivers is fine: the feed is about to retire.
                     let _ = feed.frames.send(Arc::new(frame));
+                }
+                if previous.lobby_stamp() != snapshot.lobby_stamp() {
+                    match hub.read_model().lobby(&feed.quiz_id, MAX_LOBBY).await {
+                        Ok(lobby) => {
+                            let _ = feed.frames.send(Arc::new(lobby_frame(&lobby)));
+                        }
+                        Err(cause) => {
+                            tracing::warn!(%cause, quiz_id = %feed.quiz_id, "lobby read failed");
+                        }
+                    }
                 }
             }
         }

@@ -13,6 +13,7 @@
 
 mod client;
 mod feed;
+mod presence;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -25,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use client::{Resume, StreamOf};
 use feed::Feed;
+use presence::Presence;
 
 use crate::read_model::ReadModel;
 
@@ -144,6 +146,7 @@ struct Inner {
     feeds: Mutex<HashMap<String, Arc<Feed>>>,
     upstream: tokio::sync::Mutex<Option<PubSubSink>>,
     connections: Arc<Semaphore>,
+    presence: Presence,
     shutdown: CancellationToken,
 }
 
@@ -152,6 +155,7 @@ impl Hub {
     pub fn start(read_model: ReadModel, settings: StreamArgs, shutdown: CancellationToken) -> Self {
         let hub = Self {
             inner: Arc::new(Inner {
+                presence: Presence::start(read_model.clone(), shutdown.clone()),
                 read_model,
                 connections: Arc::new(Semaphore::new(settings.max_connections)),
                 settings,

@@ -41,6 +41,8 @@ pub enum Rejection {
     InvalidChoice { choice: i64, choices: usize },
     #[error("the player is not part of this quiz")]
     PlayerNotFound,
+    #[error("the host removed this player from the quiz")]
+    PlayerKicked,
     #[error("the player already answered question {}", .0.question)]
     AlreadyAnswered(Box<AnswerSubmitted>),
 }

@@ -22,12 +22,15 @@ pub struct QuizView {
     pub current: Option<(i32, Millis)>,
     pub locked_at: Option<Millis>,
     pub finished_at: Option<Millis>,
-    /// How many question-flow events (started, closed, finished) were folded in. It depends
+    /// How many flow events (question started, closed, player kicked, quiz finished) were
+    /// folded in. It depends
     /// on the lifecycle partition alone, so it is the same in every replay: the live streams
     /// number their events with it.
     pub flow: u64,
     /// The flow number of `QuizFinished`.
     pub finished_flow: Option<u64>,
+    /// Kicked players by the flow number of their kick.
+    pub kicks: BTreeMap<u64, String>,
     pub questions: BTreeMap<i32, QuestionView>,
     pub players: BTreeMap<String, PlayerCard>,
     /// How many events changed the view: the read model's version.
@@ -90,6 +93,8 @@ pub struct PlayerCard {
     pub last_question: i32,
     /// Points awarded per counted answer, by question: the first answer per question counts.
     pub awarded: BTreeMap<i32, i64>,
+    /// When the host removed the player; a kicked player is off the leaderboard.
+    pub kicked_at: Option<Millis>,
 }
 
 impl QuizView {
@@ -111,6 +116,14 @@ impl QuizView {
                     .players
                     .get(&e.player_id)
                     .is_some_and(|p| p.name.is_some()) =>
+            {
+                false
+            }
+            Event::PlayerKicked(e)
+                if self
+                    .players
+                    .get(&e.player_id)
+                    .is_some_and(|p| p.kicked_at.is_some()) =>
             {
                 false
             }
@@ -147,6 +160,15 @@ impl QuizView {
             }
             Event::PlayerJoined(e) => {
                 self.players.entry(e.player_id.clone()).or_default().name = Some(e.name.clone());
+                true
+            }
+            Event::PlayerKicked(e) => {
+                self.players
+                    .entry(e.player_id.clone())
+                    .or_default()
+                    .kicked_at = Some(e.kicked_at);
+                self.flow += 1;
+                let _ = self.kicks.insert(self.flow, e.player_id.clone());
                 true
             }
             Event::JoiningLocked(e) => {
@@ -208,12 +230,12 @@ impl QuizView {
         changed
     }
 
-    /// Every player with a counted answer, in leaderboard order.
+    /// Every player with a counted answer who was not kicked, in leaderboard order.
     pub fn ranked(&self) -> Vec<Standing> {
         let mut rows: Vec<Standing> = self
             .players
             .iter()
-            .filter(|(_, card)| card.answers > 0)
+            .filter(|(_, card)| card.answers > 0 && card.kicked_at.is_none())
             .map(|(id, card)| Standing {
                 player_id: id.clone(),
                 points: card.points,
@@ -224,9 +246,12 @@ impl QuizView {
         rows
     }
 
-    /// How many players joined.
+    /// How many players joined and were not kicked.
     pub fn player_count(&self) -> usize {
-        self.players.values().filter(|p| p.name.is_some()).count()
+        self.players
+            .values()
+            .filter(|p| p.name.is_some() && p.kicked_at.is_none())
+            .count()
     }
 }
 

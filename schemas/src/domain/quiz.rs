@@ -6,8 +6,8 @@ use crate::domain::scoring::Rules;
 use crate::domain::standings::Standings;
 use crate::domain::{Rejection, normalize_name};
 use crate::events::{
-    AnswerSubmitted, CloseReason, Event, JoiningLocked, Millis, PlayerJoined, QuestionClosed,
-    QuestionSpec, QuestionStarted, QuizCreated, QuizFinished,
+    AnswerSubmitted, CloseReason, Event, JoiningLocked, Millis, PlayerJoined, PlayerKicked,
+    QuestionClosed, QuestionSpec, QuestionStarted, QuizCreated, QuizFinished,
 };
 
 /// The question most recently started.
@@ -33,8 +33,10 @@ pub struct Quiz {
     pub current: Option<ActiveQuestion>,
     /// Player names by id.
     pub players: HashMap<String, String>,
-    /// Lower-cased names, for uniqueness ignoring case.
+    /// Lower-cased names, for uniqueness ignoring case. A kicked player's name stays taken.
     names: HashSet<String>,
+    /// Players the host removed: they can neither answer nor rejoin.
+    pub kicked: HashSet<String>,
     /// Reveals of closed questions: question number to correct choice.
     pub reveals: BTreeMap<i32, i32>,
     pub standings: Standings,
@@ -59,6 +61,11 @@ pub enum Command {
         at: Millis,
     },
     LockJoining {
+        at: Millis,
+    },
+    /// The host removes a player.
+    Kick {
+        player_id: String,
         at: Millis,
     },
     StartQuestion {
@@ -88,6 +95,7 @@ impl Command {
             (C::LockJoining { .. }, C::LockJoining { .. })
             | (C::CloseDue { .. }, C::CloseDue { .. })
             | (C::Finish { .. }, C::Finish { .. }) => true,
+            (C::Kick { player_id: a, .. }, C::Kick { player_id: b, .. }) => a == b,
             (C::StartQuestion { question: a, .. }, C::StartQuestion { question: b, .. })
             | (C::CloseQuestion { question: a, .. }, C::CloseQuestion { question: b, .. }) => {
                 a == b
@@ -120,6 +128,7 @@ impl Quiz {
             current: None,
             players: HashMap::new(),
             names: HashSet::new(),
+            kicked: HashSet::new(),
             reveals: BTreeMap::new(),
             standings: Standings::default(),
         }
@@ -129,6 +138,11 @@ impl Quiz {
     pub fn question(&self, number: i32) -> Option<&QuestionSpec> {
         let index = usize::try_from(number).ok()?.checked_sub(1)?;
         self.questions.get(index)
+    }
+
+    /// Players who joined and were not kicked.
+    pub fn active_players(&self) -> usize {
+        self.players.len() - self.kicked.len()
     }
 
     pub fn name_taken(&self, name: &str) -> bool {
@@ -151,6 +165,9 @@ impl Quiz {
             Event::PlayerJoined(e) => {
                 let _ = self.names.insert(e.name.to_lowercase());
                 let _ = self.players.insert(e.player_id.clone(), e.name.clone());
+            }
+            Event::PlayerKicked(e) => {
+                let _ = self.kicked.insert(e.player_id.clone());
             }
             Event::JoiningLocked(_) => self.joining_locked = true,
             Event::QuestionStarted(e) => {
@@ -196,6 +213,9 @@ impl Quiz {
     fn decide_answer(&self, cmd: &AnswerCommand) -> Result<Decision, Rejection> {
         if !self.players.contains_key(&cmd.player_id) {
             return Err(Rejection::PlayerNotFound);
+        }
+        if self.kicked.contains(&cmd.player_id) {
+            return Err(Rejection::PlayerKicked);
         }
         let question = self
             .question(cmd.question)
@@ -301,6 +321,23 @@ pub fn decide(quiz: &Quiz, command: &Command) -> Result<Decision, Rejection> {
                 vec![Event::JoiningLocked(JoiningLocked {
                     quiz_id: quiz_id(),
                     locked_at: *at,
+                })]
+            }
+        }
+        Command::Kick { player_id, at } => {
+            if quiz.finished {
+                return Err(Rejection::QuizFinished);
+            }
+            if !quiz.players.contains_key(player_id) {
+                return Err(Rejection::PlayerNotFound);
+            }
+            if quiz.kicked.contains(player_id) {
+                vec![]
+            } else {
+                vec![Event::PlayerKicked(PlayerKicked {
+                    quiz_id: quiz_id(),
+                    player_id: player_id.clone(),
+                    kicked_at: *at,
                 })]
             }
         }
