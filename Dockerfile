@@ -2,6 +2,8 @@
 # One image with every Podium service and tool. Each container picks its binary with `command`:
 # podium-command-api, podium-query-api, podium-projector, podium-ops, podium-analyst.
 #   docker build --build-arg REVISION="$(git rev-parse HEAD)" -t podium:"$(git rev-parse --short HEAD)" .
+# And the gateway: nginx with the web app (web/), filled in from deploy/k8s/base/podium.conf.template.
+#   docker build --target gateway -t podium-gateway:"$(git rev-parse --short HEAD)" .
 # Not built on the project's CI machines, which have no container engine: deploy/check.sh
 # validates what can be validated there (docs/deploy.md).
 
@@ -24,6 +26,24 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
  && cp target/release/podium-command-api target/release/podium-query-api \
        target/release/podium-projector target/release/podium-ops target/release/podium-analyst /out/
 
+# The web app: static files, built once, served by the gateway.
+FROM node:20-${DEBIAN_RELEASE}-slim AS web
+WORKDIR /web
+COPY web/package.json web/package-lock.json ./
+RUN npm ci --no-audit --no-fund
+COPY web/ ./
+RUN npm run build
+
+FROM nginxinc/nginx-unprivileged:1.27 AS gateway
+ARG REVISION=unknown
+LABEL org.opencontainers.image.title="podium-gateway" \
+      org.opencontainers.image.description="Podium's gateway: nginx in front of the APIs, serving the web app" \
+      org.opencontainers.image.revision="${REVISION}"
+COPY --from=web /web/dist/ /usr/share/nginx/html/
+COPY deploy/k8s/base/podium.conf.template /etc/nginx/templates/podium.conf.template
+ENV PODIUM_WEB_ROOT=/usr/share/nginx/html
+
+# The services (the default target).
 FROM debian:${DEBIAN_RELEASE}-slim
 ARG REVISION=unknown
 LABEL org.opencontainers.image.title="podium" \

@@ -7,6 +7,9 @@ a container takes with envFrom count too, and its ports and probes must be the o
 listeners serve: `http` the API listener, `admin` the admin listener with /livez and /readyz.
 Exits non-zero with every mismatch.
 
+The gateway (the podium-gateway image) must be given exactly the ${PODIUM_...} variables its
+template (deploy/k8s/base/podium.conf.template) holds: one left out would be served as text.
+
 An Argo CD Application must point at an overlay of this repository, in the namespace that
 overlay sets (kubernetes-validate has no schema for Argo CD's resources).
 
@@ -15,6 +18,7 @@ usage: check_deploy.py compose <compose.yaml> <bin dir>
        check_deploy.py argocd <application.yaml> <repository root>
 """
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -67,10 +71,34 @@ def is_podium(image: str) -> bool:
     return "PODIUM_IMAGE" in image or image.split("/")[-1].split(":")[0] == "podium"
 
 
+def is_gateway(image: str) -> bool:
+    return "PODIUM_GATEWAY_IMAGE" in image or image.split("/")[-1].split(":")[0] == "podium-gateway"
+
+
+TEMPLATE = Path(__file__).resolve().parent / "k8s/base/podium.conf.template"
+
+
+def check_gateway(where: str, env) -> list[str]:
+    """The gateway's variables against its template's placeholders."""
+    template = "\n".join(
+        line for line in TEMPLATE.read_text().splitlines() if not line.lstrip().startswith("#")
+    )
+    wanted = set(re.findall(r"\$\{(PODIUM_[A-Z_]+)\}", template))
+    given = {name for name in env if name.startswith("PODIUM_")}
+    problems = [f"{where}: the gateway template needs {name}" for name in sorted(wanted - given)]
+    problems += [f"{where}: the gateway template has no {name}" for name in sorted(given - wanted)]
+    return problems
+
+
 def check_compose(path: Path, helps: Helps) -> tuple[list[str], int]:
     compose = YAML(typ="safe").load(path.read_text())
     problems, checked = [], 0
     for name, service in compose["services"].items():
+        if is_gateway(str(service.get("image", ""))):
+            env = service.get("environment") or {}
+            checked += len(env)
+            problems += check_gateway(name, env)
+            continue
         if not is_podium(str(service.get("image", ""))):
             continue
         command = service.get("command") or []
@@ -96,9 +124,14 @@ def check_k8s(path: Path, helps: Helps) -> tuple[list[str], int]:
         if doc["kind"] not in ("Deployment", "StatefulSet", "Job"):
             continue
         for container in doc["spec"]["template"]["spec"]["containers"]:
+            where = f"{doc['kind']}/{doc['metadata']['name']}"
+            if is_gateway(container.get("image", "")):
+                env = {e["name"]: e.get("value") for e in container.get("env") or []}
+                checked += len(env)
+                problems += check_gateway(where, env)
+                continue
             if not is_podium(container.get("image", "")):
                 continue
-            where = f"{doc['kind']}/{doc['metadata']['name']}"
             command = container.get("command") or []
             if not command:
                 problems.append(f"{where}: runs the Podium image without a command")

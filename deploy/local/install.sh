@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Installs what the local stack and the tests need, skipping whatever is already present:
 # Debian's redis-server, supervisor, jq, curl, chromium and nginx; fastavro and the deployment checkers
-# in a Python venv under .podium; and the nisshi broker at the pinned version (from crates.io:
-# 20-25 minutes, once).
+# in a Python venv under .podium; the web app's npm packages (web/package-lock.json); and the
+# nisshi broker at the pinned version (from crates.io: 20-25 minutes, once).
 set -euo pipefail
 export PATH="$HOME/.cargo/bin:$PATH"
 
 case "${1:-}" in
-  -h|--help) sed -n '2,5p' "$0" | sed 's/^# //'; exit 0 ;;
+  -h|--help) sed -n '2,6p' "$0" | sed 's/^# //'; exit 0 ;;
 esac
 
 # nisshi is tansu renamed; see docs/adr/0006-broker.md for why we left tansu 0.6.0.
@@ -30,6 +30,8 @@ command -v supervisord >/dev/null 2>&1 || missing+=(supervisor)
 command -v jq >/dev/null 2>&1 || missing+=(jq)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+# Node.js and npm build the web app (the machines carry Node 20; Debian's is the fallback).
+command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
 # nginx: the gateway in front of both APIs (the local stack and the gateway test).
 [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null 2>&1 || missing+=(nginx)
 # TLS: OpenSSL's headers for librdkafka's and Redis's TLS, and its command line for the test
@@ -70,6 +72,17 @@ if [ "${#missing_tools[@]}" -gt 0 ]; then
   "$PODIUM_PYTHON_ENV/bin/pip" install --quiet "${missing_tools[@]}"
 else
   log "${PYTHON_TOOLS[*]} present"
+fi
+
+# The web app's packages, exactly as locked. npm never downloads a browser here: the tests
+# drive Debian's Chromium through playwright-core.
+web_stamp="$REPO_ROOT/web/node_modules/.podium-lock"
+if cmp -s "$REPO_ROOT/web/package-lock.json" "$web_stamp"; then
+  log "web packages present"
+else
+  log "installing the web app's packages (npm ci)"
+  (cd "$REPO_ROOT/web" && npm ci --no-audit --no-fund --loglevel=error)
+  cp "$REPO_ROOT/web/package-lock.json" "$web_stamp"
 fi
 
 have_nisshi_version() {

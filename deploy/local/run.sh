@@ -96,5 +96,13 @@ cat <<TXT
 
   Podium, for every client: $PODIUM_URL  (nginx; behind it the command API $PODIUM_COMMAND_URL
   and the query API $PODIUM_QUERY_URL)
+TXT
+
+say "Or play in a browser"
+cat <<TXT
+  Host console (this quiz; the key stays in your browser): $PODIUM_URL/#/host/$QUIZ?code=$CODE&key=$HOST
+  Big screen:                                              $PODIUM_URL/#/screen/$QUIZ?code=$CODE
+  Player join link (open it on a phone, or a second tab):  $PODIUM_URL/#/join/$CODE
+  A new quiz of your own:                                  $PODIUM_URL/#/host
   Logs: $PODIUM_HOME/logs    Status: deploy/local/status.sh    Stop: deploy/local/down.sh
 TXT

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Sets everything up and runs every check: formatting, clippy with warnings as errors, and all
-# tests (unit, property, contract and end-to-end against a real nisshi broker and Redis that the
-# tests start themselves on free ports), then a few seconds of every benchmark phase.
+# Sets everything up and runs every check: formatting, clippy with warnings as errors, the web
+# app's type check, build and unit tests, and all tests (unit, property, contract and end-to-end
+# against a real nisshi broker and Redis that the tests start themselves on free ports, a whole
+# quiz in the web app in Chromium among them), then a few seconds of every benchmark phase.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 # shellcheck source=env.sh
@@ -9,7 +10,7 @@ source "$here/env.sh"
 cd "$REPO_ROOT"
 
 case "${1:-}" in
-  -h|--help) sed -n '2,4p' "$0" | sed 's/^# //'; exit 0 ;;
+  -h|--help) sed -n '2,5p' "$0" | sed 's/^# //'; exit 0 ;;
 esac
 
 step() { printf '\n==> %s\n' "$*" >&2; }
@@ -27,6 +28,10 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 # binaries only for that package's own tests: build them all first.
 step "building every binary"
 cargo build --workspace --bins --locked --quiet
+
+# The web app is built before the tests: the browser test plays a quiz in it through the gateway.
+step "web app: type check, build and unit tests (Vitest)"
+(cd web && npm run --silent build && npm test --silent)
 
 step "deployment files: Compose and Kubernetes against their schemas, the pipeline, and every setting against its binary"
 "$REPO_ROOT/deploy/check.sh"

@@ -2,7 +2,7 @@
 # Starts the whole local stack under a supervisord of its own, which restarts any process that
 # exits: Redis, the nisshi broker (sqlite storage, so data survives restarts), Podium's topics,
 # the projector, the command API, the query API, and nginx in front of both APIs as the one
-# origin for clients ($PODIUM_URL). Running it again starts whatever is stopped.
+# origin for clients ($PODIUM_URL), which also serves the web app (web/). Running it again starts whatever is stopped.
 # Logs: $PODIUM_HOME/logs, data: $PODIUM_HOME/data. Status: deploy/local/status.sh. Stop: down.sh.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -19,6 +19,8 @@ mkdir -p "$PODIUM_HOME/logs" "$PODIUM_HOME/data"
 "$here/install.sh"
 log "building Podium (release)"
 (cd "$REPO_ROOT" && cargo build --release --locked --quiet --bins)
+log "building the web app"
+(cd "$REPO_ROOT/web" && npm run --silent build >/dev/null)
 bin="$REPO_ROOT/target/release"
 
 secret_file="$PODIUM_HOME/token-secret"
@@ -83,6 +85,7 @@ write_gateway() {
   routes="${routes//'${PODIUM_QUERY_SERVERS}'/server 127.0.0.1:$PODIUM_QUERY_PORT;}"
   # Nothing stands in front of it here: no address's X-Forwarded-For is believed.
   routes="${routes//'${PODIUM_GATEWAY_REAL_IP}'/0.0.0.0/32}"
+  routes="${routes//'${PODIUM_WEB_ROOT}'/$REPO_ROOT/web/dist}"
   printf '%s\n' "$routes" >"$gateway_dir/podium.conf"
   cat >"$gateway_dir/nginx.conf" <<NGINX
 pid $gateway_dir/nginx.pid;

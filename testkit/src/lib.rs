@@ -551,6 +551,15 @@ pub fn gateway_main(dir: &Path, routes: &Path) -> String {
     )
 }
 
+/// The built web app the gateway serves: `PODIUM_WEB_ROOT`, or the repository's `web/dist`
+/// (`npm run build` in `web/`; test.sh builds it before the tests).
+pub fn web_root() -> PathBuf {
+    std::env::var_os("PODIUM_WEB_ROOT").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../web/dist"),
+        PathBuf::from,
+    )
+}
+
 /// Debian's nginx in front of the APIs, with the gateway template: one origin, method routing,
 /// unbuffered streams, and `X-Forwarded-For` believed from 127.0.0.1, where the tests run.
 #[derive(Debug)]
@@ -571,11 +580,13 @@ impl Gateway {
         let port_text = port.to_string();
         let command_servers = format!("server {command};");
         let query_servers: String = queries.iter().map(|q| format!("server {q}; ")).collect();
+        let web_root = web_root().display().to_string();
         let routes = render_gateway(&[
             ("PODIUM_GATEWAY_PORT", &port_text),
             ("PODIUM_COMMAND_SERVERS", &command_servers),
             ("PODIUM_QUERY_SERVERS", &query_servers),
             ("PODIUM_GATEWAY_REAL_IP", "127.0.0.1/32"),
+            ("PODIUM_WEB_ROOT", &web_root),
         ])?;
         let path = dir.path();
         std::fs::write(path.join("podium.conf"), routes)?;
