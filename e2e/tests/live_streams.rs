@@ -799,7 +799,17 @@ async fn the_lobby_shows_who_is_connected_and_a_kicked_player_leaves_board_and_q
 
     // A player stream makes its player connected, on the dashboard and in every read.
     let mut phone0 = Sse::connect(&player_url(0), None).await?;
-    let _ = phone0.until("snapshot", WAIT).await?;
+    let opened = phone0.until("lobby", WAIT).await?;
+    ensure!(
+        names(&opened) == ["snapshot", "lobby"],
+        "{:?}",
+        names(&opened)
+    );
+    let lobby = data(opened.last().context("lobby")?);
+    ensure!(
+        lobby["player_count"] == 3,
+        "a phone sees who is here: {lobby}"
+    );
     let lobby = lobby_where(&mut dashboard, |l| l["connected_count"] == 1).await?;
     let connected: Vec<&Value> = lobby["players"]
         .as_array()
@@ -884,6 +894,9 @@ async fn the_lobby_shows_who_is_connected_and_a_kicked_player_leaves_board_and_q
         !lobby.to_string().contains(&p2),
         "a kicked player leaves the lobby: {lobby}"
     );
+    // Phones hear of it too, at most every two seconds.
+    let lobby = lobby_where(&mut phone0, |l| l["player_count"] == 2).await?;
+    ensure!(!lobby.to_string().contains(&p2), "{lobby}");
 
     // Kicked means out: no stream, no answer, no rejoin.
     match Sse::open(&player_url(2), None).await? {

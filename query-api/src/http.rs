@@ -401,8 +401,9 @@ async fn quiz_events(
     Ok(sse_response(app.hub.settings().heartbeat(), stream))
 }
 
-/// One player's view live: a `snapshot` with `you`, the question flow, a `question_result`
-/// with the player's own result as each question closes, and `rank` changes. If the host
+/// One player's view live: a `snapshot` with `you` and a short `lobby` (the first 24 players
+/// and the counts; again on changes, at most every 2 s), the question flow, a
+/// `question_result` with the player's own result as each question closes, and `rank` changes. If the host
 /// kicks the player, the stream ends with a `kicked` event. An open stream marks the player
 /// as connected (`connected` in the lobby). Needs the
 /// player's token, as a bearer token or, for `EventSource`, the `access_token` parameter.

@@ -11,7 +11,7 @@ use serde_json::json;
 use tokio::sync::{OwnedSemaphorePermit, broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 
-use super::feed::{Feed, Frame, Mark, board_frame, flow_frame, lobby_frame};
+use super::feed::{Feed, Frame, Mark, PLAYER_LOBBY, board_frame, flow_frame, lobby_frame};
 use super::presence::Here;
 use super::{Hub, ID_SPAN};
 use crate::error::{Error, Result};
@@ -124,11 +124,13 @@ impl Session {
     /// Sends a frame the client has not seen, as this client's kind of stream shows it.
     async fn forward(&mut self, frame: &Frame) -> bool {
         match (&frame.mark, &self.of) {
-            (Mark::Lobby, StreamOf::Quiz) => {
+            (Mark::Lobby { for_players }, of) => {
+                if *for_players != matches!(of, StreamOf::Player(_)) {
+                    return true;
+                }
                 let lobby = Event::default().event(frame.name).data(&frame.data);
                 self.send(lobby).await
             }
-            (Mark::Lobby, StreamOf::Player(_)) => true,
             (Mark::Flow(flow, _), _) if *flow <= self.seen_flow => true,
             (Mark::Board { version, .. }, _) if *version <= self.seen_version => true,
             (Mark::Board { flow, version }, StreamOf::Player(_)) => {
@@ -252,18 +254,18 @@ impl Session {
         if !self.start(&snapshot, &resume).await {
             return;
         }
-        if self.of == StreamOf::Quiz {
-            // Who is in the quiz, afresh on every connection; then whenever it changes.
-            let lobby = match self.hub.read_model().lobby(&self.quiz_id, MAX_LOBBY).await {
-                Ok(lobby) => lobby_frame(&lobby),
-                Err(cause) => {
-                    tracing::debug!(%cause, "lobby read for a stream failed");
-                    return;
-                }
-            };
-            if !self.forward(&lobby).await {
+        // Who is in the quiz, afresh on every connection; then whenever it changes.
+        let for_players = self.of != StreamOf::Quiz;
+        let limit = if for_players { PLAYER_LOBBY } else { MAX_LOBBY };
+        let lobby = match self.hub.read_model().lobby(&self.quiz_id, limit).await {
+            Ok(lobby) => lobby_frame(&lobby, for_players),
+            Err(cause) => {
+                tracing::debug!(%cause, "lobby read for a stream failed");
                 return;
             }
+        };
+        if !self.forward(&lobby).await {
+            return;
         }
         let shutdown = self.hub.shutdown().clone();
         loop {

@@ -24,9 +24,9 @@ pub(super) enum Mark {
     Flow(u64, FlowEvent),
     /// The leaderboard at this flow and version.
     Board { flow: u64, version: u64 },
-    /// Who is in the quiz and connected; for dashboards, without an id, since it is sent
-    /// afresh on every connection.
-    Lobby,
+    /// Who is in the quiz and connected, without an id, since it is sent afresh on every
+    /// connection: the full list for dashboards, or the short one for players.
+    Lobby { for_players: bool },
 }
 
 /// One event for every client of a quiz, serialised once.
@@ -42,7 +42,7 @@ impl Frame {
         match self.mark {
             Mark::Flow(flow, _) => flow * ID_SPAN,
             Mark::Board { flow, version } => flow * ID_SPAN + version,
-            Mark::Lobby => 0,
+            Mark::Lobby { .. } => 0,
         }
     }
 }
@@ -90,13 +90,34 @@ pub(super) fn board_frame(snapshot: &Snapshot) -> Frame {
     }
 }
 
-/// The `lobby` event.
-pub(super) fn lobby_frame(lobby: &Lobby) -> Frame {
+/// The `lobby` event: for players, the first [`PLAYER_LOBBY`] players and the counts.
+pub(super) fn lobby_frame(lobby: &Lobby, for_players: bool) -> Frame {
+    let data = if for_players && lobby.players.len() > PLAYER_LOBBY {
+        let mut short = lobby.clone();
+        short.players.truncate(PLAYER_LOBBY);
+        short.truncated = true;
+        serde_json::to_string(&short)
+    } else {
+        serde_json::to_string(lobby)
+    };
     Frame {
-        mark: Mark::Lobby,
+        mark: Mark::Lobby { for_players },
         name: "lobby",
-        data: serde_json::to_string(lobby).unwrap_or_default(),
+        data: data.unwrap_or_default(),
     }
+}
+
+/// The players a player's lobby lists: a phone shows a few names and the counts.
+pub(super) const PLAYER_LOBBY: usize = 24;
+/// Players' lobby events are sent at most this often: there may be a million of them, and a
+/// lobby fills with joins.
+const PLAYER_LOBBY_EVERY: Duration = Duration::from_secs(2);
+
+/// When the players' lobby was last sent, and whether a change waits for the next window.
+#[derive(Debug, Default)]
+struct PlayerLobby {
+    sent_at: Option<Instant>,
+    pending: bool,
 }
 
 #[derive(Debug)]
@@ -107,6 +128,7 @@ pub(super) struct Feed {
     nudged: Notify,
     /// The trace context of the last change message, which the next delivery continues.
     trace: std::sync::Mutex<Option<String>>,
+    player_lobby: std::sync::Mutex<PlayerLobby>,
 }
 
 impl Feed {
@@ -117,6 +139,7 @@ impl Feed {
             latest: watch::channel(None).0,
             nudged: Notify::new(),
             trace: std::sync::Mutex::new(None),
+            player_lobby: std::sync::Mutex::default(),
         }
     }
 
@@ -145,6 +168,25 @@ impl Feed {
                 .unwrap_or_else(std::sync::PoisonError::into_inner) = traceparent;
         }
         self.nudge();
+    }
+
+    /// Whether the players' lobby event goes out now: a change waits for the end of the
+    /// current window, and the feed's poll sends it then.
+    fn player_lobby_due(&self, changed: bool) -> bool {
+        let mut lobby = self
+            .player_lobby
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        lobby.pending |= changed;
+        let open = lobby
+            .sent_at
+            .is_none_or(|at| at.elapsed() >= PLAYER_LOBBY_EVERY);
+        if lobby.pending && open {
+            lobby.pending = false;
+            lobby.sent_at = Some(Instant::now());
+            return true;
+        }
+        false
     }
 
     /// The last state the feed read, if it has read one.
@@ -191,10 +233,17 @@ async fn deliver(hub: &Hub, feed: &Feed, top: usize) {
                     // No receivers is fine: the feed is about to retire.
                     let _ = feed.frames.send(Arc::new(frame));
                 }
-                if previous.lobby_stamp() != snapshot.lobby_stamp() {
+                let changed = previous.lobby_stamp() != snapshot.lobby_stamp();
+                let for_players = feed.player_lobby_due(changed);
+                if changed || for_players {
                     match hub.read_model().lobby(&feed.quiz_id, MAX_LOBBY).await {
                         Ok(lobby) => {
-                            let _ = feed.frames.send(Arc::new(lobby_frame(&lobby)));
+                            if changed {
+                                let _ = feed.frames.send(Arc::new(lobby_frame(&lobby, false)));
+                            }
+                            if for_players {
+                                let _ = feed.frames.send(Arc::new(lobby_frame(&lobby, true)));
+                            }
                         }
                         Err(cause) => {
                             tracing::warn!(%cause, quiz_id = %feed.quiz_id, "lobby read failed");

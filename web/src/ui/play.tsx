@@ -2,13 +2,13 @@ import { useEffect, useMemo, useReducer, useRef, useState } from 'preact/hooks';
 import { api, playerEventsUrl } from '../lib/api';
 import { ServerClock } from '../lib/clock';
 import { initialPlayer, persistable, playerReducer, playerView, type PlayerEvent, type PlayerState } from '../lib/player';
-import { ApiError, describeError, isMissingEndpoint } from '../lib/problem';
+import { ApiError, describeError } from '../lib/problem';
 import { ordinal, rankChange } from '../lib/ranks';
 import { href } from '../lib/route';
 import { LiveStream } from '../lib/sse';
 import { store, type PlayerSession } from '../lib/storage';
 import type { AnswerResult, LeaderboardEntry, Lobby, OpenQuestion } from '../lib/types';
-import { Countdown, ErrorBox, Header, PlayerList, Podium, usePolling } from './common';
+import { Countdown, ErrorBox, Header, PlayerList, Podium } from './common';
 
 const PLAYER_EVENTS = ['snapshot', 'question_started', 'question_closed', 'question_result', 'rank', 'quiz_finished', 'kicked', 'lobby'] as const;
 
@@ -121,26 +121,6 @@ function Play({ session }: { session: PlayerSession }) {
   }, [state]);
 
   const view = playerView(state);
-
-  // The lobby: who else is here. The player stream may not carry it, so it is read.
-  const [lobbyUnsupported, setLobbyUnsupported] = useState(false);
-  usePolling(
-    async (signal) => {
-      if (!lobbyUnsupported) {
-        try {
-          dispatch({ type: 'players', data: await api.players(quizId, signal) });
-          return;
-        } catch (err) {
-          if (!isMissingEndpoint(err)) throw err;
-          setLobbyUnsupported(true);
-        }
-      }
-      const q = await api.quiz(quizId, signal);
-      dispatch({ type: 'players', data: { quiz_id: quizId, player_count: q.player_count, connected_count: q.connected_count ?? 0, players: [], truncated: false } });
-    },
-    2500,
-    view === 'lobby',
-  );
 
   async function answer(question: number, choice: number) {
     dispatch({ type: 'answer_sent', question, choice });
