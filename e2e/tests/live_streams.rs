@@ -768,15 +768,19 @@ async fn lobby_where(sse: &mut Sse, wanted: impl Fn(&Value) -> bool) -> Result<V
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_lobby_shows_who_is_connected_and_a_kicked_player_leaves_board_and_quiz() -> Result<()>
 {
-    let stack = Stack::start().await?;
+    let mut stack = Stack::start().await?;
+    // Phones on a second query API instance: presence is shared through Redis.
+    let second_query = stack
+        .start_query_api_with("second query-api", stack.query_config())
+        .await?;
     let game = Game::start(&stack, 2, 3).await?;
     let quiz = format!("/v1/quizzes/{}", game.quiz_id);
     wait_for_quiz(&stack, &game.quiz_id).await?;
     let player_url = |i: usize| {
         let (id, token) = &game.players[i];
         format!(
-            "{}/v1/quizzes/{}/players/{id}/events?access_token={token}",
-            stack.query_url, game.quiz_id
+            "{second_query}/v1/quizzes/{}/players/{id}/events?access_token={token}",
+            game.quiz_id
         )
     };
     let (p0, p2) = (game.players[0].0.clone(), game.players[2].0.clone());
@@ -797,7 +801,8 @@ async fn the_lobby_shows_who_is_connected_and_a_kicked_player_leaves_board_and_q
         names(&first)
     );
 
-    // A player stream makes its player connected, on the dashboard and in every read.
+    // A player stream makes its player connected, on the dashboard of the other instance and in
+    // every read.
     let mut phone0 = Sse::connect(&player_url(0), None).await?;
     let opened = phone0.until("lobby", WAIT).await?;
     ensure!(
