@@ -65,7 +65,8 @@ for _ in $(seq 1 30); do
   sleep 0.1
 done
 kill "$dashboard" 2>/dev/null || true
-grep -E '^(event|id):' "$stream" | paste - - | sed 's/^/  /'
+# One line per event: its name, and its id when it has one (a lobby has none).
+awk '/^event:/ {e = $0} /^id:/ {i = $0} /^$/ {if (e != "") print "  " e (i != "" ? "\t" i : ""); e = ""; i = ""}' "$stream"
 
 cat > "$PODIUM_HOME/demo.env" <<ENV
 export QUIZ=$QUIZ CODE=$CODE HOST=$HOST
