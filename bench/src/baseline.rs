@@ -182,6 +182,75 @@ pub async fn get_loop(
     recorder.finish()
 }
 
+#[derive(Debug, Clone, Serialize)]
+pub struct ConsumerBaseline {
+    pub records: u64,
+    pub bytes: u64,
+    pub seconds: f64,
+    pub records_per_second: f64,
+    /// Why it stopped short, if it did.
+    pub error: Option<String>,
+}
+
+/// The raw broker read back: a bare consumer reading both event topics from the beginning to
+/// their ends as they were when it started, with the rebuild's own consumer settings, touching
+/// each payload and nothing more. The rebuild reads the same log and folds it into Redis.
+pub async fn bare_consumer(kafka: &KafkaArgs, limit: Duration) -> Result<ConsumerBaseline> {
+    use rdkafka::Message;
+    use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+    use rdkafka::{Offset, TopicPartitionList};
+
+    let topics = kafka.topics();
+    let topics = [topics.lifecycle, topics.answers];
+    let marks_client: BaseConsumer = kafka.client_config().create()?;
+    let marks = podium_projectors::rebuild::watermarks(&marks_client, &topics)?;
+    let group = format!("podium-bench-reader-{}", uuid::Uuid::now_v7().simple());
+    let consumer: StreamConsumer =
+        podium_projectors::rebuild::log_reader_config(kafka, &group).create()?;
+    let mut assignment = TopicPartitionList::new();
+    let mut left = 0;
+    for ((topic, partition), (low, high)) in &marks {
+        if high > low {
+            assignment.add_partition_offset(topic, *partition, Offset::Beginning)?;
+            left += 1;
+        }
+    }
+    consumer.assign(&assignment)?;
+    let started = Instant::now();
+    let (mut records, mut bytes) = (0u64, 0u64);
+    let mut error = None;
+    while left > 0 {
+        let Some(wait) = limit.checked_sub(started.elapsed()) else {
+            error = Some(format!("{left} partitions unread after {limit:?}"));
+            break;
+        };
+        let message = match tokio::time::timeout(wait, consumer.recv()).await {
+            Ok(Ok(message)) => message,
+            Ok(Err(e)) => {
+                error = Some(format!("kafka: {e}"));
+                break;
+            }
+            Err(_) => continue,
+        };
+        records += 1;
+        bytes += message.payload().map_or(0, |p| p.len() as u64);
+        let end = marks
+            .get(&(message.topic().to_owned(), message.partition()))
+            .map_or(0, |(_, high)| *high);
+        if message.offset() + 1 == end {
+            left -= 1;
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    Ok(ConsumerBaseline {
+        records,
+        bytes,
+        seconds,
+        records_per_second: rate(records, seconds),
+        error,
+    })
+}
+
 /// A figure and the raw component it is measured against.
 #[derive(Debug, Clone, Serialize)]
 pub struct Baselines {
@@ -194,4 +263,6 @@ pub struct Baselines {
     pub redis: RedisBaseline,
     /// Requests per second a bare axum answers, at the reads phase's concurrency.
     pub hello_world: Recorded,
+    /// A bare consumer reading the whole log, just before the rebuild reads it.
+    pub consumer: Option<ConsumerBaseline>,
 }

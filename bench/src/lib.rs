@@ -246,6 +246,7 @@ pub async fn run(args: &RunArgs) -> Result<Results> {
         http: podium::http_client()?,
         command_url: stack.command_url.clone(),
         query_url: stack.query_url.clone(),
+        starts: Arc::default(),
     };
 
     let mut cpu = Vec::new();
@@ -324,6 +325,21 @@ pub async fn run(args: &RunArgs) -> Result<Results> {
         Some(report::producer_baseline(&stack.broker, &plan, "producer-end", false).await?);
     phase_done(&stack, "producer after");
 
+    step("a bare consumer reading the whole log, as the rebuild will");
+    let consumer = baseline::bare_consumer(&stack.kafka, Duration::from_secs(600)).await?;
+    eprintln!(
+        "  bare consumer  {} records ({:.1} MB) in {:.1} s{}",
+        consumer.records,
+        consumer.bytes as f64 / 1e6,
+        consumer.seconds,
+        consumer
+            .error
+            .as_deref()
+            .map_or_else(String::new, |e| format!(": {e}"))
+    );
+    baselines.consumer = Some(consumer);
+    phase_done(&stack, "bare consumer");
+
     // Last, because on tansu a rebuild of a large log can take the broker down with it: the
     // figures above are kept, and the failure is recorded with the reason.
     step("rebuild: every read model, from the whole log");
@@ -346,7 +362,11 @@ pub async fn run(args: &RunArgs) -> Result<Results> {
 
     let results = run.finish(report::Measured {
         baselines,
-        ingest: report::Ingest { max, half_rate },
+        ingest: report::Ingest {
+            max,
+            half_rate,
+            question_starts: api.starts.finish(),
+        },
         freshness,
         fan_out,
         seeded,

@@ -2,11 +2,13 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use futures::{StreamExt, TryStreamExt};
 use serde_json::{Value, json};
+
+use crate::measure::Recorder;
 
 /// Questions per benchmark quiz: the most a quiz may have, so answers last long.
 pub const QUESTIONS: i32 = 100;
@@ -81,6 +83,9 @@ pub struct Api {
     pub http: reqwest::Client,
     pub command_url: String,
     pub query_url: String,
+    /// How long each host question start took: a start closes the question before it, and
+    /// the quiz's answers wait behind it.
+    pub starts: Arc<Recorder>,
 }
 
 impl Api {
@@ -187,10 +192,14 @@ impl Api {
                 }
             }
             let path = format!("/v1/quizzes/{}/questions/{next}/start", game.quiz_id);
+            let sent = Instant::now();
             let (status, body) = self.post(&path, Some(&game.host), &json!({})).await?;
             if status != 200 {
+                self.starts.error("start_failed", Instant::now());
                 bail!("starting question {next}: {status} {body}");
             }
+            let now = Instant::now();
+            self.starts.ok(now - sent, now);
             game.started.store(next, Ordering::Release);
         }
         Ok(())

@@ -275,6 +275,7 @@ pub async fn measure_baselines(
         producer_after: None,
         redis: zincrby,
         hello_world,
+        consumer: None,
     })
 }
 
@@ -284,6 +285,8 @@ pub struct Ingest {
     pub max: Recorded,
     /// Open loop at half of `max`.
     pub half_rate: Recorded,
+    /// The host's question starts during both: each closes the question before it.
+    pub question_starts: Recorded,
 }
 
 /// Everything a run measured.
@@ -374,6 +377,24 @@ impl Results {
                 format!(
                     "{:.1}",
                     ratio(i.max.latency.p99_ms, b.producer.latency.p99_ms)
+                ),
+                "",
+            ),
+            line(
+                "host question start p50 / p99",
+                format!(
+                    "{:.1} / {:.1} ms ({} starts)",
+                    i.question_starts.latency.p50_ms,
+                    i.question_starts.latency.p99_ms,
+                    i.question_starts.latency.count
+                ),
+                format!(
+                    "{:.1} / {:.1} ms produce",
+                    b.producer.latency.p50_ms, b.producer.latency.p99_ms
+                ),
+                format!(
+                    "{:.1}",
+                    ratio(i.question_starts.latency.p50_ms, b.producer.latency.p50_ms)
                 ),
                 "",
             ),
@@ -493,6 +514,35 @@ impl Results {
                 ),
                 "",
             ),
+            match &b.consumer {
+                Some(c) if c.error.is_none() && self.measured.rebuild.error.is_none() => {
+                    let r = ratio(
+                        self.measured.rebuild.events_per_second,
+                        c.records_per_second,
+                    );
+                    line(
+                        "rebuild vs a bare consumer of the log",
+                        format!("{:.0}", self.measured.rebuild.events_per_second),
+                        format!("{:.0} rec/s read", c.records_per_second),
+                        format!("{r:.2}"),
+                        &format!("≥ 0.80: {}", met(r >= 0.8)),
+                    )
+                }
+                Some(c) => line(
+                    "rebuild vs a bare consumer of the log",
+                    String::new(),
+                    c.error.clone().unwrap_or_else(|| "rebuild failed".into()),
+                    String::new(),
+                    "",
+                ),
+                None => line(
+                    "rebuild vs a bare consumer of the log",
+                    String::new(),
+                    "not measured".into(),
+                    String::new(),
+                    "",
+                ),
+            },
         ]
     }
 

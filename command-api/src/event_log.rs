@@ -61,6 +61,26 @@ pub trait EventLog: Send + Sync + Debug + 'static {
     /// Appends one entry. Resolves only once the log has durably acknowledged it.
     async fn append(&self, entry: &Entry) -> Result<Position, AppendError>;
 
+    /// Appends entries of one record key in order, and each outcome in that order. An entry is
+    /// handed to the log only once every entry before it was, so the log never holds a later
+    /// entry without the earlier ones having been sent; those not sent fail as backpressure.
+    /// Kafka pipelines them: one broker round trip for all, not one each.
+    async fn append_all(&self, entries: &[Entry]) -> Vec<Result<Position, AppendError>> {
+        let mut outcomes = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let outcome = self.append(entry).await;
+            let failed = outcome.is_err();
+            outcomes.push(outcome);
+            if failed {
+                break;
+            }
+        }
+        while outcomes.len() < entries.len() {
+            outcomes.push(Err(AppendError::Backpressure));
+        }
+        outcomes
+    }
+
     /// Every event recorded so far: all lifecycle events, then all answers. Within a record key
     /// the order is the order of appends. Records that cannot be decoded are skipped with a
     /// warning; the projectors dead-letter them.
@@ -254,9 +274,41 @@ fn traceparent() -> String {
     format!("00-{trace}-{span}-01")
 }
 
-#[async_trait]
-impl EventLog for KafkaEventLog {
-    async fn append(&self, entry: &Entry) -> Result<Position, AppendError> {
+/// A record the producer has queued, until the broker acknowledges it.
+struct Pending {
+    topic: String,
+    number: u64,
+    producer: FutureProducer,
+    started: Instant,
+    delivery: rdkafka::producer::DeliveryFuture,
+}
+
+impl Pending {
+    async fn delivered(self, log: &KafkaEventLog) -> Result<Position, AppendError> {
+        let outcome = self.delivery.await;
+        metrics::histogram!("podium_command_append_seconds")
+            .record(self.started.elapsed().as_secs_f64());
+        let failure = match outcome {
+            Ok(Ok(delivered)) => {
+                log.broker_answered(Ok(()));
+                return Ok(Position {
+                    topic: self.topic,
+                    partition: delivered.partition,
+                    offset: delivered.offset,
+                });
+            }
+            Ok(Err((e, _))) => e.to_string(),
+            Err(_) => "the producer was dropped".to_owned(),
+        };
+        log.broker_answered(Err(&failure));
+        log.replace_if_fatal(self.number, &self.producer).await;
+        Err(AppendError::Failed(failure))
+    }
+}
+
+impl KafkaEventLog {
+    /// Queues the entry's record without waiting for the broker.
+    async fn enqueue(&self, entry: &Entry) -> Result<Pending, AppendError> {
         let event = &entry.event;
         let payload = self
             .codec
@@ -301,24 +353,46 @@ impl EventLog for KafkaEventLog {
         };
         metrics::gauge!("podium_command_producer_in_flight")
             .set(f64::from(producer.in_flight_count()));
-        let outcome = delivery.await;
-        metrics::histogram!("podium_command_append_seconds")
-            .record(started.elapsed().as_secs_f64());
-        let failure = match outcome {
-            Ok(Ok(delivered)) => {
-                self.broker_answered(Ok(()));
-                return Ok(Position {
-                    topic: topic.to_owned(),
-                    partition: delivered.partition,
-                    offset: delivered.offset,
-                });
+        Ok(Pending {
+            topic: topic.to_owned(),
+            number,
+            producer,
+            started,
+            delivery,
+        })
+    }
+}
+
+#[async_trait]
+impl EventLog for KafkaEventLog {
+    async fn append(&self, entry: &Entry) -> Result<Position, AppendError> {
+        self.enqueue(entry).await?.delivered(self).await
+    }
+
+    async fn append_all(&self, entries: &[Entry]) -> Vec<Result<Position, AppendError>> {
+        // Every record is queued before the first acknowledgement is awaited, and none after a
+        // refused one: the idempotent producer keeps them in order on their partition.
+        let mut queued = Vec::with_capacity(entries.len());
+        for entry in entries {
+            match self.enqueue(entry).await {
+                Ok(pending) => queued.push(Ok(pending)),
+                Err(e) => {
+                    queued.push(Err(e));
+                    break;
+                }
             }
-            Ok(Err((e, _))) => e.to_string(),
-            Err(_) => "the producer was dropped".to_owned(),
-        };
-        self.broker_answered(Err(&failure));
-        self.replace_if_fatal(number, &producer).await;
-        Err(AppendError::Failed(failure))
+        }
+        let mut outcomes = Vec::with_capacity(entries.len());
+        for pending in queued {
+            outcomes.push(match pending {
+                Ok(pending) => pending.delivered(self).await,
+                Err(e) => Err(e),
+            });
+        }
+        while outcomes.len() < entries.len() {
+            outcomes.push(Err(AppendError::Backpressure));
+        }
+        outcomes
     }
 
     async fn history(&self) -> Result<Vec<Event>, AppendError> {

@@ -45,9 +45,9 @@ struct Live {
     pending_names: HashSet<String>,
     /// Joins in doubt, by lower-cased name.
     joins_in_doubt: HashMap<String, Entry>,
-    /// The lifecycle entry in doubt, and the command that decided it: host commands append it
-    /// again before deciding.
-    lifecycle_in_doubt: Option<(Command, Entry)>,
+    /// The lifecycle entries in doubt, in order, and the command that decided them: host
+    /// commands append them again before deciding.
+    lifecycle_in_doubt: Option<(Command, Vec<Entry>)>,
 }
 
 impl LiveQuiz {
@@ -331,10 +331,9 @@ impl Quizzes {
         let live = self.live(quiz_id)?;
         let mut state = live.state.lock().await;
         let mut settled = None;
-        if let Some((earlier, entry)) = state.lifecycle_in_doubt.clone() {
-            let _ = self.log.append(&entry).await?;
-            state.lifecycle_in_doubt = None;
-            self.recorded(quiz_id, &mut state, &entry.event);
+        if let Some((earlier, entries)) = state.lifecycle_in_doubt.take() {
+            self.append_lifecycle(quiz_id, &mut state, earlier.clone(), entries, true)
+                .await?;
             settled = Some(earlier);
         }
         let events = match decide(&state.quiz, &command) {
@@ -343,19 +342,40 @@ impl Quizzes {
             Err(_) if settled.is_some_and(|earlier| command.repeats(&earlier)) => vec![],
             Err(rejection) => return Err(rejection.into()),
         };
-        // Evolve event by event as each is acknowledged, so a failure half-way leaves the
-        // state equal to the log, but for the one entry in doubt.
-        for event in events {
-            let entry = Entry::new(event);
-            if let Err(e) = self.log.append(&entry).await {
-                if !matches!(e, AppendError::Backpressure) {
-                    state.lifecycle_in_doubt = Some((command, entry));
+        let entries = events.into_iter().map(Entry::new).collect();
+        self.append_lifecycle(quiz_id, &mut state, command, entries, false)
+            .await?;
+        Ok(QuizStatus::of(&state.quiz))
+    }
+
+    /// Appends a host command's entries in one round trip (a start closes the question before
+    /// it: two events) and evolves the quiz by each acknowledged one in order, so a failure
+    /// half-way leaves the state equal to the log but for the entries in doubt, which are kept,
+    /// from the first failed one on, to be appended again unchanged. Entries that were in doubt
+    /// already stay so whatever the failure: an earlier attempt may have logged them.
+    async fn append_lifecycle(
+        self: &Arc<Self>,
+        quiz_id: &str,
+        state: &mut Live,
+        command: Command,
+        entries: Vec<Entry>,
+        in_doubt: bool,
+    ) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let outcomes = self.log.append_all(&entries).await;
+        for (i, outcome) in outcomes.into_iter().enumerate() {
+            if let Err(e) = outcome {
+                // Backpressure: neither this entry nor any after it was handed to the log now.
+                if in_doubt || !matches!(e, AppendError::Backpressure) {
+                    state.lifecycle_in_doubt = Some((command, entries[i..].to_vec()));
                 }
                 return Err(e.into());
             }
-            self.recorded(quiz_id, &mut state, &entry.event);
+            self.recorded(quiz_id, state, &entries[i].event);
         }
-        Ok(QuizStatus::of(&state.quiz))
+        Ok(())
     }
 
     /// A lifecycle event the log acknowledged: the quiz moves on, and a started question gets

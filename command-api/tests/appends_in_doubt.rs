@@ -299,6 +299,61 @@ async fn a_host_command_in_doubt_is_appended_again_not_decided_again() -> Result
 }
 
 #[tokio::test]
+async fn a_start_whose_close_is_in_doubt_appends_both_again_in_order() -> Result<()> {
+    let game = game().await?;
+    game.start(1).await?;
+    game.clock.advance(1_000);
+    let decided_at = game.clock.now();
+    // Starting question 2 closes question 1 first: the close is written but unanswered, so the
+    // start behind it is not handed to the log at all.
+    game.log.next_append(WRITTEN_UNANSWERED);
+    unacknowledged(game.start(2).await)?;
+    ensure!(
+        !game
+            .log
+            .events()
+            .await?
+            .iter()
+            .any(|e| matches!(e, Event::QuestionStarted(s) if s.question == 2)),
+        "no start without the close before it"
+    );
+    game.clock.advance(4_000);
+    // The retry appends the close again, then the start, both as first decided.
+    game.start(2).await?;
+    let flow: Vec<Event> = game
+        .log
+        .events()
+        .await?
+        .into_iter()
+        .filter(|e| matches!(e, Event::QuestionClosed(_) | Event::QuestionStarted(_)))
+        .collect();
+    let shapes: Vec<String> = flow
+        .iter()
+        .map(|e| match e {
+            Event::QuestionStarted(s) => {
+                format!("start {} at +{}", s.question, s.started_at - START)
+            }
+            Event::QuestionClosed(c) => format!("close {} at +{}", c.question, c.closed_at - START),
+            _ => String::new(),
+        })
+        .collect();
+    let at = decided_at - START;
+    ensure!(
+        shapes
+            == [
+                "start 1 at +0".to_owned(),
+                format!("close 1 at +{at}"),
+                format!("close 1 at +{at}"),
+                format!("start 2 at +{at}"),
+            ],
+        "{shapes:?}"
+    );
+    let view = &ReadModels::fold(&game.log.events().await?).quizzes[&game.quiz_id];
+    ensure!(view.flow == 3, "start, close, start: {}", view.flow);
+    Ok(())
+}
+
+#[tokio::test]
 async fn a_join_in_doubt_gives_the_same_player_to_the_retry() -> Result<()> {
     let game = game().await?;
     game.log.next_append(WRITTEN_UNANSWERED);

@@ -87,6 +87,38 @@ async fn contract(log: Arc<dyn EventLog>) -> Result<()> {
     for event in &appended {
         assert!(history.contains(event), "{event:?} is in the history");
     }
+
+    // Entries of one key appended together: each acknowledged, in order in the log.
+    let together: Vec<Entry> = (1..=3)
+        .map(|n| {
+            Entry::new(Event::QuestionStarted(QuestionStarted {
+                quiz_id: "q3".into(),
+                question: n,
+                started_at: 10 + i64::from(n),
+                deadline: 100,
+            }))
+        })
+        .collect();
+    let outcomes = log.append_all(&together).await;
+    assert_eq!(outcomes.len(), together.len());
+    let offsets: Vec<i64> = outcomes
+        .into_iter()
+        .map(|o| o.map(|p| p.offset))
+        .collect::<Result<_, _>>()?;
+    assert!(
+        offsets.windows(2).all(|w| w[0] < w[1]),
+        "in the order given: {offsets:?}"
+    );
+    let started: Vec<i32> = log
+        .history()
+        .await?
+        .iter()
+        .filter_map(|e| match e {
+            Event::QuestionStarted(s) if s.quiz_id == "q3" => Some(s.question),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(started, [1, 2, 3]);
     Ok(())
 }
 

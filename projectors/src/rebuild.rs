@@ -43,10 +43,11 @@ pub struct RebuildReport {
 /// Generous: tansu answers metadata only after the storage requests queued before it.
 const WATERMARK_TIMEOUT: Duration = Duration::from_secs(30);
 
-type Partitions = HashMap<(String, i32), (i64, i64)>;
+/// Low and high watermarks by (topic, partition).
+pub type Partitions = HashMap<(String, i32), (i64, i64)>;
 
 /// Low and high watermarks of every partition of `topics`.
-fn watermarks(consumer: &BaseConsumer, topics: &[String]) -> Result<Partitions> {
+pub fn watermarks(consumer: &BaseConsumer, topics: &[String]) -> Result<Partitions> {
     let mut marks = HashMap::new();
     for topic in topics {
         let metadata = consumer.fetch_metadata(Some(topic), WATERMARK_TIMEOUT)?;
@@ -60,6 +61,21 @@ fn watermarks(consumer: &BaseConsumer, topics: &[String]) -> Result<Partitions> 
     Ok(marks)
 }
 
+/// How the rebuild reads the log, in consumer group `group` (never committed): what a bare
+/// consumer that the rebuild is measured against reads with too.
+pub fn log_reader_config(kafka: &KafkaArgs, group: &str) -> rdkafka::ClientConfig {
+    let mut config = kafka.consumer_config();
+    let _ = config
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        // Small fetches: tansu serves one storage request at a time, and a megabyte per
+        // partition from the start of the log held its answers to every other request,
+        // metadata included, past their 10 s timeout. With 64 KiB they came back in time.
+        .set("max.partition.fetch.bytes", "65536")
+        .set("fetch.max.bytes", "1048576");
+    config
+}
+
 /// Folds the whole log into a new generation, makes it active, and drops the old one.
 pub async fn rebuild(
     kafka: &KafkaArgs,
@@ -71,16 +87,8 @@ pub async fn rebuild(
     let to = new_generation();
     let topics = kafka.topics();
     let topics = [topics.lifecycle, topics.answers];
-    let consumer: StreamConsumer = kafka
-        .consumer_config()
-        .set("group.id", format!("podium-rebuild-{to}"))
-        .set("enable.auto.commit", "false")
-        // Small fetches: tansu serves one storage request at a time, and a megabyte per
-        // partition from the start of the log held its answers to every other request,
-        // metadata included, past their 10 s timeout. With 64 KiB they came back in time.
-        .set("max.partition.fetch.bytes", "65536")
-        .set("fetch.max.bytes", "1048576")
-        .create()?;
+    let consumer: StreamConsumer =
+        log_reader_config(kafka, &format!("podium-rebuild-{to}")).create()?;
     // Watermarks through a client of their own: tansu answers a connection's requests in order,
     // and behind a large fetch the rebuild's metadata requests timed out.
     let marks_client: BaseConsumer = kafka.client_config().create()?;
