@@ -349,8 +349,8 @@ pub async fn run(args: &RunArgs) -> Result<Results> {
     }
     match &rebuilt.error {
         None => eprintln!(
-            "  rebuild        {} events in {:.1} s",
-            rebuilt.events, rebuilt.seconds
+            "  rebuild        {} events in {:.1} s, switched; {:.1} s with the grace period",
+            rebuilt.events, rebuilt.seconds, rebuilt.total_seconds
         ),
         Some(e) => eprintln!(
             "  rebuild        failed after {:.1} s: {e}",

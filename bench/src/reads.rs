@@ -135,8 +135,12 @@ pub async fn reads(api: &Api, seeded: &Seeded, in_flight: usize, duration: Durat
 #[derive(Debug, Clone, Serialize)]
 pub struct Rebuild {
     pub events: u64,
+    /// Until the new generation was active: what `events_per_second` is over.
     pub seconds: f64,
     pub events_per_second: f64,
+    /// Until the rebuild returned: the grace period readers get before the old generation
+    /// goes, and its removal, included.
+    pub total_seconds: f64,
     /// Why the rebuild failed, if it did; the run's other figures still stand.
     pub error: Option<String>,
 }
@@ -158,17 +162,19 @@ pub async fn full_rebuild(kafka: &KafkaArgs, redis: &RedisArgs) -> Result<Rebuil
     .await;
     Ok(match outcome {
         Ok(report) => {
-            let seconds = report.elapsed.as_secs_f64();
+            let seconds = report.switched_after.as_secs_f64();
             Rebuild {
                 events: report.events,
                 seconds,
                 events_per_second: rate(report.events, seconds),
+                total_seconds: report.elapsed.as_secs_f64(),
                 error: None,
             }
         }
         Err(e) => Rebuild {
             events: 0,
             seconds: started.elapsed().as_secs_f64(),
+            total_seconds: started.elapsed().as_secs_f64(),
             events_per_second: 0.0,
             error: Some(format!("{e:#}")),
         },

@@ -37,6 +37,9 @@ pub struct RebuildReport {
     /// Records that could not be decoded: skipped here, as the live projector dead-letters them.
     pub undecodable: u64,
     pub dropped_keys: usize,
+    /// From the start until the new generation was active: the fold itself.
+    pub switched_after: Duration,
+    /// Until the end, the grace period and the old generation's removal included.
     pub elapsed: Duration,
 }
 
@@ -140,6 +143,7 @@ pub async fn rebuild(
     bar.finish_and_clear();
 
     store.switch(from.as_deref(), &to).await?;
+    let switched_after = started.elapsed();
     tracing::info!(%to, events, "rebuild caught up; switched");
     let mut dropped_keys = 0;
     if let Some(old) = &from {
@@ -152,6 +156,7 @@ pub async fn rebuild(
         events,
         undecodable,
         dropped_keys,
+        switched_after,
         elapsed: started.elapsed(),
     })
 }

@@ -89,10 +89,11 @@ async fn main() -> anyhow::Result<()> {
             };
             let report = rebuild(&cli.kafka, &store, &options).await?;
             println!(
-                "rebuilt {} events into {} in {:.1?} (was {}; {} undecodable records skipped; {} old keys deleted)",
+                "rebuilt {} events into {} in {:.1?}, active after {:.1?} (was {}; {} undecodable records skipped; {} old keys deleted)",
                 report.events,
                 report.to,
                 report.elapsed,
+                report.switched_after,
                 report.from.as_deref().unwrap_or("none"),
                 report.undecodable,
                 report.dropped_keys
