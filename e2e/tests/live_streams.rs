@@ -950,3 +950,94 @@ async fn the_lobby_shows_who_is_connected_and_a_kicked_player_leaves_board_and_q
     stack.stop().await;
     Ok(())
 }
+
+/// How many Lua scripts Redis has run: each read of the read model is one.
+async fn scripts_run(redis: &mut redis::aio::MultiplexedConnection) -> Result<u64> {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(redis)
+        .await?;
+    Ok(info
+        .lines()
+        .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
+        .filter_map(|l| {
+            l.split("calls=")
+                .nth(1)?
+                .split(',')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum())
+}
+
+/// The leaderboard's first page, as the query API answers it.
+async fn top(stack: &Stack, quiz_id: &str) -> Result<Value> {
+    let (status, board) = stack
+        .get(&format!("/v1/quizzes/{quiz_id}/leaderboard?limit=5"))
+        .await?;
+    ensure!(status == 200, "{status} {board}");
+    Ok(board)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hot_reads_come_from_the_feed_and_never_lag_what_a_stream_showed() -> Result<()> {
+    let stack = Stack::start().await?;
+    let game = Game::start(&stack, 2, 4).await?;
+    wait_for_quiz(&stack, &game.quiz_id).await?;
+    game.host(&stack, "questions/1/start").await?;
+    game.answer_all(&stack, 1).await?;
+    // Once the read model holds the whole log, the quiz stands still.
+    let expected = podium_e2e::fold_of_log(stack.broker.bootstrap(), &stack.kafka).await?;
+    podium_e2e::converge(&stack.redis.url(), &stack.namespace, &expected, WAIT).await?;
+    let version = expected.quizzes[&game.quiz_id].version;
+    let first = eventually("the board at the log's version", WAIT, || async {
+        let board = top(&stack, &game.quiz_id).await.ok()?;
+        (board["version"] == version).then_some(board)
+    })
+    .await?;
+
+    // Fifty reads of the quiz and its top cost Redis next to nothing: they come from the
+    // feed's state (its own reads, one per change and one a second, are all Redis sees).
+    let client = redis::Client::open(stack.redis_url())?;
+    let mut redis = client.get_multiplexed_async_connection().await?;
+    let before = scripts_run(&mut redis).await?;
+    for _ in 0..25 {
+        let board = top(&stack, &game.quiz_id).await?;
+        ensure!(board["version"] == first["version"], "{board} {first}");
+        let (status, _) = stack.get(&format!("/v1/quizzes/{}", game.quiz_id)).await?;
+        ensure!(status == 200);
+    }
+    let scripts = scripts_run(&mut redis).await? - before;
+    // Without the feed, each read is one script: 50. With it, only the reads in the feed's
+    // first coalescing window, and its own reads.
+    ensure!(scripts < 25, "50 reads ran {scripts} scripts in Redis");
+
+    // A change is announced: the next read shows it, as new as the stream showed it.
+    let mut dashboard = Sse::connect(&game.events_url(&stack.query_url), None).await?;
+    let _ = dashboard.until("snapshot", WAIT).await?;
+    game.host(&stack, "questions/2/start").await?;
+    let path = format!("/v1/quizzes/{}/answers", game.quiz_id);
+    let (status, body) = stack
+        .post(
+            &path,
+            Some(&game.players[0].1),
+            &json!({"question": 2, "choice": 1}),
+        )
+        .await?;
+    ensure!(status == 201, "{body}");
+    let board_event = dashboard.until("leaderboard", WAIT).await?;
+    let seen = data(board_event.last().context("leaderboard")?);
+    // What the stream showed, a read on the same instance shows at least.
+    let read = top(&stack, &game.quiz_id).await?;
+    ensure!(
+        read["version"].as_u64() >= seen["version"].as_u64(),
+        "read {read} after the stream showed {seen}"
+    );
+    ensure!(
+        read["version"].as_u64() > first["version"].as_u64(),
+        "{read}"
+    );
+    stack.stop().await;
+    Ok(())
+}

@@ -17,9 +17,11 @@ use utoipa_axum::routes;
 
 use crate::error::{Error, Result};
 use crate::live::{Hub, Resume, StreamOf};
-use crate::read_model::Cursor;
-use crate::reads::Reads;
-use crate::views::{Leaderboard, LiveCounts, Lobby, PlayerStanding, QuestionResults, QuizState};
+use crate::read_model::{Cursor, Page};
+use crate::reads::{Reads, now_millis};
+use crate::views::{
+    Leaderboard, LiveCounts, Lobby, PlayerStanding, QuestionResults, QuizState, Source,
+};
 
 pub const DEFAULT_LIMIT: usize = 10;
 pub const MAX_LIMIT: usize = 100;
@@ -170,7 +172,19 @@ fn bounded(
 )]
 async fn quiz(State(app): State<AppState>, Path(quiz_id): Path<String>) -> Result<Json<QuizState>> {
     check_id("quiz_id", &quiz_id)?;
-    Ok(Json(app.reads.quiz(&quiz_id).await?))
+    if let Some(snapshot) = app.hub.cached(&quiz_id) {
+        return Ok(Json(QuizState::of(
+            &snapshot.view,
+            snapshot.player_count,
+            snapshot.connected,
+            now_millis(),
+        )));
+    }
+    let state = app.reads.quiz(&quiz_id).await?;
+    if state.source == Source::Live {
+        app.hub.warm(&quiz_id);
+    }
+    Ok(Json(state))
 }
 
 /// A page of the leaderboard. Follow `next_cursor` for the next page: keyset paging neither
@@ -204,7 +218,22 @@ async fn leaderboard(
         }
         Some(_) => return Err(Error::InvalidCursor),
     };
-    Ok(Json(app.reads.leaderboard(&quiz_id, cursor, limit).await?))
+    // The first page of a quiz someone follows, from the feed's state.
+    let first_page = cursor.is_none() && limit <= usize::from(app.hub.settings().top);
+    if first_page && let Some(snapshot) = app.hub.cached(&quiz_id) {
+        let page = Page {
+            version: snapshot.view.version,
+            entries: snapshot.top.iter().take(limit).cloned().collect(),
+            ranked_players: snapshot.ranked_players,
+            found: true,
+        };
+        return Ok(Json(Reads::leaderboard_of(&quiz_id, page, Some(limit))));
+    }
+    let board = app.reads.leaderboard(&quiz_id, cursor, limit).await?;
+    if first_page && board.source == Source::Live {
+        app.hub.warm(&quiz_id);
+    }
+    Ok(Json(board))
 }
 
 /// The player and `radius` players on each side of them.

@@ -65,7 +65,7 @@ impl Reads {
             .ok_or(missing)
     }
 
-    fn leaderboard_of(quiz_id: &str, page: Page, limit: Option<usize>) -> Leaderboard {
+    pub(crate) fn leaderboard_of(quiz_id: &str, page: Page, limit: Option<usize>) -> Leaderboard {
         let next_cursor = match (limit, page.entries.last()) {
             (Some(limit), Some(last))
                 if page.entries.len() == limit && last.rank < page.ranked_players =>

@@ -1,6 +1,7 @@
 //! One quiz's feed: reads the read model when it changes and broadcasts what changed.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{Notify, broadcast, watch};
@@ -129,6 +130,14 @@ pub(super) struct Feed {
     /// The trace context of the last change message, which the next delivery continues.
     trace: std::sync::Mutex<Option<String>>,
     player_lobby: std::sync::Mutex<PlayerLobby>,
+    /// The highest read-model version the change channel announced.
+    announced: AtomicU64,
+    /// The change subscription's epoch when `latest` was read (`u64::MAX`: none yet).
+    read_epoch: AtomicU64,
+    /// When an HTTP read last used the feed: reads keep it, as streams do.
+    touched: std::sync::Mutex<Instant>,
+    /// Whether the quiz's change channel is subscribed, so announcements reach the feed.
+    subscribed: AtomicBool,
 }
 
 impl Feed {
@@ -140,6 +149,10 @@ impl Feed {
             nudged: Notify::new(),
             trace: std::sync::Mutex::new(None),
             player_lobby: std::sync::Mutex::default(),
+            announced: AtomicU64::new(0),
+            read_epoch: AtomicU64::new(u64::MAX),
+            touched: std::sync::Mutex::new(Instant::now()),
+            subscribed: AtomicBool::new(false),
         }
     }
 
@@ -189,6 +202,44 @@ impl Feed {
         false
     }
 
+    pub(super) fn set_subscribed(&self, subscribed: bool) {
+        self.subscribed.store(subscribed, Ordering::Release);
+    }
+
+    /// The change channel announced `version`.
+    pub(super) fn announce(&self, version: u64) {
+        let _ = self.announced.fetch_max(version, Ordering::AcqRel);
+    }
+
+    /// An HTTP read used the feed.
+    pub(super) fn touch(&self) {
+        *self
+            .touched
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Instant::now();
+    }
+
+    fn touched_within(&self, span: Duration) -> bool {
+        self.touched
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .elapsed()
+            < span
+    }
+
+    /// The feed's state if it is as new as anything the projector announced since the change
+    /// subscription of `epoch` began; `None` while a change may not have been read yet.
+    pub(super) fn current(&self, epoch: u64) -> Option<Arc<Snapshot>> {
+        if epoch == super::NOT_FOLLOWING
+            || !self.subscribed.load(Ordering::Acquire)
+            || self.read_epoch.load(Ordering::Acquire) != epoch
+        {
+            return None;
+        }
+        let latest = self.latest()?;
+        (latest.view.version >= self.announced.load(Ordering::Acquire)).then_some(latest)
+    }
+
     /// The last state the feed read, if it has read one.
     pub(super) fn latest(&self) -> Option<Arc<Snapshot>> {
         self.latest.borrow().clone()
@@ -224,10 +275,14 @@ pub(super) fn changes(before: &Snapshot, after: &Snapshot, now: i64) -> Vec<Fram
 
 /// Reads the quiz and sends every stream the frames since the last read.
 async fn deliver(hub: &Hub, feed: &Feed, top: usize) {
+    // Announcements lost while the subscription was down are not missed: a read counts for
+    // the cache only if the subscription it began under still stands.
+    let epoch = hub.change_epoch();
     match hub.read_model().snapshot(&feed.quiz_id, top).await {
         Ok(snapshot) => {
             let snapshot = Arc::new(snapshot);
             let previous = feed.latest.send_replace(Some(snapshot.clone()));
+            feed.read_epoch.store(epoch, Ordering::Release);
             if let Some(previous) = previous {
                 for frame in changes(&previous, &snapshot, crate::reads::now_millis()) {
                     // No receivers is fine: the feed is about to retire.
@@ -252,13 +307,21 @@ async fn deliver(hub: &Hub, feed: &Feed, top: usize) {
                 }
             }
         }
-        Err(crate::Error::QuizNotFound) => {}
-        Err(cause) => tracing::warn!(%cause, quiz_id = %feed.quiz_id, "feed read failed"),
+        // A quiz Redis no longer holds, or cannot serve: reads go to Redis (or the durable
+        // results) until the feed has read the quiz again.
+        Err(crate::Error::QuizNotFound) => feed
+            .read_epoch
+            .store(super::NOT_FOLLOWING, Ordering::Release),
+        Err(cause) => {
+            feed.read_epoch
+                .store(super::NOT_FOLLOWING, Ordering::Release);
+            tracing::warn!(%cause, quiz_id = %feed.quiz_id, "feed read failed");
+        }
     }
 }
 
 pub(super) async fn run(hub: Hub, feed: Arc<Feed>) {
-    hub.subscribe_changes(&feed.quiz_id, true).await;
+    feed.set_subscribed(hub.subscribe_changes(&feed.quiz_id, true).await);
     let settings = hub.settings().clone();
     let top = usize::from(settings.top);
     let mut last_read = Instant::now() - settings.coalesce();
@@ -292,7 +355,7 @@ pub(super) async fn run(hub: Hub, feed: Arc<Feed>) {
             }
             None => deliver.await,
         }
-        if feed.receivers() == 0 {
+        if feed.receivers() == 0 && !feed.touched_within(LINGER) {
             let since = *idle_since.get_or_insert_with(Instant::now);
             if since.elapsed() >= LINGER && hub.retire(&feed) {
                 break;
@@ -301,5 +364,6 @@ pub(super) async fn run(hub: Hub, feed: Arc<Feed>) {
             idle_since = None;
         }
     }
-    hub.subscribe_changes(&feed.quiz_id, false).await;
+    feed.set_subscribed(false);
+    let _ = hub.subscribe_changes(&feed.quiz_id, false).await;
 }

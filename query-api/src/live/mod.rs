@@ -16,6 +16,7 @@ mod feed;
 mod presence;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -28,7 +29,10 @@ pub use client::{Resume, StreamOf};
 use feed::Feed;
 use presence::Presence;
 
-use crate::read_model::ReadModel;
+use crate::read_model::{ReadModel, Snapshot};
+
+/// The change epoch while no change subscription stands.
+const NOT_FOLLOWING: u64 = u64::MAX;
 
 /// Flow numbers are scaled by this in event ids; versions stay below it.
 pub const ID_SPAN: u64 = 1_000_000_000_000;
@@ -147,6 +151,10 @@ struct Inner {
     upstream: tokio::sync::Mutex<Option<PubSubSink>>,
     connections: Arc<Semaphore>,
     presence: Presence,
+    /// How many times the change subscription was established, and whether it stands now: a
+    /// feed's state passes for current only if it was read under the standing one.
+    subscriptions: AtomicU64,
+    following: AtomicBool,
     shutdown: CancellationToken,
 }
 
@@ -156,6 +164,8 @@ impl Hub {
         let hub = Self {
             inner: Arc::new(Inner {
                 presence: Presence::start(read_model.clone(), shutdown.clone()),
+                subscriptions: AtomicU64::new(0),
+                following: AtomicBool::new(false),
                 read_model,
                 connections: Arc::new(Semaphore::new(settings.max_connections)),
                 settings,
@@ -178,6 +188,38 @@ impl Hub {
 
     pub fn shutdown(&self) -> &CancellationToken {
         &self.inner.shutdown
+    }
+
+    /// The standing change subscription's number, or `NOT_FOLLOWING`.
+    fn change_epoch(&self) -> u64 {
+        if self.inner.following.load(Ordering::Acquire) {
+            self.inner.subscriptions.load(Ordering::Acquire)
+        } else {
+            NOT_FOLLOWING
+        }
+    }
+
+    /// The quiz's state and top of the leaderboard from its feed, if it is as new as every
+    /// change the projector announced: what HTTP reads answer with instead of a Redis read.
+    /// `None` for a quiz without a feed, or while the feed has a change to read.
+    pub fn cached(&self, quiz_id: &str) -> Option<Arc<Snapshot>> {
+        let feed = self.feed(quiz_id)?;
+        feed.touch();
+        feed.current(self.change_epoch())
+    }
+
+    /// Starts a feed for a quiz that HTTP reads found, so the next reads are answered from it.
+    /// It follows the quiz's changes, and retires once neither reads nor streams used it for
+    /// a while. A quiz nobody reads costs nothing.
+    pub fn warm(&self, quiz_id: &str) {
+        if self.feed(quiz_id).is_some() {
+            return;
+        }
+        let (feed, receiver) = self.join(quiz_id);
+        // Reads hold no receiver; the feed lingers on the touch instead.
+        drop(receiver);
+        feed.touch();
+        feed.nudge();
     }
 
     /// Streams open now.
@@ -221,17 +263,24 @@ impl Hub {
         true
     }
 
-    async fn subscribe_changes(&self, quiz_id: &str, subscribe: bool) {
+    /// Subscribes to (or leaves) the quiz's change channel; whether it is subscribed now.
+    async fn subscribe_changes(&self, quiz_id: &str, subscribe: bool) -> bool {
         let channel = self.inner.read_model.root().changes(quiz_id);
-        if let Some(sink) = self.inner.upstream.lock().await.as_mut() {
-            let result = if subscribe {
-                sink.subscribe(&channel).await
-            } else {
-                sink.unsubscribe(&channel).await
-            };
-            if let Err(cause) = result {
+        let mut upstream = self.inner.upstream.lock().await;
+        let Some(sink) = upstream.as_mut() else {
+            return false;
+        };
+        let result = if subscribe {
+            sink.subscribe(&channel).await
+        } else {
+            sink.unsubscribe(&channel).await
+        };
+        match result {
+            Ok(()) => subscribe,
+            Err(cause) => {
                 // The feed's poll still sees every change, only later.
                 tracing::warn!(%cause, %channel, "change subscription failed");
+                false
             }
         }
     }
@@ -252,17 +301,14 @@ impl Hub {
                 }
             };
             let (mut sink, mut messages) = pubsub.split();
-            let quizzes: Vec<String> = self
-                .feeds()
-                .iter()
-                .map(|f| f.quiz_id().to_owned())
-                .collect();
-            for quiz_id in &quizzes {
-                let _ = sink
-                    .subscribe(self.inner.read_model.root().changes(quiz_id))
-                    .await;
+            for feed in self.feeds() {
+                let channel = self.inner.read_model.root().changes(feed.quiz_id());
+                feed.set_subscribed(sink.subscribe(channel).await.is_ok());
             }
             *self.inner.upstream.lock().await = Some(sink);
+            // A new subscription: states read before it may have missed an announcement.
+            let _ = self.inner.subscriptions.fetch_add(1, Ordering::AcqRel);
+            self.inner.following.store(true, Ordering::Release);
             for feed in self.feeds() {
                 feed.nudge();
             }
@@ -276,14 +322,18 @@ impl Hub {
                             .strip_prefix(prefix.as_str())
                             .and_then(|rest| rest.strip_suffix('}'));
                         if let Some(feed) = quiz_id.and_then(|q| self.feed(q)) {
-                            // "<version>" or "<version> <traceparent>".
+                            // "<version>" or "<version> <traceparent>", or "presence".
                             let payload: String = message.get_payload().unwrap_or_default();
-                            let trace = payload.split_once(' ').map(|(_, t)| t.to_owned());
-                            feed.changed(trace);
+                            let mut words = payload.splitn(2, ' ');
+                            if let Some(version) = words.next().and_then(|v| v.parse().ok()) {
+                                feed.announce(version);
+                            }
+                            feed.changed(words.next().map(str::to_owned));
                         }
                     }
                 }
             }
+            self.inner.following.store(false, Ordering::Release);
             *self.inner.upstream.lock().await = None;
             tracing::warn!("change subscription lost; reconnecting");
             tokio::time::sleep(Duration::from_millis(200)).await;
