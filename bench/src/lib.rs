@@ -3,6 +3,10 @@
 //! figure beside its baseline as a ratio. See docs/performance.md.
 
 pub mod baseline;
+
+/// Players of the one-quiz phase: the workload a peer implementation was measured with, 50
+/// players answering each question as it starts, the host moving on when all are back.
+pub const PEER_PLAYERS: usize = 50;
 pub mod chaos;
 pub mod ingest;
 pub mod measure;
@@ -297,6 +301,19 @@ pub async fn run(args: &RunArgs) -> Result<Results> {
     phase_done(&stack, "ingest half");
 
     step(&format!(
+        "one quiz of {PEER_PLAYERS} players, each answering as each question starts, the host moving on when all are back"
+    ));
+    let peer_game = create_games(&api, "Peer", 1, PEER_PLAYERS, 10).await?;
+    let peer_answers = Arc::new(ingest::Answers::new(peer_game));
+    let peer = ingest::saturate(&api, &peer_answers, PEER_PLAYERS, plan.ingest).await;
+    eprintln!(
+        "  one quiz       {:.0} answers/s, p50 {:.1} ms, p99 {:.1} ms",
+        peer.per_second, peer.latency.p50_ms, peer.latency.p99_ms
+    );
+    stack.check()?;
+    phase_done(&stack, "one quiz");
+
+    step(&format!(
         "fan-out: {} SSE streams on one query API",
         plan.streams
     ));
@@ -365,6 +382,7 @@ pub async fn run(args: &RunArgs) -> Result<Results> {
         ingest: report::Ingest {
             max,
             half_rate,
+            one_quiz: peer,
             question_starts: api.starts.finish(),
         },
         freshness,

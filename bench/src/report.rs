@@ -285,6 +285,9 @@ pub struct Ingest {
     pub max: Recorded,
     /// Open loop at half of `max`.
     pub half_rate: Recorded,
+    /// One quiz of 50 players, each answering as each question starts, the host starting the
+    /// next when all are back: every answer waits for a question change.
+    pub one_quiz: Recorded,
     /// The host's question starts during both: each closes the question before it.
     pub question_starts: Recorded,
 }
@@ -381,6 +384,16 @@ impl Results {
                 "",
             ),
             line(
+                "one quiz of 50, answers/s (p50 / p99)",
+                format!(
+                    "{:.0} ({:.1} / {:.1} ms)",
+                    i.one_quiz.per_second, i.one_quiz.latency.p50_ms, i.one_quiz.latency.p99_ms
+                ),
+                format!("{:.0} producer rec/s", b.producer.per_second),
+                format!("{:.2}", ratio(i.one_quiz.per_second, b.producer.per_second)),
+                "",
+            ),
+            line(
                 "host question start p50 / p99",
                 format!(
                     "{:.1} / {:.1} ms ({} starts)",
@@ -411,8 +424,11 @@ impl Results {
                 &format!("p99 ≤ 20 ms: {}", met(i.half_rate.latency.p99_ms <= 20.0)),
             ),
             line(
-                "submit errors (max + half)",
-                format!("{}", errors(&i.max) + errors(&i.half_rate)),
+                "submit errors (max + half + one quiz)",
+                format!(
+                    "{}",
+                    errors(&i.max) + errors(&i.half_rate) + errors(&i.one_quiz)
+                ),
                 format!("{} producer errors", errors(&b.producer)),
                 String::new(),
                 "",
