@@ -106,12 +106,14 @@ pub async fn report_progress(what: &str, recorder: &Recorder, stop: &AtomicBool,
     }
 }
 
-/// Closed loop: `in_flight` answers outstanding at all times, for `duration`.
+/// Closed loop: `in_flight` answers outstanding at all times, for `duration`; progress is
+/// printed under `label`.
 pub async fn saturate(
     api: &Api,
     answers: &Arc<Answers>,
     in_flight: usize,
     duration: Duration,
+    label: &str,
 ) -> Recorded {
     let recorder = Arc::new(Recorder::new());
     let stop = Arc::new(AtomicBool::new(false));
@@ -129,8 +131,8 @@ pub async fn saturate(
         })
         .collect();
     let progress = {
-        let (recorder, stop) = (recorder.clone(), stop.clone());
-        tokio::spawn(async move { report_progress("ingest max", &recorder, &stop, duration).await })
+        let (recorder, stop, label) = (recorder.clone(), stop.clone(), label.to_owned());
+        tokio::spawn(async move { report_progress(&label, &recorder, &stop, duration).await })
     };
     for worker in workers {
         let _ = worker.await;

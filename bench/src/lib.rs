@@ -120,6 +120,9 @@ pub struct Plan {
     pub baseline: Duration,
     pub ingest: Duration,
     pub in_flight: usize,
+    /// More closed loops after the first, at these numbers in flight: a stadium has thousands
+    /// of phones.
+    pub more_in_flight: Vec<usize>,
     pub huge_quiz_players: usize,
     pub small_quizzes: usize,
     pub small_quiz_players: usize,
@@ -140,6 +143,7 @@ impl Plan {
                 baseline: s(2),
                 ingest: s(3),
                 in_flight: 16,
+                more_in_flight: vec![128],
                 huge_quiz_players: 100,
                 small_quizzes: 5,
                 small_quiz_players: 10,
@@ -155,6 +159,7 @@ impl Plan {
                 baseline: s(5),
                 ingest: s(15),
                 in_flight: 64,
+                more_in_flight: vec![512],
                 huge_quiz_players: 3_000,
                 small_quizzes: 100,
                 small_quiz_players: 10,
@@ -170,6 +175,7 @@ impl Plan {
                 baseline: s(10),
                 ingest: s(45),
                 in_flight: 64,
+                more_in_flight: vec![512, 2_048],
                 huge_quiz_players: 10_000,
                 small_quizzes: 300,
                 small_quiz_players: 10,
@@ -284,9 +290,29 @@ pub async fn run(args: &RunArgs) -> Result<Results> {
     phase_done(&stack, "joins");
 
     step("ingest at the maximum rate (closed loop)");
-    let max = ingest::saturate(&api, &answers, plan.in_flight, plan.ingest).await;
+    let max = ingest::saturate(&api, &answers, plan.in_flight, plan.ingest, "ingest max").await;
     stack.check()?;
     phase_done(&stack, "ingest max");
+    let mut more = Vec::new();
+    for &in_flight in &plan.more_in_flight {
+        step(&format!(
+            "ingest with {in_flight} answers in flight (closed loop)"
+        ));
+        let recorded = ingest::saturate(
+            &api,
+            &answers,
+            in_flight,
+            plan.ingest,
+            &format!("ingest {in_flight}"),
+        )
+        .await;
+        stack.check()?;
+        phase_done(&stack, &format!("ingest {in_flight}"));
+        more.push(report::InFlight {
+            in_flight,
+            recorded,
+        });
+    }
     let half = (max.per_second / 2.0).max(1.0);
     step(&format!(
         "ingest at half of it, {half:.0} answers/s (open loop), with freshness probes"
@@ -305,7 +331,7 @@ pub async fn run(args: &RunArgs) -> Result<Results> {
     ));
     let peer_game = create_games(&api, "Peer", 1, PEER_PLAYERS, 10).await?;
     let peer_answers = Arc::new(ingest::Answers::new(peer_game));
-    let peer = ingest::saturate(&api, &peer_answers, PEER_PLAYERS, plan.ingest).await;
+    let peer = ingest::saturate(&api, &peer_answers, PEER_PLAYERS, plan.ingest, "one quiz").await;
     eprintln!(
         "  one quiz       {:.0} answers/s, p50 {:.1} ms, p99 {:.1} ms",
         peer.per_second, peer.latency.p50_ms, peer.latency.p99_ms
@@ -381,6 +407,7 @@ pub async fn run(args: &RunArgs) -> Result<Results> {
         baselines,
         ingest: report::Ingest {
             max,
+            more,
             half_rate,
             one_quiz: peer,
             question_starts: api.starts.finish(),

@@ -176,20 +176,27 @@ impl Api {
     }
 
     /// Makes sure question `n` of `game` is open. The host starts the next question only once
-    /// every answer to the one before has finished, so no answer races a close.
+    /// every answer to the one before has finished, so no answer races a close. The wait for
+    /// those answers holds no lock: with more answers in flight than a round of questions, a
+    /// caller for question n + 1 could otherwise hold the host's lock while the answers to n
+    /// it waits for queue behind that same lock.
     pub async fn open_question(&self, game: &Game, n: i32) -> Result<()> {
-        if game.started.load(Ordering::Acquire) >= n {
-            return Ok(());
-        }
-        let _starting = game.starting.lock().await;
-        while game.started.load(Ordering::Acquire) < n {
-            let next = game.started.load(Ordering::Acquire) + 1;
+        loop {
+            let started = game.started.load(Ordering::Acquire);
+            if started >= n {
+                return Ok(());
+            }
+            let next = started + 1;
             let before = usize::try_from(next - 1).unwrap_or(0);
             if before > 0 {
                 let everyone = game.players.len() as u64;
                 while game.finished[before].load(Ordering::Acquire) < everyone {
                     tokio::time::sleep(Duration::from_millis(1)).await;
                 }
+            }
+            let _starting = game.starting.lock().await;
+            if game.started.load(Ordering::Acquire) >= next {
+                continue;
             }
             let path = format!("/v1/quizzes/{}/questions/{next}/start", game.quiz_id);
             let sent = Instant::now();
@@ -202,7 +209,6 @@ impl Api {
             self.starts.ok(now - sent, now);
             game.started.store(next, Ordering::Release);
         }
-        Ok(())
     }
 
     /// Player `p` of `game` answers question `n`; the error is the kind of failure.
