@@ -220,6 +220,12 @@ mod tests {
         assert_eq!(bonuses, vec![0, 0, 100, 200, 300, 400, 500, 500, 500]);
     }
 
+    #[test]
+    fn a_tie_rounds_up() {
+        // 2440 × (1 − 32123 / 88816) is exactly 1557.5.
+        assert_eq!(speed_points(2440, 32_123, 44_408), 1558);
+    }
+
     proptest! {
         #[test]
         fn version_1_scores_as_the_command_side_does(p in 0i32..=10_000, t in 0i32..=130_000, limit in 5_000i32..=120_000, previous in 0i32..10) {
@@ -246,10 +252,16 @@ mod tests {
         #[test]
         fn speed_points_match_the_real_valued_formula(p in 0u32..=10_000, t in 0u32..=120_000, limit in 5_000u32..=120_000) {
             let t = t.min(limit);
-            let exact = f64::from(p) * (1.0 - f64::from(t) / (2.0 * f64::from(limit)));
-            let got = f64::from(speed_points(p, t, limit));
-            // f64::round rounds half away from zero; allow for its representation error at .5.
-            prop_assert!((got - exact.round()).abs() < 1.0 && (got - exact).abs() <= 0.5 + 1e-9);
+            let got = speed_points(p, t, limit);
+            // Exactly, in integers: P × (2T − t) / 2T is `num / den`; `got` is the nearest
+            // whole number, a tie rounded up. (f64 misjudged ties such as 1557.5 as below.)
+            let num = i128::from(p) * (2 * i128::from(limit) - i128::from(t));
+            let den = 2 * i128::from(limit);
+            let diff = i128::from(got) * den - num;
+            prop_assert!(2 * diff.abs() <= den, "{got} is not the nearest to {num}/{den}");
+            prop_assert!(2 * diff.abs() < den || diff > 0, "a tie rounds up");
+            let real = f64::from(p) * (1.0 - f64::from(t) / (2.0 * f64::from(limit)));
+            prop_assert!((f64::from(got) - real).abs() <= 0.5 + 1e-6);
         }
     }
 }
