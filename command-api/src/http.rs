@@ -24,7 +24,7 @@ use utoipa_axum::routes;
 use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::quizzes::{QuizStatus, Quizzes};
-use podium_runtime::tokens::{Role, Tokens};
+use podium_runtime::tokens::{Role, Tokens, bearer};
 
 /// A quiz of 100 questions with 6 choices each, at their longest, fits with room to spare.
 pub const MAX_QUIZ_BODY_BYTES: usize = 1024 * 1024;
@@ -129,15 +129,6 @@ fn json_error(rejection: &JsonRejection) -> Error {
         }
         _ => Error::MalformedJson(rejection.body_text()),
     }
-}
-
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(header::AUTHORIZATION)?
-        .to_str()
-        .ok()?
-        .strip_prefix("Bearer ")
-        .map(str::trim)
 }
 
 fn question_number(raw: &str) -> Result<i32> {

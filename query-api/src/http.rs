@@ -10,7 +10,7 @@ use axum::response::IntoResponse;
 use axum::response::sse::{KeepAlive, Sse};
 use podium_runtime::problem::Problem;
 use podium_runtime::rate_limit;
-use podium_runtime::tokens::Tokens;
+use podium_runtime::tokens::{Tokens, bearer};
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -304,14 +304,6 @@ async fn player(
 async fn lobby(State(app): State<AppState>, Path(quiz_id): Path<String>) -> Result<Json<Lobby>> {
     check_id("quiz_id", &quiz_id)?;
     Ok(Json(app.reads.lobby(&quiz_id).await?))
-}
-
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
 }
 
 fn question_number(n: &str) -> Result<i32> {

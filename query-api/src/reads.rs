@@ -237,15 +237,12 @@ impl Reads {
     pub async fn live_counts(&self, quiz_id: &str, number: i32) -> Result<LiveCounts> {
         let (version, question) = self.live.question(quiz_id, number).await?;
         let question = question.ok_or(Error::QuestionNotFound(number))?;
-        let choices = i32::try_from(question.choices.len()).unwrap_or(0);
         Ok(LiveCounts {
             quiz_id: quiz_id.to_owned(),
             version,
             question: number,
             answers: question.stats.answers,
-            per_choice: (0..choices)
-                .map(|c| question.stats.per_choice.get(&c).copied().unwrap_or(0))
-                .collect(),
+            per_choice: question.answers_per_choice(),
         })
     }
 

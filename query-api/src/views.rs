@@ -216,10 +216,7 @@ fn open_question(number: i32, question: &QuestionView, now: Millis) -> Option<Op
 pub fn closed_question(number: i32, question: &QuestionView) -> Option<ClosedQuestion> {
     let reveal = question.reveal?;
     let stats = &question.stats;
-    let choices = question.choices.len();
-    let per_choice = (0..i32::try_from(choices).unwrap_or(0))
-        .map(|c| stats.per_choice.get(&c).copied().unwrap_or(0))
-        .collect();
+    let per_choice = question.answers_per_choice();
     Some(ClosedQuestion {
         number,
         text: question.text.clone(),

@@ -146,6 +146,16 @@ impl Tokens {
     }
 }
 
+/// The token of an `Authorization: Bearer <token>` header, if the request has one.
+pub fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

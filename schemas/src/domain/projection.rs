@@ -80,6 +80,15 @@ impl QuestionStats {
     }
 }
 
+impl QuestionView {
+    /// Counted answers per choice, one for each of the question's choices in order.
+    pub fn answers_per_choice(&self) -> Vec<u64> {
+        (0..i32::try_from(self.choices.len()).unwrap_or(0))
+            .map(|c| self.stats.per_choice.get(&c).copied().unwrap_or(0))
+            .collect()
+    }
+}
+
 /// What a player's card shows.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PlayerCard {
