@@ -39,8 +39,17 @@ pub enum Error {
     RateLimited(std::time::Duration),
     #[error(transparent)]
     Append(#[from] AppendError),
+    /// The store of snapshots and finished quizzes failed.
+    #[error("the quiz records are unavailable: {0}")]
+    Snapshots(String),
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+impl From<redis::RedisError> for Error {
+    fn from(error: redis::RedisError) -> Self {
+        Error::Snapshots(error.to_string())
+    }
 }
 
 impl From<podium_runtime::tokens::Error> for Error {
@@ -89,6 +98,7 @@ impl Error {
             Error::RateLimited(_) => (S::TOO_MANY_REQUESTS, "rate_limited"),
             Error::Append(AppendError::Backpressure) => (S::SERVICE_UNAVAILABLE, "event_log_busy"),
             Error::Append(_) => (S::SERVICE_UNAVAILABLE, "event_log_unavailable"),
+            Error::Snapshots(_) => (S::SERVICE_UNAVAILABLE, "quiz_records_unavailable"),
             Error::Internal(_) => (S::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -101,6 +111,9 @@ impl Error {
                 "the event log did not confirm the event; retry the same request: it counts once"
                     .to_owned()
             }
+            Error::Snapshots(_) => {
+                "the records of finished quizzes cannot be read now; retry shortly".to_owned()
+            }
             other => other.to_string(),
         };
         let problem = Problem::new(status, code, detail);
@@ -111,7 +124,7 @@ impl Error {
                 problem.with("original", crate::http::AnswerResult::of(a, None))
             }
             Error::InvalidToken => problem.header(header::WWW_AUTHENTICATE, "Bearer"),
-            Error::Append(_) => problem.header(header::RETRY_AFTER, "1"),
+            Error::Append(_) | Error::Snapshots(_) => problem.header(header::RETRY_AFTER, "1"),
             _ => problem,
         }
     }
@@ -126,6 +139,9 @@ impl IntoResponse for Error {
         match &self {
             Error::Internal(cause) => tracing::error!(%cause, code, "request failed"),
             Error::Append(cause) => tracing::warn!(%cause, code, "append failed"),
+            Error::Snapshots(cause) => {
+                tracing::warn!(%cause, code, "reading a finished quiz failed")
+            }
             _ => tracing::debug!(error = %self, code, "request refused"),
         }
         self.problem().into_response()

@@ -1,6 +1,7 @@
 //! The event log port and its adapters. The command side appends through it and, at start-up,
 //! rebuilds its quiz state from it: the log is the truth.
 
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::sync::{Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
@@ -55,6 +56,33 @@ pub struct Position {
     pub offset: i64,
 }
 
+/// The next offset to read, per `(topic, partition)`.
+pub type Positions = BTreeMap<(String, i32), i64>;
+
+/// A record read back from the log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Recorded {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    /// The record's value as the log holds it.
+    pub payload: Vec<u8>,
+    /// The decoded event; `None` for a record this build cannot read (logged, and skipped by
+    /// every fold: the projectors dead-letter it).
+    pub event: Option<Event>,
+}
+
+/// What [`EventLog::read_from`] read.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LogRead {
+    pub records: Vec<Recorded>,
+    /// Where the next read resumes: each partition's end as of this read.
+    pub end: Positions,
+    /// Partitions whose given position was beyond their end (the topic was recreated) or before
+    /// their start (retention removed records), as `topic/partition: position not in low..high`.
+    pub out_of_range: Vec<String>,
+}
+
 /// Appends events durably and reads them back.
 #[async_trait]
 pub trait EventLog: Send + Sync + Debug + 'static {
@@ -81,10 +109,19 @@ pub trait EventLog: Send + Sync + Debug + 'static {
         outcomes
     }
 
+    /// The records after `from` (the next offset per partition; a partition it does not name is
+    /// read from its start) up to the log's end as of now: all lifecycle records, then all
+    /// answers, each partition in order. If a position of `from` lies outside its partition, it
+    /// reads nothing and names the partition in [`LogRead::out_of_range`].
+    async fn read_from(&self, from: &Positions) -> Result<LogRead, AppendError>;
+
     /// Every event recorded so far: all lifecycle events, then all answers. Within a record key
     /// the order is the order of appends. Records that cannot be decoded are skipped with a
     /// warning; the projectors dead-letter them.
-    async fn history(&self) -> Result<Vec<Event>, AppendError>;
+    async fn history(&self) -> Result<Vec<Event>, AppendError> {
+        let read = self.read_from(&Positions::new()).await?;
+        Ok(read.records.into_iter().filter_map(|r| r.event).collect())
+    }
 
     /// Waits until everything handed to the log has been acknowledged or has failed.
     async fn flush(&self);
@@ -95,6 +132,7 @@ pub trait EventLog: Send + Sync + Debug + 'static {
 pub struct MemoryEventLog {
     events: Mutex<Vec<(Position, Event)>>,
     topics: Topics,
+    codec: Codec,
 }
 
 #[async_trait]
@@ -116,20 +154,40 @@ impl EventLog for MemoryEventLog {
         Ok(position)
     }
 
-    async fn history(&self) -> Result<Vec<Event>, AppendError> {
+    async fn read_from(&self, from: &Positions) -> Result<LogRead, AppendError> {
         let events = self
             .events
             .lock()
             .map_err(|e| AppendError::Failed(e.to_string()))?;
-        let (lifecycle, answers): (Vec<_>, Vec<_>) = events
-            .iter()
-            .map(|(p, e)| (p.topic.clone(), e.clone()))
-            .partition(|(t, _)| *t == self.topics.lifecycle);
-        Ok(lifecycle
-            .into_iter()
-            .chain(answers)
-            .map(|(_, e)| e)
-            .collect())
+        let mut read = LogRead::default();
+        for topic in self.topics.all() {
+            let end = events.iter().filter(|(p, _)| p.topic == topic).count();
+            let end = i64::try_from(end).unwrap_or(i64::MAX);
+            let start = from.get(&(topic.to_owned(), 0)).copied().unwrap_or(0);
+            if !(0..=end).contains(&start) {
+                read.out_of_range
+                    .push(format!("{topic}/0: {start} not in 0..{end}"));
+            }
+            let _ = read.end.insert((topic.to_owned(), 0), end);
+            for (position, event) in events.iter().filter(|(p, _)| p.topic == topic) {
+                if position.offset >= start {
+                    read.records.push(Recorded {
+                        topic: position.topic.clone(),
+                        partition: 0,
+                        offset: position.offset,
+                        payload: self
+                            .codec
+                            .encode(event)
+                            .map_err(|e| AppendError::Failed(e.to_string()))?,
+                        event: Some(event.clone()),
+                    });
+                }
+            }
+        }
+        if !read.out_of_range.is_empty() {
+            read.records.clear();
+        }
+        Ok(read)
     }
 
     async fn flush(&self) {}
@@ -395,7 +453,7 @@ impl EventLog for KafkaEventLog {
         outcomes
     }
 
-    async fn history(&self) -> Result<Vec<Event>, AppendError> {
+    async fn read_from(&self, from: &Positions) -> Result<LogRead, AppendError> {
         let mut config = self.kafka.consumer_config();
         let _ = config
             .set("group.id", "podium-command-api-history")
@@ -404,21 +462,25 @@ impl EventLog for KafkaEventLog {
         let topics = self.topics.clone();
         let timeout = self.ack_timeout.max(Duration::from_secs(10));
         let stall = self.replay_stall;
-        let codec = Codec::new();
-        let history = tokio::task::spawn_blocking(move || {
-            let mut events = Vec::new();
+        let from = from.clone();
+        let read = tokio::task::spawn_blocking(move || {
+            let codec = Codec::new();
+            let mut read = LogRead::default();
             for topic in topics.all() {
-                read_topic(&config, topic, timeout, stall, &codec, &mut events)?;
+                read_topic(&config, topic, &from, timeout, stall, &codec, &mut read)?;
             }
-            Ok(events)
+            if !read.out_of_range.is_empty() {
+                read.records.clear();
+            }
+            Ok(read)
         })
         .await
         .map_err(|e| AppendError::Failed(e.to_string()))?;
-        // The whole log was read: the broker answers.
-        if let (Ok(_), Some(check)) = (&history, &self.broker) {
+        // The log was read: the broker answers.
+        if let (Ok(_), Some(check)) = (&read, &self.broker) {
             check.pass();
         }
-        history
+        read
     }
 
     async fn flush(&self) {
@@ -431,15 +493,16 @@ impl EventLog for KafkaEventLog {
 /// How often a long replay reports its progress.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
-/// Reads one topic from its start to its end as of now. A long log takes as long as it takes:
-/// the replay gives up only when no record arrived for `stall`.
+/// Reads one topic from `from` (or each partition's start) to its end as of now. A long log
+/// takes as long as it takes: the read gives up only when no record arrived for `stall`.
 fn read_topic(
     config: &ClientConfig,
     topic: &str,
+    from: &Positions,
     timeout: Duration,
     stall: Duration,
     codec: &Codec,
-    out: &mut Vec<Event>,
+    out: &mut LogRead,
 ) -> Result<(), AppendError> {
     let failed = |e: KafkaError| AppendError::Failed(format!("reading {topic}: {e}"));
     let consumer: BaseConsumer = config.create().map_err(failed)?;
@@ -458,15 +521,25 @@ fn read_topic(
         let (low, high) = consumer
             .fetch_watermarks(topic, p, timeout)
             .map_err(failed)?;
-        if high > low {
+        let start = match from.get(&(topic.to_owned(), p)) {
+            Some(&start) if (low..=high).contains(&start) => start,
+            Some(&start) => {
+                out.out_of_range
+                    .push(format!("{topic}/{p}: {start} not in {low}..{high}"));
+                high
+            }
+            None => low,
+        };
+        let _ = out.end.insert((topic.to_owned(), p), high);
+        if high > start {
             assignment
-                .add_partition_offset(topic, p, Offset::Offset(low))
+                .add_partition_offset(topic, p, Offset::Offset(start))
                 .map_err(failed)?;
             let _ = remaining.insert(p, high);
-            total += high - low;
+            total += high - start;
         }
     }
-    if remaining.is_empty() {
+    if remaining.is_empty() || !out.out_of_range.is_empty() {
         return Ok(());
     }
     consumer.assign(&assignment).map_err(failed)?;
@@ -481,7 +554,7 @@ fn read_topic(
         }
         if reported.elapsed() >= PROGRESS_EVERY {
             reported = Instant::now();
-            tracing::info!(topic, read, total, elapsed = ?started.elapsed(), "replaying the log");
+            tracing::info!(topic, read, total, elapsed = ?started.elapsed(), "reading the log");
         }
         let Some(message) = consumer.poll(Duration::from_millis(200)) else {
             continue;
@@ -493,12 +566,21 @@ fn read_topic(
         if remaining.get(&p).is_some_and(|&high| offset + 1 >= high) {
             let _ = remaining.remove(&p);
         }
-        match codec.decode(message.payload().unwrap_or_default()) {
-            Ok(event) => out.push(event),
+        let payload = message.payload().unwrap_or_default();
+        let event = match codec.decode(payload) {
+            Ok(event) => Some(event),
             Err(e) => {
-                tracing::warn!(topic, partition = p, offset, error = %e, "skipping undecodable record")
+                tracing::warn!(topic, partition = p, offset, error = %e, "skipping undecodable record");
+                None
             }
-        }
+        };
+        out.records.push(Recorded {
+            topic: topic.to_owned(),
+            partition: p,
+            offset,
+            payload: payload.to_vec(),
+            event,
+        });
     }
     Ok(())
 }

@@ -186,7 +186,7 @@ pub struct QuizCreatedResponse {
         (status = UNSUPPORTED_MEDIA_TYPE, description = "`unsupported_media_type`.", body = Problem, content_type = PROBLEM),
         (status = UNPROCESSABLE_ENTITY, description = "`validation_failed`, with `errors`.", body = Problem, content_type = PROBLEM),
         (status = TOO_MANY_REQUESTS, description = "`rate_limited`, with `Retry-After`.", body = Problem, content_type = PROBLEM),
-        (status = SERVICE_UNAVAILABLE, description = "`event_log_busy` or `event_log_unavailable`: nothing was recorded; retry.", body = Problem, content_type = PROBLEM),
+        (status = SERVICE_UNAVAILABLE, description = "`event_log_busy`, `event_log_unavailable` or `quiz_records_unavailable`: nothing was recorded; retry.", body = Problem, content_type = PROBLEM),
     )
 )]
 async fn create_quiz(
@@ -268,7 +268,7 @@ pub struct JoinedResponse {
         (status = UNSUPPORTED_MEDIA_TYPE, description = "`unsupported_media_type`.", body = Problem, content_type = PROBLEM),
         (status = UNPROCESSABLE_ENTITY, description = "`validation_failed`, with `errors`.", body = Problem, content_type = PROBLEM),
         (status = TOO_MANY_REQUESTS, description = "`rate_limited`, with `Retry-After`.", body = Problem, content_type = PROBLEM),
-        (status = SERVICE_UNAVAILABLE, description = "`event_log_busy` or `event_log_unavailable`: nothing was recorded; retry.", body = Problem, content_type = PROBLEM),
+        (status = SERVICE_UNAVAILABLE, description = "`event_log_busy`, `event_log_unavailable` or `quiz_records_unavailable`: nothing was recorded; retry.", body = Problem, content_type = PROBLEM),
     )
 )]
 async fn join(
@@ -276,7 +276,7 @@ async fn join(
     headers: HeaderMap,
     JsonBody(body): JsonBody<JoinRequest>,
 ) -> Result<Response> {
-    let quiz_id = app.quizzes.quiz_of_code(body.join_code.trim())?;
+    let quiz_id = app.quizzes.quiz_of_code(body.join_code.trim()).await?;
     if let Some(token) = bearer(&headers) {
         // A rejoin: the same player, the same score, no new event.
         let claims = app.tokens.player_of(Some(token), &quiz_id)?;
@@ -330,7 +330,7 @@ async fn host_command(
         (status = NOT_FOUND, description = "`quiz_not_found`.", body = Problem, content_type = PROBLEM),
         (status = CONFLICT, description = "`quiz_finished`.", body = Problem, content_type = PROBLEM),
         (status = TOO_MANY_REQUESTS, description = "`rate_limited`, with `Retry-After`.", body = Problem, content_type = PROBLEM),
-        (status = SERVICE_UNAVAILABLE, description = "`event_log_busy` or `event_log_unavailable`: nothing was recorded; retry.", body = Problem, content_type = PROBLEM),
+        (status = SERVICE_UNAVAILABLE, description = "`event_log_busy`, `event_log_unavailable` or `quiz_records_unavailable`: nothing was recorded; retry.", body = Problem, content_type = PROBLEM),
     )
 )]
 async fn lock_joining(
@@ -363,7 +363,7 @@ async fn lock_joining(
         (status = NOT_FOUND, description = "`quiz_not_found` or `player_not_found`.", body = Problem, content_type = PROBLEM),
         (status = CONFLICT, description = "`quiz_finished`.", body = Problem, content_type = PROBLEM),
         (status = TOO_MANY_REQUESTS, description = "`rate_limited`, with `Retry-After`.", body = Problem, content_type = PROBLEM),
-        (status = SERVICE_UNAVAILABLE, description = "`event_log_busy` or `event_log_unavailable`: nothing was recorded; retry.", body = Problem, content_type = PROBLEM),
+        (status = SERVICE_UNAVAILABLE, description = "`event_log_busy`, `event_log_unavailable` or `quiz_records_unavailable`: nothing was recorded; retry.", body = Problem, content_type = PROBLEM),
     )
 )]
 async fn kick(
@@ -413,7 +413,7 @@ async fn question_command(
         (status = NOT_FOUND, description = "`quiz_not_found` or `question_not_found`.", body = Problem, content_type = PROBLEM),
         (status = CONFLICT, description = "`question_out_of_order` or `quiz_finished`.", body = Problem, content_type = PROBLEM),
         (status = TOO_MANY_REQUESTS, description = "`rate_limited`, with `Retry-After`.", body = Problem, content_type = PROBLEM),
-        (status = SERVICE_UNAVAILABLE, description = "`event_log_busy` or `event_log_unavailable`: nothing was recorded; retry.", body = Problem, content_type = PROBLEM),
+        (status = SERVICE_UNAVAILABLE, description = "`event_log_busy`, `event_log_unavailable` or `quiz_records_unavailable`: nothing was recorded; retry.", body = Problem, content_type = PROBLEM),
     )
 )]
 async fn start_question(
@@ -448,7 +448,7 @@ async fn start_question(
         (status = NOT_FOUND, description = "`quiz_not_found` or `question_not_found`.", body = Problem, content_type = PROBLEM),
         (status = CONFLICT, description = "`question_not_active`: it has not started.", body = Problem, content_type = PROBLEM),
         (status = TOO_MANY_REQUESTS, description = "`rate_limited`, with `Retry-After`.", body = Problem, content_type = PROBLEM),
-        (status = SERVICE_UNAVAILABLE, description = "`event_log_busy` or `event_log_unavailable`: nothing was recorded; retry.", body = Problem, content_type = PROBLEM),
+        (status = SERVICE_UNAVAILABLE, description = "`event_log_busy`, `event_log_unavailable` or `quiz_records_unavailable`: nothing was recorded; retry.", body = Problem, content_type = PROBLEM),
     )
 )]
 async fn close_question(
@@ -478,7 +478,7 @@ async fn close_question(
         (status = FORBIDDEN, description = "`not_host`: not this quiz's host token.", body = Problem, content_type = PROBLEM),
         (status = NOT_FOUND, description = "`quiz_not_found`.", body = Problem, content_type = PROBLEM),
         (status = TOO_MANY_REQUESTS, description = "`rate_limited`, with `Retry-After`.", body = Problem, content_type = PROBLEM),
-        (status = SERVICE_UNAVAILABLE, description = "`event_log_busy` or `event_log_unavailable`: nothing was recorded; retry.", body = Problem, content_type = PROBLEM),
+        (status = SERVICE_UNAVAILABLE, description = "`event_log_busy`, `event_log_unavailable` or `quiz_records_unavailable`: nothing was recorded; retry.", body = Problem, content_type = PROBLEM),
     )
 )]
 async fn finish(
@@ -581,7 +581,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>> {
         (status = UNSUPPORTED_MEDIA_TYPE, description = "`unsupported_media_type`.", body = Problem, content_type = PROBLEM),
         (status = UNPROCESSABLE_ENTITY, description = "`invalid_choice`, or `validation_failed` with `errors`.", body = Problem, content_type = PROBLEM),
         (status = TOO_MANY_REQUESTS, description = "`rate_limited` (per client or per player), with `Retry-After`.", body = Problem, content_type = PROBLEM),
-        (status = SERVICE_UNAVAILABLE, description = "`event_log_busy` or `event_log_unavailable`: nothing was recorded; retry.", body = Problem, content_type = PROBLEM),
+        (status = SERVICE_UNAVAILABLE, description = "`event_log_busy`, `event_log_unavailable` or `quiz_records_unavailable`: nothing was recorded; retry.", body = Problem, content_type = PROBLEM),
     )
 )]
 async fn answer(

@@ -7,6 +7,7 @@ pub mod event_log;
 pub mod http;
 pub mod openapi;
 pub mod quizzes;
+pub mod snapshots;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,7 +23,8 @@ pub use error::{Error, Result};
 use crate::clock::{Clock, SystemClock};
 use crate::event_log::{EventLog, KafkaEventLog};
 use crate::http::{AppState, Limits};
-use crate::quizzes::Quizzes;
+use crate::quizzes::{Quizzes, Restored};
+use crate::snapshots::{RedisSnapshotStore, SnapshotStore, Snapshotter};
 use podium_runtime::health::Health;
 use podium_runtime::metrics::AdminServer;
 use podium_runtime::tokens::TokenSecretArgs;
@@ -69,6 +71,21 @@ pub struct Config {
     #[command(flatten)]
     pub drain: podium_runtime::DrainArgs,
 
+    /// Where snapshots of the quizzes are kept: `redis` (the Redis of PODIUM_REDIS_URL, under
+    /// the read-model namespace), so a start reads only the log after the last snapshot and
+    /// finished quizzes leave memory; `off` reads the whole log at every start and keeps every
+    /// quiz in memory. Snapshots are derived from the log: losing them costs a longer start.
+    #[arg(long, env = "PODIUM_COMMAND_SNAPSHOTS", value_enum, default_value_t = SnapshotMode::Redis)]
+    pub snapshots: SnapshotMode,
+
+    /// Milliseconds between snapshots: a start reads about this much of the log, and a
+    /// finished quiz leaves memory within about twice it.
+    #[arg(long, env = "PODIUM_SNAPSHOT_INTERVAL_MS", default_value_t = 5000)]
+    pub snapshot_interval_ms: u64,
+
+    #[command(flatten)]
+    pub redis: podium_runtime::RedisArgs,
+
     /// Address of the admin listener (`/metrics`, `/livez`, `/readyz`), apart from the public
     /// one; `off` for none.
     #[arg(
@@ -79,6 +96,13 @@ pub struct Config {
     pub admin_listen: String,
 }
 
+/// Where the command side keeps its snapshots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SnapshotMode {
+    Redis,
+    Off,
+}
+
 /// A built command API: the listener is bound, so its port is known before it runs.
 #[derive(Debug)]
 pub struct App {
@@ -86,6 +110,8 @@ pub struct App {
     router: axum::Router,
     log: Arc<dyn EventLog>,
     quizzes: Arc<Quizzes>,
+    snapshotter: Option<Snapshotter>,
+    snapshot_interval: Duration,
     drain: Duration,
     admin: AdminServer,
 }
@@ -126,7 +152,10 @@ impl App {
     ) -> anyhow::Result<Self> {
         // Before the replay, which waits for the broker: a bad secret is said at once.
         let tokens = config.tokens.tokens()?;
-        let quizzes = Quizzes::restore(log.clone(), clock.clone()).await?;
+        let store = snapshot_store(config).await;
+        let snapshots_on = store.is_some();
+        let (quizzes, snapshotter) =
+            Quizzes::restore_with(log.clone(), clock.clone(), store).await?;
         let state = AppState {
             quizzes: quizzes.clone(),
             tokens,
@@ -146,9 +175,16 @@ impl App {
             router: http::router(state),
             log,
             quizzes,
+            snapshotter: snapshots_on.then_some(snapshotter),
+            snapshot_interval: Duration::from_millis(config.snapshot_interval_ms.max(100)),
             drain: config.drain.deadline(),
             admin: AdminServer::default(),
         })
+    }
+
+    /// How the start restored the quizzes.
+    pub fn restored(&self) -> &Restored {
+        self.quizzes.restored()
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -161,6 +197,16 @@ impl App {
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
+        let (stop_snapshots, stopped) = tokio::sync::watch::channel(false);
+        let snapshots = self.snapshotter.map(|snapshotter| {
+            tokio::spawn(keep_snapshots(
+                snapshotter,
+                self.log.clone(),
+                self.quizzes.clone(),
+                self.snapshot_interval,
+                stopped,
+            ))
+        });
         podium_runtime::serve(
             "command API",
             self.listener,
@@ -172,7 +218,66 @@ impl App {
         self.quizzes.stop_clocks().await;
         // What was acknowledged is in the log already; this bounds the wait for the rest.
         self.log.flush().await;
+        // A last snapshot, so the next start reads little: bounded by the drain.
+        let _ = stop_snapshots.send(true);
+        if let Some(snapshots) = snapshots
+            && tokio::time::timeout(self.drain, snapshots).await.is_err()
+        {
+            tracing::warn!(
+                "the last snapshot took longer than the drain; the next start reads more of the log"
+            );
+        }
         self.admin.stop().await;
         Ok(())
+    }
+}
+
+/// The snapshot store the configuration names. Without it (off, or Redis unreachable at the
+/// start) every start reads the whole log: slower, never wrong.
+async fn snapshot_store(config: &Config) -> Option<Arc<dyn SnapshotStore>> {
+    if config.snapshots == SnapshotMode::Off {
+        return None;
+    }
+    let connected = match config.redis.client() {
+        Ok(client) => RedisSnapshotStore::connect(client, &config.redis.namespace).await,
+        Err(e) => Err(e.into()),
+    };
+    match connected {
+        Ok(store) => Some(Arc::new(store)),
+        Err(e) => {
+            tracing::warn!(error = %e, "the snapshot store is unreachable: reading the whole log, and finished quizzes stay in memory until the next start");
+            None
+        }
+    }
+}
+
+/// Every `interval`, reads the log on from the last snapshot and saves what changed; the
+/// finished quizzes a save holds then leave memory. Once `stop` turns true, one last round.
+async fn keep_snapshots(
+    mut snapshotter: Snapshotter,
+    log: Arc<dyn EventLog>,
+    quizzes: Arc<Quizzes>,
+    interval: Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        let last = tokio::select! {
+            () = tokio::time::sleep(interval) => false,
+            _ = stop.wait_for(|stop| *stop) => true,
+        };
+        let started = std::time::Instant::now();
+        match snapshotter.catch_up(&log).await {
+            Ok(Some(saved)) => {
+                quizzes.saved(&saved);
+                metrics::histogram!("podium_command_snapshot_seconds")
+                    .record(started.elapsed().as_secs_f64());
+                tracing::debug!(live = saved.live, finished = saved.finished.len(), elapsed = ?started.elapsed(), "snapshot saved");
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "a snapshot failed; the next round tries again"),
+        }
+        if last {
+            return;
+        }
     }
 }

@@ -7,6 +7,10 @@
 //! - host commands hold the quiz for their append, so lifecycle events are decided in order;
 //! - joins reserve their name, so two joins cannot both take it while appends are in flight.
 //!
+//! Finished quizzes leave memory once a snapshot holds them; their commands are then decided
+//! against the saved record, which can only refuse or repeat (a finished quiz decides nothing
+//! new).
+//!
 //! An append that fails may still have reached the log. Its entry is kept *in doubt* and
 //! appended again, unchanged, before anything that depends on it is decided: the player's next
 //! answer, the next join with that name, the quiz's next host command. So a retried request gets
@@ -14,8 +18,9 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex as SyncMutex, PoisonError, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use podium_schemas::Codec;
 use podium_schemas::domain::{
     AnswerCommand, Command, Decision, JOIN_CODE_ALPHABET, JOIN_CODE_LEN, Quiz, QuizDraft,
     Rejection, create_quiz, decide, normalize_name,
@@ -27,7 +32,8 @@ use tokio::task::JoinSet;
 
 use crate::clock::Clock;
 use crate::error::{Error, Result};
-use crate::event_log::{AppendError, Entry, EventLog};
+use crate::event_log::{AppendError, Entry, EventLog, Position, Positions};
+use crate::snapshots::{Saved, SnapshotStore, Snapshotter};
 
 /// A quiz in memory.
 #[derive(Debug)]
@@ -36,6 +42,9 @@ struct LiveQuiz {
     /// One turn per player: their answers are decided and appended one at a time. The turn
     /// holds the player's answer in doubt, if any.
     turns: SyncMutex<HashMap<String, Arc<Mutex<Option<Entry>>>>>,
+    /// The last offset acknowledged per partition: a snapshot covering them holds every event
+    /// this instance recorded for the quiz.
+    acked: SyncMutex<HashMap<(String, i32), i64>>,
 }
 
 #[derive(Debug)]
@@ -60,7 +69,42 @@ impl LiveQuiz {
                 lifecycle_in_doubt: None,
             }),
             turns: SyncMutex::new(HashMap::new()),
+            acked: SyncMutex::default(),
         })
+    }
+
+    fn acknowledged(&self, position: &Position) {
+        let mut acked = self.acked.lock().unwrap_or_else(PoisonError::into_inner);
+        let last = acked
+            .entry((position.topic.clone(), position.partition))
+            .or_insert(position.offset);
+        *last = (*last).max(position.offset);
+    }
+
+    /// Whether the quiz is finished, nothing of it is in flight or in doubt, and `covered` holds
+    /// every event this instance recorded for it: then the saved record is all of it.
+    fn may_leave(&self, covered: &Positions) -> bool {
+        let Ok(state) = self.state.try_lock() else {
+            return false;
+        };
+        if !state.quiz.finished
+            || state.lifecycle_in_doubt.is_some()
+            || !state.joins_in_doubt.is_empty()
+            || !state.pending_names.is_empty()
+        {
+            return false;
+        }
+        let turns = self.turns.lock().unwrap_or_else(PoisonError::into_inner);
+        if !turns
+            .values()
+            .all(|turn| turn.try_lock().is_ok_and(|in_doubt| in_doubt.is_none()))
+        {
+            return false;
+        }
+        let acked = self.acked.lock().unwrap_or_else(PoisonError::into_inner);
+        acked
+            .iter()
+            .all(|(at, &offset)| covered.get(at).is_some_and(|&end| end > offset))
     }
 
     fn turn_of(&self, player_id: &str) -> Result<Arc<Mutex<Option<Entry>>>> {
@@ -135,25 +179,106 @@ pub struct Quizzes {
     by_code: RwLock<HashMap<String, String>>,
     /// The clocks that close open questions at their deadlines.
     clocks: SyncMutex<JoinSet<()>>,
+    /// Where finished quizzes are kept once they left memory.
+    store: Option<Arc<dyn SnapshotStore>>,
+    /// Finished quizzes whose record is saved, until they leave memory.
+    leaving: SyncMutex<HashSet<String>>,
+    /// Finished quizzes read back from the store lately: they never change again.
+    finished: SyncMutex<HashMap<String, Arc<Quiz>>>,
+    restored: Restored,
+}
+
+/// How many finished quizzes read back from the store are kept at hand (a podium reloaded by
+/// every phone of a stadium reads one quiz many times).
+const FINISHED_AT_HAND: usize = 64;
+
+/// How a start restored the quizzes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Restored {
+    /// Whether a snapshot was used; if not, why (the whole log was read).
+    pub from_snapshot: bool,
+    pub why_not: Option<String>,
+    /// Quizzes in play that the snapshot held.
+    pub snapshot_quizzes: usize,
+    /// Records read from the log.
+    pub records_read: usize,
+    /// Quizzes in memory after the start.
+    pub quizzes: usize,
+    pub elapsed: Duration,
+}
+
+/// A quiz found for a command.
+enum Found {
+    Live(Arc<LiveQuiz>),
+    /// A finished quiz that left memory.
+    Finished(Arc<Quiz>),
+}
+
+/// A finished quiz decides nothing new: every command is refused, is already in effect, or
+/// repeats a recorded answer.
+fn decide_finished(quiz: &Quiz, command: &Command) -> Result<Option<AnswerSubmitted>> {
+    match decide(quiz, command)? {
+        Decision::Repeat(original) => Ok(Some(*original)),
+        Decision::Append(events) if events.is_empty() => Ok(None),
+        Decision::Append(_) => Err(Error::Internal(format!(
+            "the finished quiz {} decided new events",
+            quiz.quiz_id
+        ))),
+    }
 }
 
 impl Quizzes {
-    /// Rebuilds every quiz from the log, then re-arms the clocks of open questions.
+    /// Rebuilds every quiz from the whole log, then re-arms the clocks of open questions.
     pub async fn restore(log: Arc<dyn EventLog>, clock: Arc<dyn Clock>) -> Result<Arc<Self>> {
-        let history = log.history().await?;
-        let mut quizzes: HashMap<String, Quiz> = HashMap::new();
-        for event in &history {
-            match event {
-                Event::QuizCreated(created) => {
-                    let _ = quizzes
-                        .entry(created.quiz_id.clone())
-                        .or_insert_with(|| Quiz::created(created));
-                }
-                other => match quizzes.get_mut(other.quiz_id()) {
-                    Some(quiz) => quiz.evolve(other),
-                    None => tracing::warn!(quiz_id = other.quiz_id(), "event for an unknown quiz"),
-                },
+        Ok(Self::restore_with(log, clock, None).await?.0)
+    }
+
+    /// Rebuilds the quizzes in play from the last snapshot and the log after it, or from the
+    /// whole log when there is no usable snapshot (and says why), then re-arms the clocks of
+    /// open questions. The snapshotter goes on from where the start read to.
+    pub async fn restore_with(
+        log: Arc<dyn EventLog>,
+        clock: Arc<dyn Clock>,
+        store: Option<Arc<dyn SnapshotStore>>,
+    ) -> Result<(Arc<Self>, Snapshotter)> {
+        let started = Instant::now();
+        let (snapshotter, mut restored) = match Self::from_snapshot(&log, store.as_ref()).await {
+            Ok(found) => found,
+            Err(why_not) => {
+                let mut snapshotter = Snapshotter::new(store.clone(), None);
+                let read = log.read_from(&Positions::new()).await?;
+                let records_read = read.records.len();
+                snapshotter.absorb(read).await?;
+                let restored = Restored {
+                    why_not: Some(why_not),
+                    records_read,
+                    ..Restored::default()
+                };
+                (snapshotter, restored)
             }
+        };
+        let quizzes: HashMap<String, Quiz> = snapshotter
+            .fold_all()
+            .into_iter()
+            .map(|q| (q.quiz_id.clone(), q))
+            .collect();
+        restored.quizzes = quizzes.len();
+        restored.elapsed = started.elapsed();
+        match &restored.why_not {
+            None => tracing::info!(
+                quizzes = restored.quizzes,
+                snapshot_quizzes = restored.snapshot_quizzes,
+                records_read = restored.records_read,
+                elapsed = ?restored.elapsed,
+                "quizzes restored from the snapshot and the log after it"
+            ),
+            Some(why_not) => tracing::warn!(
+                quizzes = restored.quizzes,
+                records_read = restored.records_read,
+                elapsed = ?restored.elapsed,
+                why_not,
+                "quizzes restored from the whole log"
+            ),
         }
         let by_code = quizzes
             .values()
@@ -163,11 +288,6 @@ impl Quizzes {
             .values()
             .filter_map(|q| q.open_deadline().map(|d| (q.quiz_id.clone(), d)))
             .collect();
-        tracing::info!(
-            quizzes = quizzes.len(),
-            events = history.len(),
-            "quiz state restored from the log"
-        );
         let this = Arc::new(Self {
             log,
             clock,
@@ -179,11 +299,130 @@ impl Quizzes {
             ),
             by_code: RwLock::new(by_code),
             clocks: SyncMutex::default(),
+            store,
+            leaving: SyncMutex::default(),
+            finished: SyncMutex::default(),
+            restored,
         });
         for (quiz_id, deadline) in open {
             this.arm_question_clock(quiz_id, deadline);
         }
-        Ok(this)
+        metrics::gauge!("podium_command_quizzes_in_memory").set(this.in_memory() as f64);
+        Ok((this, snapshotter))
+    }
+
+    /// The snapshot and the log after it; `Err` says why the whole log must be read instead.
+    async fn from_snapshot(
+        log: &Arc<dyn EventLog>,
+        store: Option<&Arc<dyn SnapshotStore>>,
+    ) -> std::result::Result<(Snapshotter, Restored), String> {
+        let Some(store) = store else {
+            return Err("snapshots are off".into());
+        };
+        let checkpoint = match store.load().await {
+            Ok(Some(checkpoint)) => checkpoint,
+            Ok(None) => return Err("no snapshot was saved yet".into()),
+            Err(e) => return Err(format!("the snapshot could not be read: {e}")),
+        };
+        let read = log
+            .read_from(&checkpoint.positions)
+            .await
+            .map_err(|e| format!("the log after the snapshot could not be read: {e}"))?;
+        if !read.out_of_range.is_empty() {
+            // The log was recreated or truncated: the snapshot describes another log.
+            if let Err(e) = store.clear().await {
+                tracing::warn!(error = %e, "forgetting the stale snapshot failed");
+            }
+            return Err(format!(
+                "the snapshot does not match the log ({})",
+                read.out_of_range.join(", ")
+            ));
+        }
+        let restored = Restored {
+            from_snapshot: true,
+            snapshot_quizzes: checkpoint.live.len(),
+            records_read: read.records.len(),
+            ..Restored::default()
+        };
+        let mut snapshotter = Snapshotter::new(Some(store.clone()), Some(checkpoint));
+        snapshotter
+            .absorb(read)
+            .await
+            .map_err(|e| format!("the snapshot could not be completed: {e}"))?;
+        Ok((snapshotter, restored))
+    }
+
+    /// How this instance's start restored the quizzes.
+    pub fn restored(&self) -> &Restored {
+        &self.restored
+    }
+
+    /// A copy of a quiz's state, if it is in memory.
+    pub async fn quiz(&self, quiz_id: &str) -> Option<Quiz> {
+        let live = self.live(quiz_id).ok()?;
+        Some(live.state.lock().await.quiz.clone())
+    }
+
+    /// Quizzes held in memory.
+    pub fn in_memory(&self) -> usize {
+        self.by_id.read().map_or(0, |q| q.len())
+    }
+
+    /// After a save: the finished quizzes it holds leave memory once nothing of theirs is in
+    /// flight; those still busy are tried again after the next save.
+    pub fn saved(&self, saved: &Saved) {
+        let mut leaving = self.leaving.lock().unwrap_or_else(PoisonError::into_inner);
+        leaving.extend(saved.finished.iter().cloned());
+        let Ok(mut by_id) = self.by_id.write() else {
+            return;
+        };
+        let mut left = Vec::new();
+        leaving.retain(|quiz_id| match by_id.get(quiz_id) {
+            None => false,
+            Some(live) if live.may_leave(&saved.positions) => {
+                left.push(by_id.remove(quiz_id));
+                false
+            }
+            Some(_) => true,
+        });
+        metrics::gauge!("podium_command_quizzes_in_memory").set(by_id.len() as f64);
+        drop(by_id);
+        if let Ok(mut codes) = self.by_code.write() {
+            for live in left.into_iter().flatten() {
+                if let Ok(state) = live.state.try_lock() {
+                    let quiz = &state.quiz;
+                    if codes.get(&quiz.join_code) == Some(&quiz.quiz_id) {
+                        let _ = codes.remove(&quiz.join_code);
+                    }
+                }
+            }
+        }
+    }
+
+    async fn find(&self, quiz_id: &str) -> Result<Found> {
+        if let Ok(live) = self.live(quiz_id) {
+            return Ok(Found::Live(live));
+        }
+        let Some(store) = &self.store else {
+            return Err(Error::QuizNotFound);
+        };
+        let at_hand = self
+            .finished
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(quiz_id)
+            .cloned();
+        if let Some(quiz) = at_hand {
+            return Ok(Found::Finished(quiz));
+        }
+        let record = store.finished(quiz_id).await?.ok_or(Error::QuizNotFound)?;
+        let quiz = Arc::new(record.fold(&Codec::new()).ok_or(Error::QuizNotFound)?);
+        let mut finished = self.finished.lock().unwrap_or_else(PoisonError::into_inner);
+        if finished.len() >= FINISHED_AT_HAND {
+            finished.clear();
+        }
+        let _ = finished.insert(quiz_id.to_owned(), quiz.clone());
+        Ok(Found::Finished(quiz))
     }
 
     fn live(&self, quiz_id: &str) -> Result<Arc<LiveQuiz>> {
@@ -195,15 +434,23 @@ impl Quizzes {
             .ok_or(Error::QuizNotFound)
     }
 
-    /// The quiz a join code opens.
-    pub fn quiz_of_code(&self, code: &str) -> Result<String> {
-        self.by_code
+    /// The quiz a join code opens: a quiz in memory, else the finished quiz that had it last.
+    pub async fn quiz_of_code(&self, code: &str) -> Result<String> {
+        let code = code.to_ascii_uppercase();
+        let in_memory = self
+            .by_code
             .read()
             .map_err(poisoned)?
-            .get(&code.to_ascii_uppercase())
+            .get(&code)
             .filter(|id| !id.is_empty())
-            .cloned()
-            .ok_or(Error::QuizNotFound)
+            .cloned();
+        if let Some(quiz_id) = in_memory {
+            return Ok(quiz_id);
+        }
+        match &self.store {
+            Some(store) => store.quiz_of_code(&code).await?.ok_or(Error::QuizNotFound),
+            None => Err(Error::QuizNotFound),
+        }
     }
 
     fn reserve_join_code(&self) -> Result<String> {
@@ -266,13 +513,19 @@ impl Quizzes {
     }
 
     pub async fn join(&self, quiz_id: &str, name: &str) -> Result<PlayerJoined> {
-        let live = self.live(quiz_id)?;
-        let key = normalize_name(name)?.to_lowercase();
         let command = Command::Join {
             player_id: uuid::Uuid::now_v7().to_string(),
             name: name.to_owned(),
             at: self.clock.now(),
         };
+        let live = match self.find(quiz_id).await? {
+            Found::Live(live) => live,
+            Found::Finished(quiz) => {
+                let _ = decide_finished(&quiz, &command)?;
+                return Err(Error::Internal("a finished quiz took a join".into()));
+            }
+        };
+        let key = normalize_name(name)?.to_lowercase();
         let entry = {
             let mut state = live.state.lock().await;
             // A join with this name in doubt: whoever joins with the name next gets that
@@ -293,6 +546,9 @@ impl Quizzes {
         };
         let appended = self.log.append(&entry).await;
         let mut state = live.state.lock().await;
+        if let Ok(position) = &appended {
+            live.acknowledged(position);
+        }
         if let Err(e) = appended {
             if matches!(e, AppendError::Backpressure) {
                 let _ = state.pending_names.remove(&key);
@@ -312,23 +568,31 @@ impl Quizzes {
     /// Whether `player_id` has joined `quiz_id` and was not kicked: a rejoin with a valid token
     /// needs no new event.
     pub async fn player_name(&self, quiz_id: &str, player_id: &str) -> Result<String> {
-        let live = self.live(quiz_id)?;
-        let state = live.state.lock().await;
-        if state.quiz.kicked.contains(player_id) {
-            return Err(Error::Rejected(Rejection::PlayerKicked));
+        let name_in = |quiz: &Quiz| {
+            if quiz.kicked.contains(player_id) {
+                return Err(Error::Rejected(Rejection::PlayerKicked));
+            }
+            quiz.players
+                .get(player_id)
+                .cloned()
+                .ok_or(Error::Rejected(Rejection::PlayerNotFound))
+        };
+        match self.find(quiz_id).await? {
+            Found::Live(live) => name_in(&live.state.lock().await.quiz),
+            Found::Finished(quiz) => name_in(&quiz),
         }
-        state
-            .quiz
-            .players
-            .get(player_id)
-            .cloned()
-            .ok_or(Error::Rejected(Rejection::PlayerNotFound))
     }
 
     /// A host command: decided and appended while holding the quiz, so lifecycle events are
     /// decided against the state their predecessors produced.
     pub async fn host(self: &Arc<Self>, quiz_id: &str, command: Command) -> Result<QuizStatus> {
-        let live = self.live(quiz_id)?;
+        let live = match self.find(quiz_id).await? {
+            Found::Live(live) => live,
+            Found::Finished(quiz) => {
+                let _ = decide_finished(&quiz, &command)?;
+                return Ok(QuizStatus::of(&quiz));
+            }
+        };
         let mut state = live.state.lock().await;
         let mut settled = None;
         if let Some((earlier, entries)) = state.lifecycle_in_doubt.take() {
@@ -365,7 +629,11 @@ impl Quizzes {
             return Ok(());
         }
         let outcomes = self.log.append_all(&entries).await;
+        let live = self.live(quiz_id).ok();
         for (i, outcome) in outcomes.into_iter().enumerate() {
+            if let (Ok(position), Some(live)) = (&outcome, &live) {
+                live.acknowledged(position);
+            }
             if let Err(e) = outcome {
                 // Backpressure: neither this entry nor any after it was handed to the log now.
                 if in_doubt || !matches!(e, AppendError::Backpressure) {
@@ -388,11 +656,24 @@ impl Quizzes {
     }
 
     pub async fn answer(&self, quiz_id: &str, command: AnswerCommand) -> Result<AnswerReceipt> {
-        let live = self.live(quiz_id)?;
+        let live = match self.find(quiz_id).await? {
+            Found::Live(live) => live,
+            Found::Finished(quiz) => {
+                let player_id = command.player_id.clone();
+                let answer = decide_finished(&quiz, &Command::SubmitAnswer(command))?
+                    .ok_or_else(|| Error::Internal("a finished quiz took an answer".into()))?;
+                let total = quiz.standings.player(&player_id).map_or(0, |p| p.points);
+                return Ok(AnswerReceipt {
+                    answer,
+                    total,
+                    repeated: true,
+                });
+            }
+        };
         let turn = live.turn_of(&command.player_id)?;
         let mut in_doubt = turn.lock().await;
         if let Some(entry) = in_doubt.as_ref() {
-            let _ = self.log.append(entry).await?;
+            live.acknowledged(&self.log.append(entry).await?);
             live.state.lock().await.quiz.evolve(&entry.event);
             *in_doubt = None;
         }
@@ -409,11 +690,14 @@ impl Quizzes {
                 };
                 let answer = answer.clone();
                 let entry = Entry::new(events[0].clone());
-                if let Err(e) = self.log.append(&entry).await {
-                    if !matches!(e, AppendError::Backpressure) {
-                        *in_doubt = Some(entry);
+                match self.log.append(&entry).await {
+                    Ok(position) => live.acknowledged(&position),
+                    Err(e) => {
+                        if !matches!(e, AppendError::Backpressure) {
+                            *in_doubt = Some(entry);
+                        }
+                        return Err(e.into());
                     }
-                    return Err(e.into());
                 }
                 (answer, false)
             }

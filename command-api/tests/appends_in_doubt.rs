@@ -14,7 +14,9 @@ use anyhow::{Result, bail, ensure};
 use async_trait::async_trait;
 use podium_command_api::Error;
 use podium_command_api::clock::{Clock, ManualClock};
-use podium_command_api::event_log::{AppendError, Entry, EventLog, MemoryEventLog, Position};
+use podium_command_api::event_log::{
+    AppendError, Entry, EventLog, LogRead, MemoryEventLog, Position, Positions,
+};
 use podium_command_api::quizzes::Quizzes;
 use podium_schemas::domain::{AnswerCommand, Command, QuestionDraft, QuizDraft, ReadModels};
 use podium_schemas::events::Event;
@@ -76,8 +78,8 @@ impl EventLog for UnansweredLog {
         }
     }
 
-    async fn history(&self) -> Result<Vec<Event>, AppendError> {
-        self.log.history().await
+    async fn read_from(&self, from: &Positions) -> Result<LogRead, AppendError> {
+        self.log.read_from(from).await
     }
 
     async fn flush(&self) {}

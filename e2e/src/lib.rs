@@ -172,6 +172,10 @@ impl Stack {
             answers_per_player: 5,
             drain: podium_runtime::DrainArgs::default(),
             admin_listen: "off".into(),
+            // Snapshots on, as deployed, and often, so tests see finished quizzes leave memory.
+            snapshots: podium_command_api::SnapshotMode::Redis,
+            snapshot_interval_ms: 300,
+            redis: self.redis_args(),
         }
     }
 

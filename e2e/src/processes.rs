@@ -206,6 +206,8 @@ impl Processes {
             .env("PODIUM_RATE_BURST_PER_CLIENT", "0")
             .env("PODIUM_RATE_ANSWERS_PER_PLAYER", "0")
             .env("PODIUM_RATE_QUIZZES_PER_MINUTE", "0")
+            // Snapshots often, so tests see finished quizzes leave memory soon.
+            .env("PODIUM_SNAPSHOT_INTERVAL_MS", "1000")
             .env(
                 "PODIUM_PROJECTOR_GROUP",
                 format!("{}read-models", self.kafka.topic_prefix),

@@ -60,7 +60,9 @@ pub fn init(service: &'static str) -> Telemetry {
             .with_filter(filter())
             .boxed()
     } else {
+        // Colours only for a terminal: a log file or journald would keep the escape codes.
         tracing_subscriber::fmt::layer()
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .with_writer(std::io::stderr)
             .with_filter(filter())
             .boxed()

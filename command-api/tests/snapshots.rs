@@ -1,0 +1,393 @@
+//! Snapshots: a start restores the quizzes in play from the last snapshot and the log after it,
+//! finished quizzes leave memory and are still answered from their saved record, and a missing
+//! or stale snapshot falls back to the whole log. Each scenario is written once and run on the
+//! in-memory parts and on a real broker with a real Redis; the state after every start is
+//! compared with a pure fold of the whole log.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Result, ensure};
+use podium_command_api::Error;
+use podium_command_api::clock::{Clock, ManualClock};
+use podium_command_api::event_log::{EventLog, KafkaEventLog, MemoryEventLog};
+use podium_command_api::quizzes::Quizzes;
+use podium_command_api::snapshots::{
+    Checkpoint, MemorySnapshotStore, QuizRecord, RedisSnapshotStore, Save, SnapshotStore,
+    Snapshotter,
+};
+use podium_runtime::KafkaArgs;
+use podium_schemas::domain::{AnswerCommand, Command, QuestionDraft, Quiz, QuizDraft, Rejection};
+use podium_schemas::events::Event;
+use podium_testkit::{Broker, Redis, unique};
+
+const START: i64 = 1_700_000_000_000;
+
+struct Parts {
+    log: Arc<dyn EventLog>,
+    store: Arc<dyn SnapshotStore>,
+    clock: Arc<ManualClock>,
+}
+
+fn draft(title: &str) -> QuizDraft {
+    let question = |text: &str| QuestionDraft {
+        text: text.into(),
+        choices: vec!["A".into(), "B".into()],
+        correct_choice: 0,
+        points: Some(1000),
+        time_limit_seconds: Some(30),
+    };
+    QuizDraft {
+        title: title.into(),
+        questions: vec![question("One?"), question("Two?")],
+    }
+}
+
+fn answer(clock: &ManualClock, player: &str, question: i32, choice: i64) -> AnswerCommand {
+    AnswerCommand {
+        player_id: player.into(),
+        question,
+        choice,
+        received_at: clock.now(),
+        idempotency_key: Some(format!("{player}-{question}")),
+    }
+}
+
+/// Every quiz as a pure fold of the whole log.
+async fn folded(log: &Arc<dyn EventLog>) -> Result<HashMap<String, Quiz>> {
+    let mut quizzes: HashMap<String, Quiz> = HashMap::new();
+    for event in log.history().await? {
+        match &event {
+            Event::QuizCreated(created) => {
+                let _ = quizzes.insert(created.quiz_id.clone(), Quiz::created(created));
+            }
+            other => {
+                if let Some(quiz) = quizzes.get_mut(other.quiz_id()) {
+                    quiz.evolve(other);
+                }
+            }
+        }
+    }
+    Ok(quizzes)
+}
+
+/// Plays `n` quizzes of two players through question 1; those with an even index finish.
+async fn play(
+    parts: &Parts,
+    quizzes: &Arc<Quizzes>,
+    n: usize,
+) -> Result<Vec<(String, [String; 2])>> {
+    let mut played = Vec::new();
+    for i in 0..n {
+        let created = quizzes.create(&draft(&format!("Quiz {i}"))).await?;
+        let id = created.quiz_id;
+        let ann = quizzes.join(&id, "Ann").await?.player_id;
+        let bob = quizzes.join(&id, "Bob").await?.player_id;
+        let at = parts.clock.now();
+        let _ = quizzes
+            .host(&id, Command::StartQuestion { question: 1, at })
+            .await?;
+        parts.clock.advance(1_000);
+        let _ = quizzes
+            .answer(&id, answer(&parts.clock, &ann, 1, 0))
+            .await?;
+        let _ = quizzes
+            .answer(&id, answer(&parts.clock, &bob, 1, 1))
+            .await?;
+        if i % 2 == 0 {
+            let at = parts.clock.now();
+            let _ = quizzes.host(&id, Command::Finish { at }).await?;
+        }
+        played.push((id, [ann, bob]));
+    }
+    Ok(played)
+}
+
+/// Every quiz in memory equals the pure fold of the log.
+async fn matches_the_fold(quizzes: &Quizzes, log: &Arc<dyn EventLog>) -> Result<usize> {
+    let folded = folded(log).await?;
+    let mut in_memory = 0;
+    for (id, quiz) in &folded {
+        if let Some(restored) = quizzes.quiz(id).await {
+            ensure!(
+                &restored == quiz,
+                "quiz {id} differs from the fold of the log"
+            );
+            in_memory += 1;
+        }
+    }
+    ensure!(
+        in_memory == quizzes.in_memory(),
+        "a quiz in memory is not in the log"
+    );
+    Ok(in_memory)
+}
+
+async fn scenario(parts: Parts) -> Result<()> {
+    let Parts { log, store, clock } = &parts;
+
+    // A first start: nothing saved yet, so the whole (empty) log is read.
+    let (quizzes, mut snapshotter) =
+        Quizzes::restore_with(log.clone(), clock.clone(), Some(store.clone())).await?;
+    ensure!(!quizzes.restored().from_snapshot);
+    ensure!(quizzes.restored().why_not.as_deref() == Some("no snapshot was saved yet"));
+
+    let played = play(&parts, &quizzes, 6).await?;
+    let saved = snapshotter
+        .catch_up(log)
+        .await?
+        .expect("the play was saved");
+    ensure!(
+        saved.finished.len() == 3,
+        "three quizzes finished: {saved:?}"
+    );
+    ensure!(saved.live == 3);
+    quizzes.saved(&saved);
+    ensure!(quizzes.in_memory() == 3, "finished quizzes leave memory");
+    matches_the_fold(&quizzes, log).await?;
+
+    // A finished quiz that left memory is still answered from its record.
+    let (finished, [ann, bob]) = &played[0];
+    let original = folded(log).await?[finished]
+        .standings
+        .player(ann)
+        .map(|p| p.answers[&1].clone())
+        .expect("Ann answered");
+    let repeat = quizzes.answer(finished, answer(clock, ann, 1, 0)).await?;
+    ensure!(
+        repeat.repeated && repeat.answer == original,
+        "the same request gets its original result"
+    );
+    let mut other_key = answer(clock, bob, 1, 0);
+    other_key.idempotency_key = Some("another".into());
+    ensure!(matches!(
+        quizzes.answer(finished, other_key).await,
+        Err(Error::Rejected(Rejection::AlreadyAnswered(_)))
+    ));
+    ensure!(matches!(
+        quizzes.answer(finished, answer(clock, ann, 2, 0)).await,
+        Err(Error::Rejected(Rejection::QuizFinished))
+    ));
+    ensure!(matches!(
+        quizzes.join(finished, "Cid").await,
+        Err(Error::Rejected(Rejection::QuizFinished))
+    ));
+    let at = clock.now();
+    ensure!(matches!(
+        quizzes
+            .host(finished, Command::StartQuestion { question: 2, at })
+            .await,
+        Err(Error::Rejected(Rejection::QuizFinished))
+    ));
+    let status = quizzes.host(finished, Command::Finish { at }).await?;
+    ensure!(
+        status.finished && status.players == 2,
+        "finishing again is in effect: {status:?}"
+    );
+    ensure!(
+        quizzes.player_name(finished, bob).await? == "Bob",
+        "a rejoin finds its player"
+    );
+    let code = folded(log).await?[finished].join_code.clone();
+    ensure!(
+        &quizzes.quiz_of_code(&code).await? == finished,
+        "its code still finds it"
+    );
+    let records = log.history().await?.len();
+
+    // Play on after the snapshot: the next start reads exactly these records of the log.
+    let (live, [ann, _]) = &played[1];
+    let at = clock.now();
+    let _ = quizzes
+        .host(live, Command::StartQuestion { question: 2, at })
+        .await?;
+    let _ = quizzes.answer(live, answer(clock, ann, 2, 0)).await?;
+    let _ = quizzes.host(&played[3].0, Command::Finish { at }).await?;
+    let after = log.history().await?.len() - records;
+    ensure!(log.history().await?.len() == records + after);
+
+    let (restarted, mut snapshotter) =
+        Quizzes::restore_with(log.clone(), clock.clone(), Some(store.clone())).await?;
+    let restored = restarted.restored().clone();
+    ensure!(restored.from_snapshot, "{restored:?}");
+    ensure!(restored.snapshot_quizzes == 3, "{restored:?}");
+    ensure!(
+        restored.records_read == after,
+        "only the log after the snapshot is read: {restored:?}"
+    );
+    ensure!(matches_the_fold(&restarted, log).await? == 3);
+    // The quiz finished after the snapshot leaves memory at the next save.
+    let saved = snapshotter.catch_up(log).await?.expect("the tail is saved");
+    restarted.saved(&saved);
+    ensure!(restarted.in_memory() == 2);
+    ensure!(matches!(
+        restarted
+            .answer(&played[3].0, answer(clock, ann, 2, 0))
+            .await,
+        Err(Error::Rejected(_))
+    ));
+    ensure!(restarted.quiz_of_code(&code).await? == *finished);
+    Ok(())
+}
+
+async fn stale_snapshots_fall_back_to_the_log(parts: Parts) -> Result<()> {
+    let Parts { log, store, clock } = &parts;
+    let (quizzes, mut snapshotter) =
+        Quizzes::restore_with(log.clone(), clock.clone(), Some(store.clone())).await?;
+    let _ = play(&parts, &quizzes, 2).await?;
+    let saved = snapshotter
+        .catch_up(log)
+        .await?
+        .expect("the play was saved");
+
+    // The snapshot says the log went further than it does: the topics were recreated.
+    let mut beyond = saved.positions.clone();
+    for offset in beyond.values_mut() {
+        *offset += 1_000;
+    }
+    store
+        .save(&Save {
+            positions: beyond,
+            ..Save::default()
+        })
+        .await?;
+    let (quizzes, _) =
+        Quizzes::restore_with(log.clone(), clock.clone(), Some(store.clone())).await?;
+    let restored = quizzes.restored();
+    ensure!(!restored.from_snapshot);
+    ensure!(
+        restored
+            .why_not
+            .as_deref()
+            .is_some_and(|why| why.starts_with("the snapshot does not match the log")),
+        "{restored:?}"
+    );
+    ensure!(
+        store.load().await?.is_none(),
+        "the stale snapshot is forgotten"
+    );
+    ensure!(
+        matches_the_fold(&quizzes, log).await? == 2,
+        "every quiz comes from the whole log"
+    );
+    Ok(())
+}
+
+/// The store contract, written once and run against every adapter.
+async fn store_contract(store: Arc<dyn SnapshotStore>) -> Result<()> {
+    ensure!(
+        store.load().await?.is_none(),
+        "a new store holds no snapshot"
+    );
+    let mut record = QuizRecord::default();
+    record.push(true, b"created".to_vec());
+    record.push(false, b"answer".to_vec());
+    let positions = [
+        (("lifecycle".to_owned(), 0), 4),
+        (("answers".to_owned(), 2), 9),
+    ]
+    .into_iter()
+    .collect();
+    store
+        .save(&Save {
+            positions,
+            live: vec![("q1".into(), record.clone()), ("q2".into(), record.clone())],
+            finished: vec![],
+        })
+        .await?;
+    let Checkpoint {
+        positions,
+        mut live,
+    } = store.load().await?.expect("saved");
+    live.sort_by(|a, b| a.0.cmp(&b.0));
+    ensure!(positions.len() == 2 && positions[&("answers".to_owned(), 2)] == 9);
+    ensure!(live == [("q1".into(), record.clone()), ("q2".into(), record.clone())]);
+
+    let mut more = Snapshotter::new(None, None).positions().clone();
+    let _ = more.insert(("answers".to_owned(), 2), 12);
+    store
+        .save(&Save {
+            positions: more,
+            live: vec![],
+            finished: vec![("q1".into(), record.clone(), "ABC123".into())],
+        })
+        .await?;
+    let checkpoint = store.load().await?.expect("saved");
+    ensure!(checkpoint.positions[&("answers".to_owned(), 2)] == 12);
+    ensure!(
+        checkpoint.positions[&("lifecycle".to_owned(), 0)] == 4,
+        "untouched positions stay"
+    );
+    ensure!(
+        checkpoint.live.len() == 1,
+        "a finished quiz leaves the live set"
+    );
+    ensure!(store.finished("q1").await? == Some(record));
+    ensure!(store.finished("q2").await?.is_none());
+    ensure!(store.quiz_of_code("ABC123").await?.as_deref() == Some("q1"));
+    store.clear().await?;
+    ensure!(store.load().await?.is_none() && store.finished("q1").await?.is_none());
+    Ok(())
+}
+
+fn memory_parts() -> Parts {
+    Parts {
+        log: Arc::new(MemoryEventLog::default()),
+        store: Arc::new(MemorySnapshotStore::default()),
+        clock: Arc::new(ManualClock::new(START)),
+    }
+}
+
+#[tokio::test]
+async fn memory_parts_restore_from_snapshots() -> Result<()> {
+    scenario(memory_parts()).await
+}
+
+#[tokio::test]
+async fn memory_parts_fall_back_to_the_log() -> Result<()> {
+    stale_snapshots_fall_back_to_the_log(memory_parts()).await
+}
+
+#[tokio::test]
+async fn memory_store_meets_the_contract() -> Result<()> {
+    store_contract(Arc::new(MemorySnapshotStore::default())).await
+}
+
+async fn kafka_log(broker: &Broker) -> Result<Arc<dyn EventLog>> {
+    let kafka = KafkaArgs::new(broker.bootstrap(), format!("{}.", unique("snapshots")));
+    broker
+        .create_topics(&kafka.topics().with_partitions())
+        .await?;
+    Ok(Arc::new(KafkaEventLog::new(
+        &kafka,
+        Duration::from_secs(10),
+        1000,
+    )?))
+}
+
+async fn redis_store(redis: &Redis) -> Result<Arc<dyn SnapshotStore>> {
+    let client = redis::Client::open(redis.url())?;
+    Ok(Arc::new(
+        RedisSnapshotStore::connect(client, &unique("podium")).await?,
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_and_redis_restore_from_snapshots_and_fall_back_to_the_log() -> Result<()> {
+    let broker = Broker::start().await?;
+    let redis = Redis::start().await?;
+    store_contract(redis_store(&redis).await?).await?;
+    scenario(Parts {
+        log: kafka_log(&broker).await?,
+        store: redis_store(&redis).await?,
+        clock: Arc::new(ManualClock::new(START)),
+    })
+    .await?;
+    stale_snapshots_fall_back_to_the_log(Parts {
+        log: kafka_log(&broker).await?,
+        store: redis_store(&redis).await?,
+        clock: Arc::new(ManualClock::new(START)),
+    })
+    .await
+}
