@@ -14,6 +14,7 @@ pub mod podium;
 pub mod probe;
 pub mod reads;
 pub mod report;
+pub mod restart;
 pub mod stack;
 
 use std::net::SocketAddr;
@@ -61,6 +62,22 @@ pub enum Command {
         /// Directory for the JSON results.
         #[arg(long, default_value = "bench-results")]
         out: PathBuf,
+    },
+    /// Restart the command API on logs of finished quizzes of each size, four ways (snapshots
+    /// off, first start, after kill -9, after a clean stop), and record how long each start
+    /// takes and the memory it holds. Results go to <out>/restart.json.
+    Restart {
+        /// Where the services' binaries are; by default, beside this one.
+        #[arg(long)]
+        bin_dir: Option<PathBuf>,
+
+        /// Directory for the JSON results.
+        #[arg(long, default_value = "bench-results")]
+        out: PathBuf,
+
+        /// Sizes of the log, in events, comma-separated.
+        #[arg(long, value_delimiter = ',', default_values_t = [100_000, 1_000_000])]
+        events: Vec<usize>,
     },
     /// Serve a bare axum hello-world: the bench's HTTP baseline, started as a child process.
     #[command(hide = true)]
@@ -228,6 +245,24 @@ pub async fn chaos(bin_dir: Option<&PathBuf>, out: &std::path::Path) -> Result<(
     let report = chaos::run(&bin_dir, revision).await?;
     std::fs::create_dir_all(out)?;
     let path = out.join("chaos.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
+    report.print_table();
+    println!("results: {}", path.display());
+    Ok(())
+}
+
+/// The restart run: prints a table and writes `<out>/restart.json`.
+pub async fn restart(
+    bin_dir: Option<&PathBuf>,
+    out: &std::path::Path,
+    events: &[usize],
+) -> Result<()> {
+    let bin_dir = services_dir(bin_dir)?;
+    let revision = report::revision();
+    eprintln!("podium-bench: restart run, revision {revision}");
+    let report = restart::run(&bin_dir, events, revision).await?;
+    std::fs::create_dir_all(out)?;
+    let path = out.join("restart.json");
     std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
     report.print_table();
     println!("results: {}", path.display());
@@ -423,6 +458,6 @@ pub async fn run(args: &RunArgs) -> Result<Results> {
     Ok(results)
 }
 
-fn step(what: &str) {
+pub(crate) fn step(what: &str) {
     eprintln!("\n==> {what}");
 }

@@ -8,6 +8,11 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Some(Command::HelloWorld { listen }) => podium_bench::hello_world(listen).await,
         Some(Command::Chaos { bin_dir, out }) => podium_bench::chaos(bin_dir.as_ref(), &out).await,
+        Some(Command::Restart {
+            bin_dir,
+            out,
+            events,
+        }) => podium_bench::restart(bin_dir.as_ref(), &out, &events).await,
         None => {
             let results = podium_bench::run(&cli.run).await?;
             results.print_table();

@@ -399,12 +399,14 @@ impl Snapshotter {
     pub async fn absorb(&mut self, read: LogRead) -> Result<()> {
         let mut reopened = HashMap::new();
         if let Some(store) = &self.store {
+            // Each quiz not followed yet is looked up once, unless this read creates it.
+            let mut known: HashSet<&str> = HashSet::new();
             for event in read.records.iter().filter_map(|r| r.event.as_ref()) {
                 let quiz_id = event.quiz_id();
-                if matches!(event, Event::QuizCreated(_))
-                    || self.quizzes.contains_key(quiz_id)
-                    || reopened.contains_key(quiz_id)
-                {
+                if self.quizzes.contains_key(quiz_id) || !known.insert(quiz_id) {
+                    continue;
+                }
+                if matches!(event, Event::QuizCreated(_)) {
                     continue;
                 }
                 if let Some(record) = store.finished(quiz_id).await? {

@@ -131,6 +131,17 @@ impl Processes {
         Ok(stack)
     }
 
+    /// Sets a variable of every service's environment from their next start on.
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.env.retain(|(k, _)| k != key);
+        self.env.push((key.to_owned(), value.to_owned()));
+    }
+
+    /// The process id of a running service.
+    pub fn pid(&self, service: Service) -> Option<u32> {
+        self.children.get(&service).and_then(Child::id)
+    }
+
     fn port(&self, service: Service) -> u16 {
         self.ports.get(&service).copied().unwrap_or_default()
     }
