@@ -265,4 +265,8 @@ pub struct Baselines {
     pub hello_world: Recorded,
     /// A bare consumer reading the whole log, just before the rebuild reads it.
     pub consumer: Option<ConsumerBaseline>,
+    /// The producer with a reader again, at each more-in-flight count of the closed loops, so
+    /// each loop has a baseline at its own concurrency.
+    #[serde(default)]
+    pub producer_with_reader_at: Vec<(usize, Recorded)>,
 }

@@ -140,6 +140,10 @@ pub struct Plan {
     /// More closed loops after the first, at these numbers in flight: a stadium has thousands
     /// of phones.
     pub more_in_flight: Vec<usize>,
+    /// Open loops at these rates (answers a second), each for `open_loop`: the seed's peak is
+    /// 6,000.
+    pub open_rates: Vec<f64>,
+    pub open_loop: Duration,
     pub huge_quiz_players: usize,
     pub small_quizzes: usize,
     pub small_quiz_players: usize,
@@ -161,6 +165,8 @@ impl Plan {
                 ingest: s(3),
                 in_flight: 16,
                 more_in_flight: vec![128],
+                open_rates: vec![300.0],
+                open_loop: s(3),
                 huge_quiz_players: 100,
                 small_quizzes: 5,
                 small_quiz_players: 10,
@@ -177,6 +183,8 @@ impl Plan {
                 ingest: s(15),
                 in_flight: 64,
                 more_in_flight: vec![512],
+                open_rates: vec![6_000.0],
+                open_loop: s(15),
                 huge_quiz_players: 3_000,
                 small_quizzes: 100,
                 small_quiz_players: 10,
@@ -193,6 +201,8 @@ impl Plan {
                 ingest: s(45),
                 in_flight: 64,
                 more_in_flight: vec![512, 2_048],
+                open_rates: vec![6_000.0, 12_000.0],
+                open_loop: s(60),
                 huge_quiz_players: 10_000,
                 small_quizzes: 300,
                 small_quiz_players: 10,
@@ -348,6 +358,24 @@ pub async fn run(args: &RunArgs) -> Result<Results> {
             recorded,
         });
     }
+    let mut open_loops = Vec::new();
+    for &rate in &plan.open_rates {
+        step(&format!(
+            "ingest at {rate:.0} answers/s (open loop) for {} s",
+            plan.open_loop.as_secs()
+        ));
+        let recorded = ingest::at_rate(
+            &api,
+            &answers,
+            rate,
+            plan.open_loop,
+            &format!("open {rate:.0}/s"),
+        )
+        .await;
+        stack.check()?;
+        phase_done(&stack, &format!("open {rate:.0}/s"));
+        open_loops.push(report::OpenLoop { rate, recorded });
+    }
     let half = (max.per_second / 2.0).max(1.0);
     step(&format!(
         "ingest at half of it, {half:.0} answers/s (open loop), with freshness probes"
@@ -444,6 +472,7 @@ pub async fn run(args: &RunArgs) -> Result<Results> {
             max,
             more,
             half_rate,
+            open_loops,
             one_quiz: peer,
             question_starts: api.starts.finish(),
         },

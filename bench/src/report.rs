@@ -153,6 +153,17 @@ pub async fn producer_baseline(
     name: &str,
     reader: bool,
 ) -> Result<Recorded> {
+    producer_baseline_at(broker, plan, name, reader, plan.in_flight).await
+}
+
+/// [`producer_baseline`] at `in_flight` records in flight.
+pub async fn producer_baseline_at(
+    broker: &Broker,
+    plan: &Plan,
+    name: &str,
+    reader: bool,
+    in_flight: usize,
+) -> Result<Recorded> {
     let kafka = KafkaArgs::new(broker.bootstrap(), "bench.");
     let topic = format!("bench.{name}");
     let idle = format!("bench.{name}-lifecycle");
@@ -200,7 +211,7 @@ pub async fn producer_baseline(
         .context("a sample answer")?;
     let payload = podium_schemas::Codec::new().encode(answer)?;
     let producer =
-        baseline::raw_producer(&kafka, &topic, payload, plan.in_flight, plan.baseline).await?;
+        baseline::raw_producer(&kafka, &topic, payload, in_flight, plan.baseline).await?;
     if let Some(reader) = reader {
         // Dropped before its broker stops, so it does not log the broker going away.
         reader.abort();
@@ -232,6 +243,16 @@ pub async fn measure_baselines(
         .context("starting a broker for the baseline")?;
     let producer_with_reader = producer_baseline(&broker, plan, "with-reader", true).await?;
     drop(broker);
+    let mut producer_with_reader_at = Vec::new();
+    for &in_flight in &plan.more_in_flight {
+        let broker = Broker::start()
+            .await
+            .context("starting a broker for the baseline")?;
+        let name = format!("with-reader-{in_flight}");
+        let recorded = producer_baseline_at(&broker, plan, &name, true, in_flight).await?;
+        producer_with_reader_at.push((in_flight, recorded));
+        drop(broker);
+    }
 
     let mut redis = stack.redis.connection().await?;
     let zincrby =
@@ -276,6 +297,7 @@ pub async fn measure_baselines(
         redis: zincrby,
         hello_world,
         consumer: None,
+        producer_with_reader_at,
     })
 }
 
@@ -287,11 +309,21 @@ pub struct Ingest {
     pub more: Vec<InFlight>,
     /// Open loop at half of `max`.
     pub half_rate: Recorded,
+    /// Open loops at the seed's peak and beyond, answers sent per second.
+    #[serde(default)]
+    pub open_loops: Vec<OpenLoop>,
     /// One quiz of 50 players, each answering as each question starts, the host starting the
     /// next when all are back: every answer waits for a question change.
     pub one_quiz: Recorded,
     /// The host's question starts during both: each closes the question before it.
     pub question_starts: Recorded,
+}
+
+/// An open loop sending `rate` answers a second whatever the answers take.
+#[derive(Debug, Clone, Serialize)]
+pub struct OpenLoop {
+    pub rate: f64,
+    pub recorded: Recorded,
 }
 
 /// A closed loop at `in_flight` answers in flight.
@@ -438,6 +470,7 @@ impl Results {
                     "{}",
                     errors(&i.max)
                         + i.more.iter().map(|m| errors(&m.recorded)).sum::<u64>()
+                        + i.open_loops.iter().map(|o| errors(&o.recorded)).sum::<u64>()
                         + errors(&i.half_rate)
                         + errors(&i.one_quiz)
                 ),
@@ -572,9 +605,15 @@ impl Results {
                 ),
             },
         ];
-        // The closed loops at more in flight, after the first one's lines.
+        // The closed loops at more in flight, after the first one's lines, each against the
+        // producer at its own concurrency when the run measured it.
         for (n, m) in i.more.iter().enumerate() {
             let r = &m.recorded;
+            let (baseline, at) = b
+                .producer_with_reader_at
+                .iter()
+                .find(|(at, _)| *at == m.in_flight)
+                .map_or((&b.producer_with_reader, self.plan.in_flight), |(at, p)| (p, *at));
             lines.insert(
                 2 + n,
                 line(
@@ -583,16 +622,33 @@ impl Results {
                         "{:.0} ({:.1} / {:.1} ms)",
                         r.per_second, r.latency.p50_ms, r.latency.p99_ms
                     ),
-                    // The baselines run at the first loop's in-flight count only.
+                    format!("{:.0} rec/s with reader at {at}", baseline.per_second),
+                    format!("{:.2}", ratio(r.per_second, baseline.per_second)),
+                    "",
+                ),
+            );
+        }
+        // The open loops at fixed rates, after the closed loops.
+        for (n, o) in i.open_loops.iter().enumerate() {
+            let r = &o.recorded;
+            let held = r.per_second >= 0.98 * o.rate && r.latency.p99_ms <= 50.0 && errors(r) == 0;
+            lines.insert(
+                2 + i.more.len() + n,
+                line(
+                    &format!("ingest, open loop at {:.0}/s (p99 / p99.9)", o.rate),
                     format!(
-                        "{:.0} rec/s with reader at {}",
-                        b.producer_with_reader.per_second, self.plan.in_flight
+                        "{:.0} acked/s ({:.1} / {:.1} ms), {} errors",
+                        r.per_second,
+                        r.latency.p99_ms,
+                        r.latency.p999_ms,
+                        errors(r)
                     ),
+                    format!("{:.0} rec/s with reader", b.producer_with_reader.per_second),
                     format!(
                         "{:.2}",
                         ratio(r.per_second, b.producer_with_reader.per_second)
                     ),
-                    "",
+                    &format!("rate held, p99 ≤ 50 ms, 0 errors: {}", met(held)),
                 ),
             );
         }

@@ -5,8 +5,6 @@ use podium_command_api::{App, Config};
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
     let _telemetry = podium_runtime::init_telemetry("podium-command-api");
-    App::build(&config)
-        .await?
-        .run_until(podium_runtime::shutdown_signal())
-        .await
+    let shutdown = podium_runtime::shutdown_signal();
+    App::build(&config).await?.run_until(shutdown).await
 }

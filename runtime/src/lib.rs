@@ -132,29 +132,38 @@ pub fn init_telemetry(service: &'static str) -> telemetry::Telemetry {
     telemetry::init(service)
 }
 
-/// Resolves on SIGTERM or Ctrl-C: the moment to stop taking work and drain.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
+/// Resolves on SIGTERM or Ctrl-C: the moment to stop taking work and drain. The handlers are
+/// installed when this is called, not when it is first awaited: a signal that arrives while the
+/// service still starts (restoring its state, binding) is kept, and the service drains as soon
+/// as it runs, instead of dying by the signal's default action. Call it first.
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
+    #[cfg(unix)]
+    let signals = {
+        use tokio::signal::unix::{SignalKind, signal};
+        [SignalKind::terminate(), SignalKind::interrupt()].map(|kind| signal(kind).ok())
+    };
+    async move {
+        #[cfg(unix)]
+        {
+            let [terminate, interrupt] = signals.map(|signal| async move {
+                match signal {
+                    Some(mut signal) => {
+                        let _ = signal.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            });
+            tokio::select! {
+                () = terminate => {},
+                () = interrupt => {},
+            }
+        }
+        #[cfg(not(unix))]
         if tokio::signal::ctrl_c().await.is_err() {
             std::future::pending::<()>().await;
         }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                let _ = signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = terminate => {},
+        tracing::info!("shutdown requested");
     }
-    tracing::info!("shutdown requested");
 }
 
 /// How long a service may take to drain once told to stop. Flattened into each binary's
