@@ -470,7 +470,10 @@ impl Results {
                     "{}",
                     errors(&i.max)
                         + i.more.iter().map(|m| errors(&m.recorded)).sum::<u64>()
-                        + i.open_loops.iter().map(|o| errors(&o.recorded)).sum::<u64>()
+                        + i.open_loops
+                            .iter()
+                            .map(|o| errors(&o.recorded))
+                            .sum::<u64>()
                         + errors(&i.half_rate)
                         + errors(&i.one_quiz)
                 ),
@@ -613,7 +616,9 @@ impl Results {
                 .producer_with_reader_at
                 .iter()
                 .find(|(at, _)| *at == m.in_flight)
-                .map_or((&b.producer_with_reader, self.plan.in_flight), |(at, p)| (p, *at));
+                .map_or((&b.producer_with_reader, self.plan.in_flight), |(at, p)| {
+                    (p, *at)
+                });
             lines.insert(
                 2 + n,
                 line(

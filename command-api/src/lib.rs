@@ -153,9 +153,12 @@ impl App {
         // Before the replay, which waits for the broker: a bad secret is said at once.
         let tokens = config.tokens.tokens()?;
         let store = snapshot_store(config).await;
+        // A gap in the acknowledged appends stands at least as long as an append can take to
+        // be reported: only then is the log read to fill it.
+        let gap_wait = Duration::from_millis(config.ack_timeout_ms + config.snapshot_interval_ms);
         let snapshots_on = store.is_some();
         let (quizzes, snapshotter) =
-            Quizzes::restore_with(log.clone(), clock.clone(), store).await?;
+            Quizzes::restore_with(log.clone(), clock.clone(), store, gap_wait).await?;
         let state = AppState {
             quizzes: quizzes.clone(),
             tokens,

@@ -33,7 +33,7 @@ use tokio::task::JoinSet;
 use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::event_log::{AppendError, Entry, EventLog, Position, Positions};
-use crate::snapshots::{Saved, SnapshotStore, Snapshotter};
+use crate::snapshots::{AckSender, Acked, Saved, SnapshotStore, Snapshotter};
 
 /// A quiz in memory.
 #[derive(Debug)]
@@ -186,6 +186,8 @@ pub struct Quizzes {
     /// Finished quizzes read back from the store lately: they never change again.
     finished: SyncMutex<HashMap<String, Arc<Quiz>>>,
     restored: Restored,
+    /// Where the snapshotter hears of every acknowledged append; none without snapshots.
+    acks: Option<AckSender>,
 }
 
 /// How many finished quizzes read back from the store are kept at hand (a podium reloaded by
@@ -230,38 +232,67 @@ fn decide_finished(quiz: &Quiz, command: &Command) -> Result<Option<AnswerSubmit
 impl Quizzes {
     /// Rebuilds every quiz from the whole log, then re-arms the clocks of open questions.
     pub async fn restore(log: Arc<dyn EventLog>, clock: Arc<dyn Clock>) -> Result<Arc<Self>> {
-        Ok(Self::restore_with(log, clock, None).await?.0)
+        Ok(Self::restore_with(log, clock, None, Duration::ZERO)
+            .await?
+            .0)
     }
 
     /// Rebuilds the quizzes in play from the last snapshot and the log after it, or from the
     /// whole log when there is no usable snapshot (and says why), then re-arms the clocks of
-    /// open questions. The snapshotter goes on from where the start read to.
+    /// open questions. The snapshotter goes on from where the start read to; `gap_wait` is how
+    /// long it lets a gap in the acknowledged appends stand before it reads the log.
     pub async fn restore_with(
         log: Arc<dyn EventLog>,
         clock: Arc<dyn Clock>,
         store: Option<Arc<dyn SnapshotStore>>,
+        gap_wait: Duration,
     ) -> Result<(Arc<Self>, Snapshotter)> {
         let started = Instant::now();
-        let (snapshotter, mut restored) = match Self::from_snapshot(&log, store.as_ref()).await {
+        let (checkpoint, read, mut restored) = match Self::from_snapshot(&log, store.as_ref()).await
+        {
             Ok(found) => found,
             Err(why_not) => {
-                let mut snapshotter = Snapshotter::new(store.clone(), None);
                 let read = log.read_from(&Positions::new()).await?;
-                let records_read = read.records.len();
-                snapshotter.absorb(read).await?;
                 let restored = Restored {
                     why_not: Some(why_not),
-                    records_read,
+                    records_read: read.records.len(),
                     ..Restored::default()
                 };
-                (snapshotter, restored)
+                (None, read, restored)
             }
         };
-        let quizzes: HashMap<String, Quiz> = snapshotter
-            .fold_all()
-            .into_iter()
-            .map(|q| (q.quiz_id.clone(), q))
+        let codec = Codec::new();
+        let mut quizzes: HashMap<String, Quiz> = checkpoint
+            .iter()
+            .flat_map(|c| &c.live)
+            .filter_map(|(id, record)| Some((id.clone(), record.fold(&codec)?)))
             .collect();
+        let mut looked_up = HashSet::new();
+        for event in read.records.iter().filter_map(|r| r.event.as_ref()) {
+            let quiz_id = event.quiz_id();
+            if let Event::QuizCreated(created) = event {
+                let _ = quizzes
+                    .entry(quiz_id.to_owned())
+                    .or_insert_with(|| Quiz::created(created));
+                continue;
+            }
+            // A record after the snapshot for a quiz that finished before it (a late answer):
+            // the quiz comes back from its record until the next save holds the answer.
+            if !quizzes.contains_key(quiz_id)
+                && looked_up.insert(quiz_id.to_owned())
+                && let Some(store) = &store
+                && let Some(quiz) = store.record(quiz_id).await?.and_then(|r| r.fold(&codec))
+            {
+                let _ = quizzes.insert(quiz_id.to_owned(), quiz);
+            }
+            match quizzes.get_mut(quiz_id) {
+                Some(quiz) => quiz.evolve(event),
+                None => tracing::warn!(quiz_id, "event for an unknown quiz"),
+            }
+        }
+        let (mut snapshotter, acks) =
+            Snapshotter::new(store.clone(), checkpoint.as_ref(), gap_wait);
+        snapshotter.absorb(read);
         restored.quizzes = quizzes.len();
         restored.elapsed = started.elapsed();
         match &restored.why_not {
@@ -299,6 +330,7 @@ impl Quizzes {
             ),
             by_code: RwLock::new(by_code),
             clocks: SyncMutex::default(),
+            acks: store.is_some().then_some(acks),
             store,
             leaving: SyncMutex::default(),
             finished: SyncMutex::default(),
@@ -315,7 +347,14 @@ impl Quizzes {
     async fn from_snapshot(
         log: &Arc<dyn EventLog>,
         store: Option<&Arc<dyn SnapshotStore>>,
-    ) -> std::result::Result<(Snapshotter, Restored), String> {
+    ) -> std::result::Result<
+        (
+            Option<crate::snapshots::Checkpoint>,
+            crate::event_log::LogRead,
+            Restored,
+        ),
+        String,
+    > {
         let Some(store) = store else {
             return Err("snapshots are off".into());
         };
@@ -344,17 +383,26 @@ impl Quizzes {
             records_read: read.records.len(),
             ..Restored::default()
         };
-        let mut snapshotter = Snapshotter::new(Some(store.clone()), Some(checkpoint));
-        snapshotter
-            .absorb(read)
-            .await
-            .map_err(|e| format!("the snapshot could not be completed: {e}"))?;
-        Ok((snapshotter, restored))
+        Ok((Some(checkpoint), read, restored))
     }
 
     /// How this instance's start restored the quizzes.
     pub fn restored(&self) -> &Restored {
         &self.restored
+    }
+
+    /// An append the log acknowledged: the quiz notes its position, and the snapshotter hears
+    /// of it.
+    fn acked(&self, live: Option<&LiveQuiz>, position: &Position, event: &Event) {
+        if let Some(live) = live {
+            live.acknowledged(position);
+        }
+        if let Some(acks) = &self.acks {
+            let _ = acks.send(Acked {
+                position: position.clone(),
+                event: event.clone(),
+            });
+        }
     }
 
     /// A copy of a quiz's state, if it is in memory.
@@ -415,8 +463,13 @@ impl Quizzes {
         if let Some(quiz) = at_hand {
             return Ok(Found::Finished(quiz));
         }
-        let record = store.finished(quiz_id).await?.ok_or(Error::QuizNotFound)?;
-        let quiz = Arc::new(record.fold(&Codec::new()).ok_or(Error::QuizNotFound)?);
+        let record = store.record(quiz_id).await?.ok_or(Error::QuizNotFound)?;
+        // Only a finished quiz leaves memory; a record of any other is not this instance's.
+        let quiz = record
+            .fold(&Codec::new())
+            .filter(|quiz| quiz.finished)
+            .ok_or(Error::QuizNotFound)?;
+        let quiz = Arc::new(quiz);
         let mut finished = self.finished.lock().unwrap_or_else(PoisonError::into_inner);
         if finished.len() >= FINISHED_AT_HAND {
             finished.clear();
@@ -484,12 +537,9 @@ impl Quizzes {
                 return Err(rejection.into());
             }
         };
-        match self
-            .log
-            .append(&Entry::new(Event::QuizCreated(created.clone())))
-            .await
-        {
-            Ok(_) => {}
+        let entry = Entry::new(Event::QuizCreated(created.clone()));
+        match self.log.append(&entry).await {
+            Ok(position) => self.acked(None, &position, &entry.event),
             // Nothing was appended: the code is free again.
             Err(e @ AppendError::Backpressure) => {
                 release(self);
@@ -547,7 +597,7 @@ impl Quizzes {
         let appended = self.log.append(&entry).await;
         let mut state = live.state.lock().await;
         if let Ok(position) = &appended {
-            live.acknowledged(position);
+            self.acked(Some(&live), position, &entry.event);
         }
         if let Err(e) = appended {
             if matches!(e, AppendError::Backpressure) {
@@ -631,8 +681,8 @@ impl Quizzes {
         let outcomes = self.log.append_all(&entries).await;
         let live = self.live(quiz_id).ok();
         for (i, outcome) in outcomes.into_iter().enumerate() {
-            if let (Ok(position), Some(live)) = (&outcome, &live) {
-                live.acknowledged(position);
+            if let Ok(position) = &outcome {
+                self.acked(live.as_deref(), position, &entries[i].event);
             }
             if let Err(e) = outcome {
                 // Backpressure: neither this entry nor any after it was handed to the log now.
@@ -673,7 +723,8 @@ impl Quizzes {
         let turn = live.turn_of(&command.player_id)?;
         let mut in_doubt = turn.lock().await;
         if let Some(entry) = in_doubt.as_ref() {
-            live.acknowledged(&self.log.append(entry).await?);
+            let position = self.log.append(entry).await?;
+            self.acked(Some(&live), &position, &entry.event);
             live.state.lock().await.quiz.evolve(&entry.event);
             *in_doubt = None;
         }
@@ -691,7 +742,7 @@ impl Quizzes {
                 let answer = answer.clone();
                 let entry = Entry::new(events[0].clone());
                 match self.log.append(&entry).await {
-                    Ok(position) => live.acknowledged(&position),
+                    Ok(position) => self.acked(Some(&live), &position, &entry.event),
                     Err(e) => {
                         if !matches!(e, AppendError::Backpressure) {
                             *in_doubt = Some(entry);

@@ -1,20 +1,25 @@
 //! Snapshots of the command side's quizzes, so that a start reads the log's tail, not all of it,
 //! and finished quizzes leave memory (ADR 0010).
 //!
-//! A snapshot is a fold of a prefix of the log, cut at exact positions: the [`Snapshotter`] reads
-//! the log like any consumer, groups each quiz's records, and saves them with the positions it
-//! read to, in one atomic write. A start loads the quizzes in play and reads the log from those
-//! positions on; folding the saved records and then the tail gives what folding the whole log
-//! gives, by construction. A quiz's record is its own records as the log holds them (Avro, so
-//! the schema rules of the log apply to snapshots too), lifecycle first, then answers, the order
-//! of a whole-log replay.
+//! A snapshot is a fold of a prefix of the log, cut at exact positions. The [`Snapshotter`] is
+//! told of every record this instance appended, with its position, and moves its positions over
+//! each partition's contiguous prefix of them. A record it was not told of (an append reported
+//! failed that reached the log anyway, or another writer) leaves a gap; a gap older than
+//! `gap_wait` is filled by reading the log from the positions, as any consumer would. So the
+//! saved records are exactly the log's up to the saved positions, and in the steady state the
+//! snapshotter reads nothing from the broker.
 //!
-//! A finished quiz's record moves from the live set to a record of its own, which the command
-//! side reads to answer commands for the quiz once it has left memory.
+//! A quiz's record is its own records as the log holds them (Avro, so the schema rules of the
+//! log apply to snapshots too), each tagged lifecycle or answer; a save appends only what is new.
+//! A start loads the records of the quizzes in play and reads the log after the positions;
+//! folding both gives what folding the whole log gives. A finished quiz leaves the set in play;
+//! its record stays, and the command side reads it for the quiz's commands once the quiz has
+//! left memory.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Debug;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use podium_schemas::Codec;
@@ -22,9 +27,10 @@ use podium_schemas::domain::Quiz;
 use podium_schemas::events::Event;
 use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
+use tokio::sync::mpsc;
 
 use crate::error::{Error, Result};
-use crate::event_log::{EventLog, LogRead, Positions};
+use crate::event_log::{EventLog, LogRead, Position, Positions};
 
 /// The records of one quiz: what its state is folded from.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -33,8 +39,9 @@ pub struct QuizRecord {
     answers: Vec<Vec<u8>>,
 }
 
-/// Marks the encoding: a format this build does not know is read as no snapshot.
-const FORMAT: &[u8; 4] = b"PQR1";
+/// Each entry's tag: its topic, and the format (an unknown tag reads as no record).
+const LIFECYCLE_TAG: u8 = b'L';
+const ANSWER_TAG: u8 = b'A';
 
 impl QuizRecord {
     pub fn push(&mut self, is_lifecycle: bool, payload: Vec<u8>) {
@@ -53,42 +60,47 @@ impl QuizRecord {
         self.len() == 0
     }
 
-    /// `PQR1`, the number of lifecycle records, then every record as a length and its bytes.
+    /// Every entry as its tag, its length and its bytes: appending two encodings gives the
+    /// encoding of both records.
     pub fn encode(&self) -> Vec<u8> {
-        let size: usize = self
-            .lifecycle
-            .iter()
-            .chain(&self.answers)
-            .map(Vec::len)
-            .sum();
-        let mut out = Vec::with_capacity(8 + size + 4 * self.len());
-        out.extend_from_slice(FORMAT);
-        out.extend_from_slice(&u32_of(self.lifecycle.len()).to_be_bytes());
-        for payload in self.lifecycle.iter().chain(&self.answers) {
-            out.extend_from_slice(&u32_of(payload.len()).to_be_bytes());
-            out.extend_from_slice(payload);
+        let mut out = Vec::new();
+        for payload in &self.lifecycle {
+            encode_entry(&mut out, true, payload);
+        }
+        for payload in &self.answers {
+            encode_entry(&mut out, false, payload);
         }
         out
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self> {
         let invalid =
-            || Error::Snapshots("a quiz record is truncated or not in format PQR1".into());
-        let rest = bytes.strip_prefix(FORMAT).ok_or_else(invalid)?;
-        let (lifecycle, mut rest) = take_u32(rest).ok_or_else(invalid)?;
+            || Error::Snapshots("a quiz record is truncated or of an unknown format".into());
         let mut record = Self::default();
-        let mut index = 0;
-        while !rest.is_empty() {
-            let (len, tail) = take_u32(rest).ok_or_else(invalid)?;
+        let mut rest = bytes;
+        while let Some((&tag, tail)) = rest.split_first() {
+            let is_lifecycle = match tag {
+                LIFECYCLE_TAG => true,
+                ANSWER_TAG => false,
+                _ => return Err(invalid()),
+            };
+            let (len, tail) = take_u32(tail).ok_or_else(invalid)?;
             if tail.len() < len {
                 return Err(invalid());
             }
             let (payload, tail) = tail.split_at(len);
-            record.push(index < lifecycle, payload.to_vec());
-            index += 1;
+            record.push(is_lifecycle, payload.to_vec());
             rest = tail;
         }
         Ok(record)
+    }
+
+    /// The join code, from the quiz's creation.
+    pub fn join_code(&self, codec: &Codec) -> Option<String> {
+        match codec.decode(self.lifecycle.first()?).ok()? {
+            Event::QuizCreated(created) => Some(created.join_code),
+            _ => None,
+        }
     }
 
     /// The quiz these records fold to; `None` without its creation.
@@ -106,6 +118,16 @@ impl QuizRecord {
         }
         quiz
     }
+}
+
+fn encode_entry(out: &mut Vec<u8>, is_lifecycle: bool, payload: &[u8]) {
+    out.push(if is_lifecycle {
+        LIFECYCLE_TAG
+    } else {
+        ANSWER_TAG
+    });
+    out.extend_from_slice(&u32_of(payload.len()).to_be_bytes());
+    out.extend_from_slice(payload);
 }
 
 fn u32_of(n: usize) -> u32 {
@@ -129,20 +151,23 @@ pub struct Checkpoint {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Save {
     pub positions: Positions,
-    /// Records of quizzes in play that changed.
-    pub live: Vec<(String, QuizRecord)>,
-    /// Records of finished quizzes, with their join codes: they leave the live set.
-    pub finished: Vec<(String, QuizRecord, String)>,
+    /// New entries of each quiz, appended to its record.
+    pub appended: Vec<(String, QuizRecord)>,
+    /// Quizzes that came into play.
+    pub started: Vec<String>,
+    /// Quizzes that finished, with their join codes when known: they leave the set in play.
+    pub finished: Vec<(String, Option<String>)>,
 }
 
-/// Where snapshots are kept. Every method is one round trip; `save` is atomic.
+/// Where snapshots are kept. `load` and `save` are atomic.
 #[async_trait]
 pub trait SnapshotStore: Send + Sync + Debug + 'static {
-    /// The last save's positions and live records; `None` before the first.
+    /// The last save's positions and the records of the quizzes in play; `None` before the
+    /// first save.
     async fn load(&self) -> Result<Option<Checkpoint>>;
     async fn save(&self, save: &Save) -> Result<()>;
-    /// The record of a finished quiz.
-    async fn finished(&self, quiz_id: &str) -> Result<Option<QuizRecord>>;
+    /// The record of any quiz, in play or finished.
+    async fn record(&self, quiz_id: &str) -> Result<Option<QuizRecord>>;
     /// The finished quiz that had this join code last.
     async fn quiz_of_code(&self, code: &str) -> Result<Option<String>>;
     /// Forgets every snapshot: they no longer match the log.
@@ -158,8 +183,8 @@ pub struct MemorySnapshotStore {
 #[derive(Debug, Default)]
 struct MemoryInner {
     positions: Option<Positions>,
-    live: HashMap<String, QuizRecord>,
-    finished: HashMap<String, QuizRecord>,
+    in_play: HashSet<String>,
+    records: HashMap<String, QuizRecord>,
     codes: HashMap<String, String>,
 }
 
@@ -176,9 +201,12 @@ impl SnapshotStore for MemorySnapshotStore {
         Ok(inner.positions.clone().map(|positions| Checkpoint {
             positions,
             live: inner
-                .live
+                .in_play
                 .iter()
-                .map(|(id, r)| (id.clone(), r.clone()))
+                .map(|id| {
+                    let record = inner.records.get(id).cloned().unwrap_or_default();
+                    (id.clone(), record)
+                })
                 .collect(),
         }))
     }
@@ -190,19 +218,23 @@ impl SnapshotStore for MemorySnapshotStore {
             .positions
             .get_or_insert_default()
             .extend(save.positions.clone());
-        for (id, record) in &save.live {
-            let _ = inner.live.insert(id.clone(), record.clone());
+        for (id, appended) in &save.appended {
+            let record = inner.records.entry(id.clone()).or_default();
+            record.lifecycle.extend(appended.lifecycle.iter().cloned());
+            record.answers.extend(appended.answers.iter().cloned());
         }
-        for (id, record, code) in &save.finished {
-            let _ = inner.live.remove(id);
-            let _ = inner.finished.insert(id.clone(), record.clone());
-            let _ = inner.codes.insert(code.clone(), id.clone());
+        inner.in_play.extend(save.started.iter().cloned());
+        for (id, code) in &save.finished {
+            let _ = inner.in_play.remove(id);
+            if let Some(code) = code {
+                let _ = inner.codes.insert(code.clone(), id.clone());
+            }
         }
         Ok(())
     }
 
-    async fn finished(&self, quiz_id: &str) -> Result<Option<QuizRecord>> {
-        Ok(self.inner().finished.get(quiz_id).cloned())
+    async fn record(&self, quiz_id: &str) -> Result<Option<QuizRecord>> {
+        Ok(self.inner().records.get(quiz_id).cloned())
     }
 
     async fn quiz_of_code(&self, code: &str) -> Result<Option<String>> {
@@ -220,6 +252,7 @@ impl SnapshotStore for MemorySnapshotStore {
 pub struct RedisSnapshotStore {
     connection: ConnectionManager,
     prefix: String,
+    load: redis::Script,
 }
 
 impl Debug for RedisSnapshotStore {
@@ -230,16 +263,32 @@ impl Debug for RedisSnapshotStore {
     }
 }
 
+/// The positions, the quizzes in play and their records, read at once.
+const LOAD: &str = r"
+local positions = redis.call('HGETALL', KEYS[1])
+local in_play = redis.call('SMEMBERS', KEYS[2])
+local records = {}
+for i, id in ipairs(in_play) do
+  records[i] = redis.call('GET', ARGV[1] .. id) or ''
+end
+return {positions, in_play, records}
+";
+
 impl RedisSnapshotStore {
     pub async fn connect(client: redis::Client, root: &str) -> Result<Self> {
         Ok(Self {
             connection: ConnectionManager::new(client).await?,
             prefix: format!("{{{root}:command}}"),
+            load: redis::Script::new(LOAD),
         })
     }
 
     fn key(&self, name: &str) -> String {
         format!("{}:{name}", self.prefix)
+    }
+
+    fn record_key(&self, quiz_id: &str) -> String {
+        self.key(&format!("record:{quiz_id}"))
     }
 }
 
@@ -256,10 +305,12 @@ fn position_of(field: &str) -> Option<(String, i32)> {
 impl SnapshotStore for RedisSnapshotStore {
     async fn load(&self) -> Result<Option<Checkpoint>> {
         let mut redis = self.connection.clone();
-        let (positions, live): (HashMap<String, i64>, HashMap<String, Vec<u8>>) = redis::pipe()
-            .hgetall(self.key("positions"))
-            .hgetall(self.key("live"))
-            .query_async(&mut redis)
+        let (positions, in_play, records): (HashMap<String, i64>, Vec<String>, Vec<Vec<u8>>) = self
+            .load
+            .key(self.key("positions"))
+            .key(self.key("live"))
+            .arg(self.record_key(""))
+            .invoke_async(&mut redis)
             .await?;
         if positions.is_empty() {
             return Ok(None);
@@ -272,8 +323,9 @@ impl SnapshotStore for RedisSnapshotStore {
                     .ok_or_else(|| Error::Snapshots(format!("a position names {field:?}")))
             })
             .collect::<Result<_>>()?;
-        let live = live
+        let live = in_play
             .into_iter()
+            .zip(records)
             .map(|(id, bytes)| Ok((id, QuizRecord::decode(&bytes)?)))
             .collect::<Result<_>>()?;
         Ok(Some(Checkpoint { positions, live }))
@@ -292,26 +344,26 @@ impl SnapshotStore for RedisSnapshotStore {
                 .hset_multiple(self.key("positions"), &positions)
                 .ignore();
         }
-        for (id, record) in &save.live {
-            let _ = pipe.hset(self.key("live"), id, record.encode()).ignore();
+        for (id, appended) in &save.appended {
+            let _ = pipe.append(self.record_key(id), appended.encode()).ignore();
         }
-        for (id, record, code) in &save.finished {
-            let _ = pipe
-                .hdel(self.key("live"), id)
-                .ignore()
-                .set(self.key(&format!("finished:{id}")), record.encode())
-                .ignore()
-                .hset(self.key("codes"), code, id)
-                .ignore();
+        if !save.started.is_empty() {
+            let _ = pipe.sadd(self.key("live"), &save.started).ignore();
+        }
+        for (id, code) in &save.finished {
+            let _ = pipe.srem(self.key("live"), id).ignore();
+            if let Some(code) = code {
+                let _ = pipe.hset(self.key("codes"), code, id).ignore();
+            }
         }
         let mut redis = self.connection.clone();
         pipe.query_async::<()>(&mut redis).await?;
         Ok(())
     }
 
-    async fn finished(&self, quiz_id: &str) -> Result<Option<QuizRecord>> {
+    async fn record(&self, quiz_id: &str) -> Result<Option<QuizRecord>> {
         let mut redis = self.connection.clone();
-        let bytes: Option<Vec<u8>> = redis.get(self.key(&format!("finished:{quiz_id}"))).await?;
+        let bytes: Option<Vec<u8>> = redis.get(self.record_key(quiz_id)).await?;
         bytes.map(|b| QuizRecord::decode(&b)).transpose()
     }
 
@@ -341,20 +393,43 @@ impl SnapshotStore for RedisSnapshotStore {
 /// A quiz the snapshotter follows.
 #[derive(Debug, Default)]
 struct Followed {
-    record: QuizRecord,
+    /// Entries not saved yet.
+    unsaved: QuizRecord,
     join_code: Option<String>,
+    /// In the set in play in the store.
+    in_play: bool,
     finished: bool,
-    /// Changed since the last save.
-    changed: bool,
 }
 
-/// Folds the log into quiz records and saves them with the positions they cover.
+/// An append the log acknowledged, as the command side tells the snapshotter of it.
+#[derive(Debug, Clone)]
+pub struct Acked {
+    pub position: Position,
+    pub event: Event,
+}
+
+/// Where the command side tells the snapshotter of its acknowledged appends.
+pub type AckSender = mpsc::UnboundedSender<Acked>;
+
+/// Acknowledged records past a gap in one partition, and since when the gap blocks them.
+#[derive(Debug)]
+struct Blocked {
+    records: BTreeMap<i64, Event>,
+    since: Instant,
+}
+
+/// Keeps the quizzes' records and saves them with the positions they cover.
 #[derive(Debug)]
 pub struct Snapshotter {
     store: Option<Arc<dyn SnapshotStore>>,
+    codec: Codec,
     positions: Positions,
     quizzes: HashMap<String, Followed>,
-    /// Records read since the last save.
+    acks: mpsc::UnboundedReceiver<Acked>,
+    blocked: HashMap<(String, i32), Blocked>,
+    /// How long a gap may block a partition before the log is read to fill it: longer than an
+    /// append can take to be reported.
+    gap_wait: Duration,
     unsaved: usize,
 }
 
@@ -363,105 +438,159 @@ pub struct Snapshotter {
 pub struct Saved {
     /// The log prefix every saved record covers.
     pub positions: Positions,
-    /// Quizzes whose finished record was saved: they may leave the command side's memory.
+    /// Quizzes whose finish was saved: they may leave the command side's memory.
     pub finished: Vec<String>,
+    /// Quizzes in play after the save.
     pub live: usize,
+    /// Whether the log had to be read to fill a gap.
+    pub read_the_log: bool,
 }
 
 impl Snapshotter {
-    /// Starts from `checkpoint`, or from the log's start without one.
-    pub fn new(store: Option<Arc<dyn SnapshotStore>>, checkpoint: Option<Checkpoint>) -> Self {
-        let Checkpoint { positions, live } = checkpoint.unwrap_or_default();
-        Self {
+    /// Starts from `checkpoint`, or from the log's start without one; returns where the command
+    /// side sends its acknowledged appends.
+    pub fn new(
+        store: Option<Arc<dyn SnapshotStore>>,
+        checkpoint: Option<&Checkpoint>,
+        gap_wait: Duration,
+    ) -> (Self, AckSender) {
+        let (sender, acks) = mpsc::unbounded_channel();
+        let codec = Codec::new();
+        let (positions, quizzes) = match checkpoint {
+            None => (Positions::new(), HashMap::new()),
+            Some(checkpoint) => (
+                checkpoint.positions.clone(),
+                checkpoint
+                    .live
+                    .iter()
+                    .map(|(id, record)| {
+                        let followed = Followed {
+                            in_play: true,
+                            join_code: record.join_code(&codec),
+                            ..Followed::default()
+                        };
+                        (id.clone(), followed)
+                    })
+                    .collect(),
+            ),
+        };
+        let snapshotter = Self {
             store,
+            codec,
             positions,
-            quizzes: live
-                .into_iter()
-                .map(|(id, record)| {
-                    let followed = Followed {
-                        record,
-                        ..Followed::default()
-                    };
-                    (id, followed)
-                })
-                .collect(),
+            quizzes,
+            acks,
+            blocked: HashMap::new(),
+            gap_wait,
             unsaved: 0,
-        }
+        };
+        (snapshotter, sender)
     }
 
     pub fn positions(&self) -> &Positions {
         &self.positions
     }
 
-    /// Adds what was read after the current positions. A record for a quiz already saved as
-    /// finished (an answer that reached the log after the finish) reopens its record. Nothing
-    /// changes unless it all succeeds.
-    pub async fn absorb(&mut self, read: LogRead) -> Result<()> {
-        let mut reopened = HashMap::new();
-        if let Some(store) = &self.store {
-            // Each quiz not followed yet is looked up once, unless this read creates it.
-            let mut known: HashSet<&str> = HashSet::new();
-            for event in read.records.iter().filter_map(|r| r.event.as_ref()) {
-                let quiz_id = event.quiz_id();
-                if self.quizzes.contains_key(quiz_id) || !known.insert(quiz_id) {
-                    continue;
-                }
-                if matches!(event, Event::QuizCreated(_)) {
-                    continue;
-                }
-                if let Some(record) = store.finished(quiz_id).await? {
-                    let _ = reopened.insert(quiz_id.to_owned(), record);
-                }
-            }
-        }
-        let codec = Codec::new();
-        for (quiz_id, record) in reopened {
-            let followed = Followed {
-                join_code: record.fold(&codec).map(|q| q.join_code),
-                finished: true,
-                record,
-                changed: false,
-            };
-            let _ = self.quizzes.insert(quiz_id, followed);
-        }
+    /// Adds what a read of the log after the current positions returned.
+    pub fn absorb(&mut self, read: LogRead) {
         for recorded in read.records {
-            let Some(event) = &recorded.event else {
-                continue;
-            };
-            let followed = self.quizzes.entry(event.quiz_id().to_owned()).or_default();
-            match event {
-                Event::QuizCreated(created) => followed.join_code = Some(created.join_code.clone()),
-                Event::QuizFinished(_) => followed.finished = true,
-                _ => {}
+            if let Some(event) = recorded.event {
+                self.add(&event, recorded.payload);
             }
-            followed.changed = true;
-            // The topic follows from the event: answers on theirs, the rest on the lifecycle.
-            let is_lifecycle = !matches!(event, Event::AnswerSubmitted(_));
-            followed.record.push(is_lifecycle, recorded.payload);
-            self.unsaved += 1;
         }
         self.positions.extend(read.end);
-        Ok(())
+        // Acknowledged records the read covered are in already.
+        let positions = &self.positions;
+        self.blocked.retain(|at, blocked| {
+            let next = positions.get(at).copied().unwrap_or(0);
+            blocked.records.retain(|&offset, _| offset >= next);
+            !blocked.records.is_empty()
+        });
     }
 
-    /// The quizzes followed now, folded: at a start, the command side's state.
-    pub fn fold_all(&self) -> Vec<Quiz> {
-        let codec = Codec::new();
-        self.quizzes
+    fn add(&mut self, event: &Event, payload: Vec<u8>) {
+        let quiz_id = event.quiz_id();
+        let followed = self.quizzes.entry(quiz_id.to_owned()).or_default();
+        match event {
+            Event::QuizCreated(created) => followed.join_code = Some(created.join_code.clone()),
+            Event::QuizFinished(_) => followed.finished = true,
+            _ => {}
+        }
+        // The topic follows from the event: answers on theirs, the rest on the lifecycle.
+        let is_lifecycle = !matches!(event, Event::AnswerSubmitted(_));
+        followed.unsaved.push(is_lifecycle, payload);
+        self.unsaved += 1;
+    }
+
+    /// Takes the acknowledged appends told so far: each partition moves over its contiguous
+    /// prefix; what lies past a gap waits.
+    fn take_acks(&mut self) {
+        let mut touched = HashSet::new();
+        while let Ok(acked) = self.acks.try_recv() {
+            let at = (acked.position.topic.clone(), acked.position.partition);
+            let next = self.positions.get(&at).copied().unwrap_or(0);
+            if acked.position.offset < next {
+                continue;
+            }
+            let blocked = self.blocked.entry(at.clone()).or_insert_with(|| Blocked {
+                records: BTreeMap::new(),
+                since: Instant::now(),
+            });
+            let _ = blocked.records.insert(acked.position.offset, acked.event);
+            let _ = touched.insert(at);
+        }
+        for at in touched {
+            let Some(mut blocked) = self.blocked.remove(&at) else {
+                continue;
+            };
+            let mut next = self.positions.get(&at).copied().unwrap_or(0);
+            while let Some(event) = blocked.records.remove(&next) {
+                match self.codec.encode(&event) {
+                    Ok(payload) => self.add(&event, payload),
+                    Err(e) => tracing::error!(error = %e, "a recorded event does not encode"),
+                }
+                next += 1;
+            }
+            let _ = self.positions.insert(at.clone(), next);
+            if !blocked.records.is_empty() {
+                let _ = self.blocked.insert(at, blocked);
+            }
+        }
+    }
+
+    /// Whether a gap has blocked a partition for longer than `gap_wait`.
+    fn gap_too_old(&self) -> bool {
+        self.blocked
             .values()
-            .filter_map(|f| f.record.fold(&codec))
-            .collect()
+            .any(|blocked| blocked.since.elapsed() >= self.gap_wait)
     }
 
-    /// How many quizzes are followed, how many records they hold.
-    pub fn size(&self) -> (usize, usize) {
-        (
-            self.quizzes.len(),
-            self.quizzes.values().map(|f| f.record.len()).sum(),
-        )
+    /// Takes the acknowledged appends, reads the log if a gap is too old, and saves what
+    /// changed: `None` when nothing did.
+    pub async fn catch_up(&mut self, log: &Arc<dyn EventLog>) -> Result<Option<Saved>> {
+        self.take_acks();
+        let read_the_log = self.gap_too_old();
+        if read_the_log {
+            let read = log.read_from(&self.positions).await?;
+            if !read.out_of_range.is_empty() {
+                return Err(Error::Snapshots(format!(
+                    "the log no longer continues the snapshot ({}); restart the command API to restore from the whole log",
+                    read.out_of_range.join(", ")
+                )));
+            }
+            self.absorb(read);
+            // Acknowledgements that came during the read, now contiguous or covered.
+            self.take_acks();
+        }
+        if self.unsaved == 0 {
+            return Ok(None);
+        }
+        let mut saved = self.save().await?;
+        saved.read_the_log = read_the_log;
+        Ok(Some(saved))
     }
 
-    /// Saves the changed records and the positions, then forgets the finished quizzes.
+    /// Saves the new entries and the positions, then forgets the finished quizzes.
     pub async fn save(&mut self) -> Result<Saved> {
         let Some(store) = self.store.clone() else {
             return Err(Error::Snapshots("snapshots are off".into()));
@@ -470,42 +599,35 @@ impl Snapshotter {
             positions: self.positions.clone(),
             ..Save::default()
         };
-        for (id, followed) in self.quizzes.iter().filter(|(_, f)| f.changed) {
+        for followed in self.quizzes.values_mut() {
+            // Neither in play nor created since: a quiz that finished before (this is an
+            // answer appended after its finish). Its entries go to its record, nothing else.
+            if !followed.in_play && followed.join_code.is_none() {
+                followed.finished = true;
+            }
+        }
+        for (id, followed) in &self.quizzes {
+            if !followed.unsaved.is_empty() {
+                save.appended.push((id.clone(), followed.unsaved.clone()));
+            }
             if followed.finished {
-                let code = followed.join_code.clone().unwrap_or_default();
-                save.finished
-                    .push((id.clone(), followed.record.clone(), code));
-            } else {
-                save.live.push((id.clone(), followed.record.clone()));
+                save.finished.push((id.clone(), followed.join_code.clone()));
+            } else if !followed.in_play {
+                save.started.push(id.clone());
             }
         }
         store.save(&save).await?;
-        let finished: HashSet<&String> = save.finished.iter().map(|(id, _, _)| id).collect();
-        self.quizzes.retain(|id, _| !finished.contains(id));
+        self.quizzes.retain(|_, followed| !followed.finished);
         for followed in self.quizzes.values_mut() {
-            followed.changed = false;
+            followed.unsaved = QuizRecord::default();
+            followed.in_play = true;
         }
         self.unsaved = 0;
         Ok(Saved {
             positions: save.positions,
-            finished: save.finished.into_iter().map(|(id, _, _)| id).collect(),
+            finished: save.finished.into_iter().map(|(id, _)| id).collect(),
             live: self.quizzes.len(),
+            read_the_log: false,
         })
-    }
-
-    /// Reads the log on from the positions and saves what changed: `None` when nothing did.
-    pub async fn catch_up(&mut self, log: &Arc<dyn EventLog>) -> Result<Option<Saved>> {
-        let read = log.read_from(&self.positions).await?;
-        if !read.out_of_range.is_empty() {
-            return Err(Error::Snapshots(format!(
-                "the log no longer continues the snapshot ({}); restart the command API to restore from the whole log",
-                read.out_of_range.join(", ")
-            )));
-        }
-        self.absorb(read).await?;
-        if self.unsaved == 0 {
-            return Ok(None);
-        }
-        self.save().await.map(Some)
     }
 }

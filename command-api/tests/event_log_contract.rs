@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
-use podium_command_api::event_log::{Entry, EventLog, KafkaEventLog, MemoryEventLog};
+use podium_command_api::event_log::{Entry, EventLog, KafkaEventLog, MemoryEventLog, Positions};
 use podium_runtime::KafkaArgs;
 use podium_schemas::events::*;
 use podium_testkit::{Broker, unique};
@@ -87,6 +87,38 @@ async fn contract(log: Arc<dyn EventLog>) -> Result<()> {
     for event in &appended {
         assert!(history.contains(event), "{event:?} is in the history");
     }
+
+    // A read from where the last one ended gets what came after, nothing before.
+    let all = log.read_from(&Positions::new()).await?;
+    assert_eq!(all.records.len(), appended.len());
+    assert!(all.out_of_range.is_empty());
+    assert!(
+        log.read_from(&all.end).await?.records.is_empty(),
+        "nothing new yet"
+    );
+    let later = answered("q2", "b", 2);
+    let position = log.append(&Entry::new(later.clone())).await?;
+    let tail = log.read_from(&all.end).await?;
+    assert_eq!(tail.records.len(), 1, "only the record after the positions");
+    let record = &tail.records[0];
+    assert_eq!(record.event.as_ref(), Some(&later));
+    assert_eq!(
+        (record.partition, record.offset),
+        (position.partition, position.offset)
+    );
+    assert_eq!(
+        tail.end[&(position.topic.clone(), position.partition)],
+        position.offset + 1
+    );
+    // A position beyond the log's end reads nothing and says where.
+    let mut beyond = tail.end.clone();
+    let _ = beyond.insert(
+        (position.topic.clone(), position.partition),
+        position.offset + 100,
+    );
+    let stale = log.read_from(&beyond).await?;
+    assert!(stale.records.is_empty());
+    assert_eq!(stale.out_of_range.len(), 1, "{:?}", stale.out_of_range);
 
     // Entries of one key appended together: each acknowledged, in order in the log.
     let together: Vec<Entry> = (1..=3)

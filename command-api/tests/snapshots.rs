@@ -11,11 +11,12 @@ use std::time::Duration;
 use anyhow::{Result, ensure};
 use podium_command_api::Error;
 use podium_command_api::clock::{Clock, ManualClock};
-use podium_command_api::event_log::{EventLog, KafkaEventLog, MemoryEventLog};
+use podium_command_api::event_log::{
+    AppendError, Entry, EventLog, KafkaEventLog, LogRead, MemoryEventLog, Position, Positions,
+};
 use podium_command_api::quizzes::Quizzes;
 use podium_command_api::snapshots::{
     Checkpoint, MemorySnapshotStore, QuizRecord, RedisSnapshotStore, Save, SnapshotStore,
-    Snapshotter,
 };
 use podium_runtime::KafkaArgs;
 use podium_schemas::domain::{AnswerCommand, Command, QuestionDraft, Quiz, QuizDraft, Rejection};
@@ -128,8 +129,13 @@ async fn scenario(parts: Parts) -> Result<()> {
     let Parts { log, store, clock } = &parts;
 
     // A first start: nothing saved yet, so the whole (empty) log is read.
-    let (quizzes, mut snapshotter) =
-        Quizzes::restore_with(log.clone(), clock.clone(), Some(store.clone())).await?;
+    let (quizzes, mut snapshotter) = Quizzes::restore_with(
+        log.clone(),
+        clock.clone(),
+        Some(store.clone()),
+        Duration::ZERO,
+    )
+    .await?;
     ensure!(!quizzes.restored().from_snapshot);
     ensure!(quizzes.restored().why_not.as_deref() == Some("no snapshot was saved yet"));
 
@@ -207,8 +213,13 @@ async fn scenario(parts: Parts) -> Result<()> {
     let after = log.history().await?.len() - records;
     ensure!(log.history().await?.len() == records + after);
 
-    let (restarted, mut snapshotter) =
-        Quizzes::restore_with(log.clone(), clock.clone(), Some(store.clone())).await?;
+    let (restarted, mut snapshotter) = Quizzes::restore_with(
+        log.clone(),
+        clock.clone(),
+        Some(store.clone()),
+        Duration::ZERO,
+    )
+    .await?;
     let restored = restarted.restored().clone();
     ensure!(restored.from_snapshot, "{restored:?}");
     ensure!(restored.snapshot_quizzes == 3, "{restored:?}");
@@ -233,8 +244,13 @@ async fn scenario(parts: Parts) -> Result<()> {
 
 async fn stale_snapshots_fall_back_to_the_log(parts: Parts) -> Result<()> {
     let Parts { log, store, clock } = &parts;
-    let (quizzes, mut snapshotter) =
-        Quizzes::restore_with(log.clone(), clock.clone(), Some(store.clone())).await?;
+    let (quizzes, mut snapshotter) = Quizzes::restore_with(
+        log.clone(),
+        clock.clone(),
+        Some(store.clone()),
+        Duration::ZERO,
+    )
+    .await?;
     let _ = play(&parts, &quizzes, 2).await?;
     let saved = snapshotter
         .catch_up(log)
@@ -252,8 +268,13 @@ async fn stale_snapshots_fall_back_to_the_log(parts: Parts) -> Result<()> {
             ..Save::default()
         })
         .await?;
-    let (quizzes, _) =
-        Quizzes::restore_with(log.clone(), clock.clone(), Some(store.clone())).await?;
+    let (quizzes, _) = Quizzes::restore_with(
+        log.clone(),
+        clock.clone(),
+        Some(store.clone()),
+        Duration::ZERO,
+    )
+    .await?;
     let restored = quizzes.restored();
     ensure!(!restored.from_snapshot);
     ensure!(
@@ -274,15 +295,110 @@ async fn stale_snapshots_fall_back_to_the_log(parts: Parts) -> Result<()> {
     Ok(())
 }
 
+/// A log that writes the next append and then reports it failed: an answer in doubt.
+#[derive(Debug, Default)]
+struct DoubtfulLog {
+    log: MemoryEventLog,
+    fail_next: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl EventLog for DoubtfulLog {
+    async fn append(&self, entry: &Entry) -> Result<Position, AppendError> {
+        let position = self.log.append(entry).await?;
+        if self
+            .fail_next
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+        {
+            return Err(AppendError::Failed(
+                "the broker died before it answered".into(),
+            ));
+        }
+        Ok(position)
+    }
+
+    async fn read_from(&self, from: &Positions) -> Result<LogRead, AppendError> {
+        self.log.read_from(from).await
+    }
+
+    async fn flush(&self) {}
+}
+
+#[tokio::test]
+async fn a_finished_quiz_with_an_answer_in_doubt_stays_until_the_answer_is_settled() -> Result<()> {
+    let doubtful = Arc::new(DoubtfulLog::default());
+    let log: Arc<dyn EventLog> = doubtful.clone();
+    let store: Arc<dyn SnapshotStore> = Arc::new(MemorySnapshotStore::default());
+    let clock = Arc::new(ManualClock::new(START));
+    let (quizzes, mut snapshotter) = Quizzes::restore_with(
+        log.clone(),
+        clock.clone(),
+        Some(store.clone()),
+        Duration::ZERO,
+    )
+    .await?;
+    let id = quizzes.create(&draft("In doubt")).await?.quiz_id;
+    let ann = quizzes.join(&id, "Ann").await?.player_id;
+    let bob = quizzes.join(&id, "Bob").await?.player_id;
+    let at = clock.now();
+    let _ = quizzes
+        .host(&id, Command::StartQuestion { question: 1, at })
+        .await?;
+    clock.advance(1_000);
+    let _ = quizzes.answer(&id, answer(&clock, &ann, 1, 0)).await?;
+    doubtful
+        .fail_next
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    ensure!(
+        quizzes
+            .answer(&id, answer(&clock, &bob, 1, 0))
+            .await
+            .is_err(),
+        "Bob's answer is in the log, unacknowledged"
+    );
+    let at = clock.now();
+    let _ = quizzes.host(&id, Command::Finish { at }).await?;
+
+    // The save holds the finished quiz, but the quiz keeps Bob's answer in doubt.
+    let saved = snapshotter.catch_up(&log).await?.expect("saved");
+    ensure!(saved.finished == std::slice::from_ref(&id));
+    quizzes.saved(&saved);
+    ensure!(
+        quizzes.in_memory() == 1,
+        "an entry in doubt keeps the quiz in memory"
+    );
+
+    // Bob retries: his entry is appended again, unchanged, and he gets his original result.
+    let retried = quizzes.answer(&id, answer(&clock, &bob, 1, 0)).await?;
+    ensure!(retried.repeated);
+    let saved = snapshotter
+        .catch_up(&log)
+        .await?
+        .expect("the copy is saved");
+    quizzes.saved(&saved);
+    ensure!(quizzes.in_memory() == 0, "settled, the quiz leaves memory");
+
+    // From its record, the same answer again; the record folds to the whole log's fold.
+    let again = quizzes.answer(&id, answer(&clock, &bob, 1, 0)).await?;
+    ensure!(again.repeated && again.answer == retried.answer && again.total == retried.total);
+    let record = store.record(&id).await?.expect("the finished record");
+    ensure!(record.fold(&podium_schemas::Codec::new()).as_ref() == folded(&log).await?.get(&id));
+    Ok(())
+}
+
 /// The store contract, written once and run against every adapter.
 async fn store_contract(store: Arc<dyn SnapshotStore>) -> Result<()> {
     ensure!(
         store.load().await?.is_none(),
         "a new store holds no snapshot"
     );
-    let mut record = QuizRecord::default();
-    record.push(true, b"created".to_vec());
-    record.push(false, b"answer".to_vec());
+    let record = |payloads: &[(bool, &[u8])]| {
+        let mut record = QuizRecord::default();
+        for (is_lifecycle, payload) in payloads {
+            record.push(*is_lifecycle, payload.to_vec());
+        }
+        record
+    };
     let positions = [
         (("lifecycle".to_owned(), 0), 4),
         (("answers".to_owned(), 2), 9),
@@ -292,7 +408,14 @@ async fn store_contract(store: Arc<dyn SnapshotStore>) -> Result<()> {
     store
         .save(&Save {
             positions,
-            live: vec![("q1".into(), record.clone()), ("q2".into(), record.clone())],
+            appended: vec![
+                (
+                    "q1".into(),
+                    record(&[(true, b"created"), (false, b"answer 1")]),
+                ),
+                ("q2".into(), record(&[(true, b"created 2")])),
+            ],
+            started: vec!["q1".into(), "q2".into()],
             finished: vec![],
         })
         .await?;
@@ -302,15 +425,29 @@ async fn store_contract(store: Arc<dyn SnapshotStore>) -> Result<()> {
     } = store.load().await?.expect("saved");
     live.sort_by(|a, b| a.0.cmp(&b.0));
     ensure!(positions.len() == 2 && positions[&("answers".to_owned(), 2)] == 9);
-    ensure!(live == [("q1".into(), record.clone()), ("q2".into(), record.clone())]);
+    ensure!(
+        live == [
+            (
+                "q1".into(),
+                record(&[(true, b"created"), (false, b"answer 1")])
+            ),
+            ("q2".into(), record(&[(true, b"created 2")])),
+        ]
+    );
 
-    let mut more = Snapshotter::new(None, None).positions().clone();
+    // A save appends to the records, moves the positions it names, and finished quizzes leave
+    // the set in play.
+    let mut more = positions.clone();
     let _ = more.insert(("answers".to_owned(), 2), 12);
     store
         .save(&Save {
             positions: more,
-            live: vec![],
-            finished: vec![("q1".into(), record.clone(), "ABC123".into())],
+            appended: vec![(
+                "q1".into(),
+                record(&[(true, b"finished"), (false, b"answer 2")]),
+            )],
+            started: vec![],
+            finished: vec![("q1".into(), Some("ABC123".into())), ("q9".into(), None)],
         })
         .await?;
     let checkpoint = store.load().await?.expect("saved");
@@ -321,13 +458,22 @@ async fn store_contract(store: Arc<dyn SnapshotStore>) -> Result<()> {
     );
     ensure!(
         checkpoint.live.len() == 1,
-        "a finished quiz leaves the live set"
+        "a finished quiz leaves the set in play"
     );
-    ensure!(store.finished("q1").await? == Some(record));
-    ensure!(store.finished("q2").await?.is_none());
+    ensure!(
+        store.record("q1").await?
+            == Some(record(&[
+                (true, b"created"),
+                (true, b"finished"),
+                (false, b"answer 1"),
+                (false, b"answer 2"),
+            ])),
+        "lifecycle entries in order, then answers in order"
+    );
+    ensure!(store.record("q3").await?.is_none());
     ensure!(store.quiz_of_code("ABC123").await?.as_deref() == Some("q1"));
     store.clear().await?;
-    ensure!(store.load().await?.is_none() && store.finished("q1").await?.is_none());
+    ensure!(store.load().await?.is_none() && store.record("q1").await?.is_none());
     Ok(())
 }
 

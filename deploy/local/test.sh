@@ -49,3 +49,4 @@ step "benchmark smoke run"
 smoke="$(mktemp -d)"
 trap 'rm -rf "$smoke"' EXIT
 target/debug/podium-bench --profile smoke --out "$smoke"
+target/debug/podium-bench restart --events 5000 --out "$smoke"
