@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use futures::StreamExt;
 use podium_e2e::processes::{Processes, Service};
-use podium_testkit::{EventWriter, QuizLog, eventually, unique};
+use podium_testkit::{EventWriter, QuizLog, unique};
 use serde::Serialize;
 
 use crate::stack::rss;
@@ -179,18 +179,9 @@ async fn start(stack: &mut Processes, how: &str, settle: bool) -> Result<Start> 
         })
         .unwrap_or_default();
     let rss_after_bytes = if settle {
-        eventually(
-            "the finished quizzes leave memory",
-            Duration::from_secs(600),
-            || async {
-                let in_memory = stack
-                    .metric(Service::CommandApi, "podium_command_quizzes_in_memory", "")
-                    .await
-                    .ok()?;
-                (in_memory == 0.0).then_some(())
-            },
-        )
-        .await?;
+        stack
+            .command_api_holds_no_quiz(Duration::from_secs(600))
+            .await?;
         Some(rss(pid)?)
     } else {
         None

@@ -17,6 +17,7 @@ use podium_command_api::event_log::{
 use podium_command_api::quizzes::Quizzes;
 use podium_command_api::snapshots::{
     Checkpoint, MemorySnapshotStore, QuizRecord, RedisSnapshotStore, Save, SnapshotStore,
+    Snapshotter,
 };
 use podium_runtime::KafkaArgs;
 use podium_schemas::domain::{AnswerCommand, Command, QuestionDraft, Quiz, QuizDraft, Rejection};
@@ -53,6 +54,22 @@ fn answer(clock: &ManualClock, player: &str, question: i32, choice: i64) -> Answ
         received_at: clock.now(),
         idempotency_key: Some(format!("{player}-{question}")),
     }
+}
+
+/// A start of the command side on these parts; a gap in the acknowledged appends is filled
+/// from the log at once.
+async fn start(
+    log: &Arc<dyn EventLog>,
+    store: &Arc<dyn SnapshotStore>,
+    clock: &Arc<ManualClock>,
+) -> Result<(Arc<Quizzes>, Snapshotter)> {
+    Ok(Quizzes::restore_with(
+        log.clone(),
+        clock.clone(),
+        Some(store.clone()),
+        Duration::ZERO,
+    )
+    .await?)
 }
 
 /// Every quiz as a pure fold of the whole log.
@@ -129,13 +146,7 @@ async fn scenario(parts: Parts) -> Result<()> {
     let Parts { log, store, clock } = &parts;
 
     // A first start: nothing saved yet, so the whole (empty) log is read.
-    let (quizzes, mut snapshotter) = Quizzes::restore_with(
-        log.clone(),
-        clock.clone(),
-        Some(store.clone()),
-        Duration::ZERO,
-    )
-    .await?;
+    let (quizzes, mut snapshotter) = start(log, store, clock).await?;
     ensure!(!quizzes.restored().from_snapshot);
     ensure!(quizzes.restored().why_not.as_deref() == Some("no snapshot was saved yet"));
 
@@ -213,13 +224,7 @@ async fn scenario(parts: Parts) -> Result<()> {
     let after = log.history().await?.len() - records;
     ensure!(log.history().await?.len() == records + after);
 
-    let (restarted, mut snapshotter) = Quizzes::restore_with(
-        log.clone(),
-        clock.clone(),
-        Some(store.clone()),
-        Duration::ZERO,
-    )
-    .await?;
+    let (restarted, mut snapshotter) = start(log, store, clock).await?;
     let restored = restarted.restored().clone();
     ensure!(restored.from_snapshot, "{restored:?}");
     ensure!(restored.snapshot_quizzes == 3, "{restored:?}");
@@ -244,13 +249,7 @@ async fn scenario(parts: Parts) -> Result<()> {
 
 async fn stale_snapshots_fall_back_to_the_log(parts: Parts) -> Result<()> {
     let Parts { log, store, clock } = &parts;
-    let (quizzes, mut snapshotter) = Quizzes::restore_with(
-        log.clone(),
-        clock.clone(),
-        Some(store.clone()),
-        Duration::ZERO,
-    )
-    .await?;
+    let (quizzes, mut snapshotter) = start(log, store, clock).await?;
     let _ = play(&parts, &quizzes, 2).await?;
     let saved = snapshotter
         .catch_up(log)
@@ -268,13 +267,7 @@ async fn stale_snapshots_fall_back_to_the_log(parts: Parts) -> Result<()> {
             ..Save::default()
         })
         .await?;
-    let (quizzes, _) = Quizzes::restore_with(
-        log.clone(),
-        clock.clone(),
-        Some(store.clone()),
-        Duration::ZERO,
-    )
-    .await?;
+    let (quizzes, _) = start(log, store, clock).await?;
     let restored = quizzes.restored();
     ensure!(!restored.from_snapshot);
     ensure!(
@@ -330,13 +323,7 @@ async fn a_finished_quiz_with_an_answer_in_doubt_stays_until_the_answer_is_settl
     let log: Arc<dyn EventLog> = doubtful.clone();
     let store: Arc<dyn SnapshotStore> = Arc::new(MemorySnapshotStore::default());
     let clock = Arc::new(ManualClock::new(START));
-    let (quizzes, mut snapshotter) = Quizzes::restore_with(
-        log.clone(),
-        clock.clone(),
-        Some(store.clone()),
-        Duration::ZERO,
-    )
-    .await?;
+    let (quizzes, mut snapshotter) = start(&log, &store, &clock).await?;
     let id = quizzes.create(&draft("In doubt")).await?.quiz_id;
     let ann = quizzes.join(&id, "Ann").await?.player_id;
     let bob = quizzes.join(&id, "Bob").await?.player_id;

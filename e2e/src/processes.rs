@@ -19,7 +19,7 @@ use podium_runtime::KafkaArgs;
 use podium_schemas::domain::ReadModels;
 use podium_schemas::events::AnswerSubmitted;
 use podium_schemas::{Codec, Event, topics};
-use podium_testkit::{Broker, Redis, free_port, read_log, unique, workspace_binary};
+use podium_testkit::{Broker, Redis, eventually, free_port, read_log, unique, workspace_binary};
 use tempfile::TempDir;
 use tokio::process::{Child, Command};
 
@@ -135,6 +135,19 @@ impl Processes {
     pub fn set_env(&mut self, key: &str, value: &str) {
         self.env.retain(|(k, _)| k != key);
         self.env.push((key.to_owned(), value.to_owned()));
+    }
+
+    /// Waits until the command API holds no quiz in memory: every quiz it had finished and a
+    /// snapshot holds them.
+    pub async fn command_api_holds_no_quiz(&self, timeout: Duration) -> Result<()> {
+        eventually("the finished quizzes leave memory", timeout, || async {
+            let in_memory = self
+                .metric(Service::CommandApi, "podium_command_quizzes_in_memory", "")
+                .await
+                .ok()?;
+            (in_memory == 0.0).then_some(())
+        })
+        .await
     }
 
     /// The process id of a running service.

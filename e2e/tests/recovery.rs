@@ -224,18 +224,9 @@ async fn a_command_api_killed_on_a_log_of_100_000_events_restarts_and_serves() -
 
     // Once a snapshot holds the finished quizzes they leave memory, and a start after a clean
     // stop reads none of the log: what it holds is all in the last snapshot.
-    eventually(
-        "the finished quizzes leave memory",
-        Duration::from_secs(60),
-        || async {
-            let in_memory = stack
-                .metric(Service::CommandApi, "podium_command_quizzes_in_memory", "")
-                .await
-                .ok()?;
-            (in_memory == 0.0).then_some(())
-        },
-    )
-    .await?;
+    stack
+        .command_api_holds_no_quiz(Duration::from_secs(60))
+        .await?;
     stack.terminate(Service::CommandApi).await?;
     stack.start_service(Service::CommandApi).await?;
     let log = stack.log_of(Service::CommandApi);
