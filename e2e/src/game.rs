@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use anyhow::{Result, ensure};
+use anyhow::{Context, Result, ensure};
 use futures::StreamExt;
 use podium_testkit::unique;
 
@@ -117,4 +117,28 @@ pub async fn play_question(stack: &Client, game: &Game, n: i32, acks: &Acks) -> 
     host(stack, game, &format!("questions/{n}/start")).await?;
     answer_all(stack, game, n, acks).await?;
     host(stack, game, &format!("questions/{n}/close")).await
+}
+
+/// Every acknowledged answer is in the log once, and the read models reach a pure fold of the
+/// log.
+pub async fn nothing_lost_nothing_doubled(
+    stack: &crate::processes::Processes,
+    acks: &Acks,
+) -> Result<()> {
+    let acks = acks
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    let checked = stack
+        .every_acknowledged_answer_is_in_the_log_once(&acks)
+        .await
+        .with_context(|| stack.logs())?;
+    ensure!(checked.acknowledged > 0, "no answer was acknowledged");
+    // Recorded, not asserted: how many appends reached the log twice after an unknown outcome.
+    eprintln!(
+        "{} acknowledged answers; {} copies of retried appends in the log",
+        checked.acknowledged, checked.copies
+    );
+    let expected = stack.fold_of_log().await?;
+    stack.converges_to(&expected).await
 }

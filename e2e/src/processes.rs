@@ -63,7 +63,17 @@ pub struct Processes {
     env: Vec<(String, String)>,
     bin_dir: Option<PathBuf>,
     children: BTreeMap<Service, Child>,
+    /// More instances of a service, by name.
+    instances: BTreeMap<String, Instance>,
     logs: TempDir,
+}
+
+/// One more instance of a service.
+#[derive(Debug)]
+struct Instance {
+    port: u16,
+    admin: u16,
+    child: Option<Child>,
 }
 
 /// An answer a player was told was recorded: its status (201, or 200 for a repeat) and result.
@@ -121,6 +131,7 @@ impl Processes {
             env,
             bin_dir,
             children: BTreeMap::new(),
+            instances: BTreeMap::new(),
             logs: tempfile::Builder::new()
                 .prefix("podium-processes")
                 .tempdir()?,
@@ -205,6 +216,67 @@ impl Processes {
     /// Starts `service` and waits until it listens. The command API listens once it restored
     /// its quizzes from the log, which takes a while on a long log.
     pub async fn start_service(&mut self, service: Service) -> Result<()> {
+        let (port, admin) = (self.port(service), self.admin_port(service));
+        let child = self
+            .spawn(service, service.binary(), port, admin, &[])
+            .await?;
+        let _ = self.children.insert(service, child);
+        Ok(())
+    }
+
+    /// Starts one more instance of `service`, named `name` (its log and, for a projector, its
+    /// group member id), on ports of its own; returns the URL of its listener. It shares the
+    /// broker, Redis, topics and namespace with the first.
+    pub async fn start_instance(&mut self, service: Service, name: &str) -> Result<String> {
+        let (port, admin) = match self.instances.get(name) {
+            Some(instance) => (instance.port, instance.admin),
+            None => (free_port()?, free_port()?),
+        };
+        // The projector's only listener is its admin listener.
+        let admin = if service == Service::Projector {
+            port
+        } else {
+            admin
+        };
+        let instance_id = [("PODIUM_PROJECTOR_INSTANCE_ID", name)];
+        let child = self.spawn(service, name, port, admin, &instance_id).await?;
+        let _ = self.instances.insert(
+            name.to_owned(),
+            Instance {
+                port,
+                admin,
+                child: Some(child),
+            },
+        );
+        Ok(format!("http://127.0.0.1:{port}"))
+    }
+
+    /// `kill -9` of an instance started by [`Processes::start_instance`].
+    pub async fn kill_instance(&mut self, name: &str) -> Result<()> {
+        if let Some(mut child) = self.instances.get_mut(name).and_then(|i| i.child.take()) {
+            child.kill().await?;
+        }
+        Ok(())
+    }
+
+    /// Everything an instance started by [`Processes::start_instance`] logged.
+    pub fn log_of_instance(&self, name: &str) -> String {
+        std::fs::read_to_string(self.logs.path().join(format!("{name}.log"))).unwrap_or_default()
+    }
+
+    fn admin_port(&self, service: Service) -> u16 {
+        self.admin_ports.get(&service).copied().unwrap_or_default()
+    }
+
+    /// Starts `binary` of `service` logging to `<name>.log`, and waits until it listens.
+    async fn spawn(
+        &self,
+        service: Service,
+        name: &str,
+        port: u16,
+        admin_port: u16,
+        env: &[(&str, &str)],
+    ) -> Result<Child> {
         let binary = match &self.bin_dir {
             Some(dir) => dir.join(service.binary()),
             None => workspace_binary(service.binary())?,
@@ -212,10 +284,9 @@ impl Processes {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(self.log_path(service))?;
-        let port = self.port(service);
+            .open(self.logs.path().join(format!("{name}.log")))?;
         let listen = format!("127.0.0.1:{port}");
-        let admin = self.admin_url(service).replace("http://", "");
+        let admin = format!("127.0.0.1:{admin_port}");
         let mut command = Command::new(binary);
         let _ = command
             .env_clear()
@@ -245,6 +316,7 @@ impl Processes {
             .env("PODIUM_COMMAND_ADMIN_LISTEN", &admin)
             .env("PODIUM_QUERY_ADMIN_LISTEN", &admin)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -264,7 +336,8 @@ impl Processes {
                 bail!(
                     "{} exited with {status} before listening:\n{}",
                     service.binary(),
-                    self.log_of(service)
+                    std::fs::read_to_string(self.logs.path().join(format!("{name}.log")))
+                        .unwrap_or_default()
                 );
             }
             if Instant::now() > deadline {
@@ -272,8 +345,7 @@ impl Processes {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let _ = self.children.insert(service, child);
-        Ok(())
+        Ok(child)
     }
 
     /// `kill -9`: no drain, no commit.
@@ -305,9 +377,14 @@ impl Processes {
 
     /// A client of the command API, for players and hosts; it outlives restarts of the API.
     pub fn client(&self) -> Client {
+        self.client_at(&self.command_url())
+    }
+
+    /// Players and hosts sending their commands to `url`: a gateway in front of the APIs.
+    pub fn client_at(&self, url: &str) -> Client {
         Client {
             http: self.http.clone(),
-            command_url: self.command_url(),
+            command_url: url.to_owned(),
             refused: Arc::default(),
         }
     }
@@ -413,9 +490,23 @@ impl Processes {
     /// One metric of a service's `/metrics`, summed over the series whose labels contain
     /// `labels` (for example `route="/v1/quizzes/{quiz_id}/answers",status="201"`).
     pub async fn metric(&self, service: Service, name: &str, labels: &str) -> Result<f64> {
+        self.metric_at(&self.admin_url(service), name, labels).await
+    }
+
+    /// One metric of an instance started by [`Processes::start_instance`].
+    pub async fn instance_metric(&self, instance: &str, name: &str) -> Result<f64> {
+        let admin = self
+            .instances
+            .get(instance)
+            .map(|i| format!("http://127.0.0.1:{}", i.admin))
+            .with_context(|| format!("no instance {instance}"))?;
+        self.metric_at(&admin, name, "").await
+    }
+
+    async fn metric_at(&self, admin: &str, name: &str, labels: &str) -> Result<f64> {
         let text = self
             .http
-            .get(format!("{}/metrics", self.admin_url(service)))
+            .get(format!("{admin}/metrics"))
             .send()
             .await?
             .text()

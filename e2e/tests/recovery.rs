@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use futures::StreamExt;
-use podium_e2e::game::{Acks, answer_all, answered_to, create, host, play_question};
+use podium_e2e::game::{
+    Acks, answer_all, answered_to, create, host, nothing_lost_nothing_doubled, play_question,
+};
 use podium_e2e::processes::{Processes, Service};
 use podium_testkit::{EventWriter, QuizLog, eventually, unique};
 use rdkafka::ClientConfig;
@@ -27,25 +29,6 @@ async fn active_generation(stack: &Processes) -> Result<Option<String>> {
 }
 
 /// The end of every test: 0 lost, 0 doubled, and the read models equal to the fold.
-async fn nothing_lost_nothing_doubled(stack: &Processes, acks: &Acks) -> Result<()> {
-    let acks = acks
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .clone();
-    let checked = stack
-        .every_acknowledged_answer_is_in_the_log_once(&acks)
-        .await
-        .with_context(|| stack.logs())?;
-    ensure!(checked.acknowledged > 0, "no answer was acknowledged");
-    // Recorded, not asserted: how many appends reached the log twice after an unknown outcome.
-    eprintln!(
-        "{} acknowledged answers; {} copies of retried appends in the log",
-        checked.acknowledged, checked.copies
-    );
-    let expected = stack.fold_of_log().await?;
-    stack.converges_to(&expected).await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_broker_killed_mid_burst_comes_back_and_the_stack_serves_on_by_itself() -> Result<()> {
     let mut stack = Processes::start().await?;
