@@ -358,6 +358,20 @@ pub async fn run(args: &RunArgs) -> Result<Results> {
             recorded,
         });
     }
+    // The open loops and the half-rate phase answer quizzes of their own: the closed loops may
+    // have used up every question of the first ones (the full profile does).
+    let half = (max.per_second / 2.0).max(1.0);
+    let open_answers = plan.open_rates.iter().sum::<f64>() * plan.open_loop.as_secs_f64()
+        + half * plan.ingest.as_secs_f64();
+    let open_players = (open_answers * 1.2 / f64::from(podium::QUESTIONS)).ceil() as usize;
+    step(&format!(
+        "creating quizzes of {open_players} players in all for the open loops"
+    ));
+    let answers = Arc::new(ingest::Answers::new(
+        create_games(&api, "Open", open_players.div_ceil(1_000), 1_000.min(open_players), 64)
+            .await?,
+    ));
+    phase_done(&stack, "joins for the open loops");
     let mut open_loops = Vec::new();
     for &rate in &plan.open_rates {
         step(&format!(
@@ -376,7 +390,6 @@ pub async fn run(args: &RunArgs) -> Result<Results> {
         phase_done(&stack, &format!("open {rate:.0}/s"));
         open_loops.push(report::OpenLoop { rate, recorded });
     }
-    let half = (max.per_second / 2.0).max(1.0);
     step(&format!(
         "ingest at half of it, {half:.0} answers/s (open loop), with freshness probes"
     ));
