@@ -368,8 +368,14 @@ pub async fn run(args: &RunArgs) -> Result<Results> {
         "creating quizzes of {open_players} players in all for the open loops"
     ));
     let answers = Arc::new(ingest::Answers::new(
-        create_games(&api, "Open", open_players.div_ceil(1_000), 1_000.min(open_players), 64)
-            .await?,
+        create_games(
+            &api,
+            "Open",
+            open_players.div_ceil(1_000),
+            1_000.min(open_players),
+            64,
+        )
+        .await?,
     ));
     phase_done(&stack, "joins for the open loops");
     let mut open_loops = Vec::new();
