@@ -499,11 +499,13 @@ impl Snapshotter {
             }
         }
         self.positions.extend(read.end);
-        // Acknowledged records the read covered are in already.
+        // Acknowledged records the read covered are in already; those past its end wait on a
+        // gap that starts now.
         let positions = &self.positions;
         self.blocked.retain(|at, blocked| {
             let next = positions.get(at).copied().unwrap_or(0);
             blocked.records.retain(|&offset, _| offset >= next);
+            blocked.since = Instant::now();
             !blocked.records.is_empty()
         });
     }
@@ -543,7 +545,8 @@ impl Snapshotter {
             let Some(mut blocked) = self.blocked.remove(&at) else {
                 continue;
             };
-            let mut next = self.positions.get(&at).copied().unwrap_or(0);
+            let start = self.positions.get(&at).copied().unwrap_or(0);
+            let mut next = start;
             while let Some(event) = blocked.records.remove(&next) {
                 match self.codec.encode(&event) {
                     Ok(payload) => self.add(&event, payload),
@@ -553,6 +556,11 @@ impl Snapshotter {
             }
             let _ = self.positions.insert(at.clone(), next);
             if !blocked.records.is_empty() {
+                // Under steady load a partition is rarely without an append in flight: what
+                // counts is how long the gap now at its head has stood, not the first one.
+                if next > start {
+                    blocked.since = Instant::now();
+                }
                 let _ = self.blocked.insert(at, blocked);
             }
         }

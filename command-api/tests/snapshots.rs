@@ -16,7 +16,7 @@ use podium_command_api::event_log::{
 };
 use podium_command_api::quizzes::Quizzes;
 use podium_command_api::snapshots::{
-    Checkpoint, MemorySnapshotStore, QuizRecord, RedisSnapshotStore, Save, SnapshotStore,
+    Acked, Checkpoint, MemorySnapshotStore, QuizRecord, RedisSnapshotStore, Save, SnapshotStore,
     Snapshotter,
 };
 use podium_runtime::KafkaArgs;
@@ -523,4 +523,48 @@ async fn kafka_and_redis_restore_from_snapshots_and_fall_back_to_the_log() -> Re
         clock: Arc::new(ManualClock::new(START)),
     })
     .await
+}
+
+#[tokio::test]
+async fn a_gap_is_timed_from_when_it_reaches_the_head_of_its_partition() -> Result<()> {
+    let log: Arc<dyn EventLog> = Arc::new(MemoryEventLog::default());
+    let store: Arc<dyn SnapshotStore> = Arc::new(MemorySnapshotStore::default());
+    let (mut snapshotter, acks) = Snapshotter::new(Some(store), None, Duration::from_millis(50));
+    let mut appended = Vec::new();
+    for n in 0..4 {
+        let event = Event::PlayerJoined(podium_schemas::events::PlayerJoined {
+            quiz_id: "q".into(),
+            player_id: format!("p{n}"),
+            name: format!("P{n}"),
+            joined_at: START,
+        });
+        let position = log.append(&Entry::new(event.clone())).await?;
+        appended.push(Acked { position, event });
+    }
+    let tell = |n: usize| {
+        acks.send(appended[n].clone())
+            .map_err(|_| anyhow::anyhow!("closed"))
+    };
+    let lifecycle = (appended[0].position.topic.clone(), 0);
+
+    // Offset 1 is told first: 0 is a gap, too young to read the log for.
+    tell(1)?;
+    ensure!(snapshotter.catch_up(&log).await?.is_none());
+    tokio::time::sleep(Duration::from_millis(60)).await;
+
+    // 0 arrives and 3 with it: the head moves to 2, and the gap now at the head is new.
+    tell(0)?;
+    tell(3)?;
+    let saved = snapshotter.catch_up(&log).await?.expect("0 and 1 saved");
+    ensure!(
+        !saved.read_the_log,
+        "a gap that just reached the head is not old"
+    );
+    ensure!(saved.positions[&lifecycle] == 2);
+
+    // Left standing, it is filled from the log.
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    let saved = snapshotter.catch_up(&log).await?.expect("2 and 3 saved");
+    ensure!(saved.read_the_log && saved.positions[&lifecycle] == 4);
+    Ok(())
 }
