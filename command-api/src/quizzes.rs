@@ -81,30 +81,30 @@ impl LiveQuiz {
         *last = (*last).max(position.offset);
     }
 
-    /// Whether the quiz is finished, nothing of it is in flight or in doubt, and `covered` holds
-    /// every event this instance recorded for it: then the saved record is all of it.
-    fn may_leave(&self, covered: &Positions) -> bool {
-        let Ok(state) = self.state.try_lock() else {
-            return false;
-        };
+    /// The quiz's join code if it may leave memory: it is finished, nothing of it is in flight
+    /// or in doubt, and `covered` holds every event this instance recorded for it, so the saved
+    /// record is all of it.
+    fn may_leave(&self, covered: &Positions) -> Option<String> {
+        let state = self.state.try_lock().ok()?;
         if !state.quiz.finished
             || state.lifecycle_in_doubt.is_some()
             || !state.joins_in_doubt.is_empty()
             || !state.pending_names.is_empty()
         {
-            return false;
+            return None;
         }
         let turns = self.turns.lock().unwrap_or_else(PoisonError::into_inner);
         if !turns
             .values()
             .all(|turn| turn.try_lock().is_ok_and(|in_doubt| in_doubt.is_none()))
         {
-            return false;
+            return None;
         }
         let acked = self.acked.lock().unwrap_or_else(PoisonError::into_inner);
         acked
             .iter()
             .all(|(at, &offset)| covered.get(at).is_some_and(|&end| end > offset))
+            .then(|| state.quiz.join_code.clone())
     }
 
     fn turn_of(&self, player_id: &str) -> Result<Arc<Mutex<Option<Entry>>>> {
@@ -424,24 +424,28 @@ impl Quizzes {
         let Ok(mut by_id) = self.by_id.write() else {
             return;
         };
+        // The join codes of the quizzes that left, read while they could still be checked: a
+        // request holding a quiz that just left must not keep its code in memory.
         let mut left = Vec::new();
-        leaving.retain(|quiz_id| match by_id.get(quiz_id) {
-            None => false,
-            Some(live) if live.may_leave(&saved.positions) => {
-                left.push(by_id.remove(quiz_id));
-                false
+        leaving.retain(|quiz_id| {
+            let Some(live) = by_id.get(quiz_id) else {
+                return false;
+            };
+            match live.may_leave(&saved.positions) {
+                Some(join_code) => {
+                    let _ = by_id.remove(quiz_id);
+                    left.push((quiz_id.clone(), join_code));
+                    false
+                }
+                None => true,
             }
-            Some(_) => true,
         });
         metrics::gauge!("podium_command_quizzes_in_memory").set(by_id.len() as f64);
         drop(by_id);
         if let Ok(mut codes) = self.by_code.write() {
-            for live in left.into_iter().flatten() {
-                if let Ok(state) = live.state.try_lock() {
-                    let quiz = &state.quiz;
-                    if codes.get(&quiz.join_code) == Some(&quiz.quiz_id) {
-                        let _ = codes.remove(&quiz.join_code);
-                    }
+            for (quiz_id, join_code) in left {
+                if codes.get(&join_code) == Some(&quiz_id) {
+                    let _ = codes.remove(&join_code);
                 }
             }
         }
