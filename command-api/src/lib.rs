@@ -23,7 +23,7 @@ pub use error::{Error, Result};
 use crate::clock::{Clock, SystemClock};
 use crate::event_log::{EventLog, KafkaEventLog};
 use crate::http::{AppState, Limits};
-use crate::quizzes::{Quizzes, Restored};
+use crate::quizzes::Quizzes;
 use crate::snapshots::{RedisSnapshotStore, SnapshotStore, Snapshotter};
 use podium_runtime::health::Health;
 use podium_runtime::metrics::AdminServer;
@@ -185,11 +185,6 @@ impl App {
         })
     }
 
-    /// How the start restored the quizzes.
-    pub fn restored(&self) -> &Restored {
-        self.quizzes.restored()
-    }
-
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
     }
@@ -254,8 +249,9 @@ async fn snapshot_store(config: &Config) -> Option<Arc<dyn SnapshotStore>> {
     }
 }
 
-/// Every `interval`, reads the log on from the last snapshot and saves what changed; the
-/// finished quizzes a save holds then leave memory. Once `stop` turns true, one last round.
+/// Every `interval`, takes the acknowledged appends (reading the log only to fill an old gap)
+/// and saves what changed; the finished quizzes a save holds then leave memory. Once `stop`
+/// turns true, one last round.
 async fn keep_snapshots(
     mut snapshotter: Snapshotter,
     log: Arc<dyn EventLog>,
@@ -274,7 +270,7 @@ async fn keep_snapshots(
                 quizzes.saved(&saved);
                 metrics::histogram!("podium_command_snapshot_seconds")
                     .record(started.elapsed().as_secs_f64());
-                tracing::debug!(live = saved.live, finished = saved.finished.len(), elapsed = ?started.elapsed(), "snapshot saved");
+                tracing::debug!(live = saved.live, finished = saved.finished.len(), read_the_log = saved.read_the_log, elapsed = ?started.elapsed(), "snapshot saved");
             }
             Ok(None) => {}
             Err(e) => tracing::warn!(error = %e, "a snapshot failed; the next round tries again"),
