@@ -10,6 +10,7 @@ pub const PEER_PLAYERS: usize = 50;
 pub mod chaos;
 pub mod ingest;
 pub mod measure;
+pub mod mock_broker;
 pub mod podium;
 pub mod probe;
 pub mod reads;
@@ -84,6 +85,13 @@ pub enum Command {
     HelloWorld {
         #[arg(long)]
         listen: SocketAddr,
+    },
+    /// Serve librdkafka's mock cluster with the event topics under `topic_prefix`: the broker
+    /// of the ceiling phases, started as a child process.
+    #[command(hide = true)]
+    MockBroker {
+        #[arg(long)]
+        topic_prefix: String,
     },
 }
 
@@ -294,6 +302,7 @@ pub async fn run(args: &RunArgs) -> Result<Results> {
         &bin_dir,
         &stack::Settings {
             max_streams: plan.streams + 1_000,
+            broker: stack::BrokerKind::Nisshi,
         },
     )
     .await?;
@@ -318,84 +327,20 @@ pub async fn run(args: &RunArgs) -> Result<Results> {
     let mut baselines = report::measure_baselines(&stack, &plan, &bin_dir, &api.http).await?;
     phase_done(&stack, "baselines");
 
-    step("creating quizzes and joining players over HTTP");
-    let mut games = create_games(&api, "Huge", 1, plan.huge_quiz_players, 64).await?;
-    games.extend(
-        create_games(
-            &api,
-            "Small",
-            plan.small_quizzes,
-            plan.small_quiz_players,
-            64,
-        )
-        .await?,
-    );
+    // Before the loops, so the projector has shown them by the time the probes read them.
     let probe_games = create_games(&api, "Probe", 2, probe::PROBE_PLAYERS, 10).await?;
-    let answers = Arc::new(ingest::Answers::new(games));
-    phase_done(&stack, "joins");
-
-    step("ingest at the maximum rate (closed loop)");
-    let max = ingest::saturate(&api, &answers, plan.in_flight, plan.ingest, "ingest max").await;
-    stack.check()?;
-    phase_done(&stack, "ingest max");
-    let mut more = Vec::new();
-    for &in_flight in &plan.more_in_flight {
-        step(&format!(
-            "ingest with {in_flight} answers in flight (closed loop)"
-        ));
-        let recorded = ingest::saturate(
-            &api,
-            &answers,
-            in_flight,
-            plan.ingest,
-            &format!("ingest {in_flight}"),
-        )
-        .await;
-        stack.check()?;
-        phase_done(&stack, &format!("ingest {in_flight}"));
-        more.push(report::InFlight {
-            in_flight,
-            recorded,
-        });
-    }
-    // The open loops and the half-rate phase answer quizzes of their own: the closed loops may
-    // have used up every question of the first ones (the full profile does).
+    let loops = ingest_loops(
+        &mut stack,
+        &api,
+        &plan,
+        plan.small_quizzes,
+        true,
+        &mut phase_done,
+    )
+    .await?;
+    let (max, more, open_loops, answers) =
+        (loops.max, loops.more, loops.open_loops, loops.open_answers);
     let half = (max.per_second / 2.0).max(1.0);
-    let open_answers = plan.open_rates.iter().sum::<f64>() * plan.open_loop.as_secs_f64()
-        + half * plan.ingest.as_secs_f64();
-    let open_players = (open_answers * 1.2 / f64::from(podium::QUESTIONS)).ceil() as usize;
-    step(&format!(
-        "creating quizzes of {open_players} players in all for the open loops"
-    ));
-    let answers = Arc::new(ingest::Answers::new(
-        create_games(
-            &api,
-            "Open",
-            open_players.div_ceil(1_000),
-            1_000.min(open_players),
-            64,
-        )
-        .await?,
-    ));
-    phase_done(&stack, "joins for the open loops");
-    let mut open_loops = Vec::new();
-    for &rate in &plan.open_rates {
-        step(&format!(
-            "ingest at {rate:.0} answers/s (open loop) for {} s",
-            plan.open_loop.as_secs()
-        ));
-        let recorded = ingest::at_rate(
-            &api,
-            &answers,
-            rate,
-            plan.open_loop,
-            &format!("open {rate:.0}/s"),
-        )
-        .await;
-        stack.check()?;
-        phase_done(&stack, &format!("open {rate:.0}/s"));
-        open_loops.push(report::OpenLoop { rate, recorded });
-    }
     step(&format!(
         "ingest at half of it, {half:.0} answers/s (open loop), with freshness probes"
     ));
@@ -484,6 +429,15 @@ pub async fn run(args: &RunArgs) -> Result<Results> {
     }
     phase_done(&stack, "rebuild");
     stack.stop();
+    drop(stack);
+
+    let ceiling = match ceiling(&plan, &bin_dir).await {
+        Ok(ceiling) => ceiling,
+        Err(e) => {
+            eprintln!("  ceiling        failed: {e:#}");
+            report::Ceiling::failed(format!("{e:#}"))
+        }
+    };
 
     let results = run.finish(report::Measured {
         baselines,
@@ -501,9 +455,164 @@ pub async fn run(args: &RunArgs) -> Result<Results> {
         reads,
         rebuild: rebuilt,
         cpu,
+        ceiling,
     });
     results.write(&args.out)?;
     Ok(results)
+}
+
+/// The closed and open loops of the ingest phases, and the quizzes left for more open loops.
+struct Loops {
+    max: measure::Recorded,
+    more: Vec<report::InFlight>,
+    open_loops: Vec<report::OpenLoop>,
+    open_answers: Arc<ingest::Answers>,
+}
+
+/// Creates the quizzes, then runs the closed loops at each number in flight and the open loops
+/// at each rate, on quizzes of their own. With `half_after`, the open quizzes also have room
+/// for a half-rate phase after them.
+async fn ingest_loops(
+    stack: &mut stack::Stack,
+    api: &Api,
+    plan: &Plan,
+    small_quizzes: usize,
+    half_after: bool,
+    phase_done: &mut impl FnMut(&stack::Stack, &str),
+) -> Result<Loops> {
+    step("creating quizzes and joining players over HTTP");
+    let mut games = create_games(api, "Huge", 1, plan.huge_quiz_players, 64).await?;
+    games.extend(create_games(api, "Small", small_quizzes, plan.small_quiz_players, 64).await?);
+    let answers = Arc::new(ingest::Answers::new(games));
+    phase_done(stack, "joins");
+
+    step("ingest at the maximum rate (closed loop)");
+    let max = ingest::saturate(api, &answers, plan.in_flight, plan.ingest, "ingest max").await;
+    stack.check()?;
+    phase_done(stack, "ingest max");
+    let mut more = Vec::new();
+    for &in_flight in &plan.more_in_flight {
+        step(&format!(
+            "ingest with {in_flight} answers in flight (closed loop)"
+        ));
+        let recorded = ingest::saturate(
+            api,
+            &answers,
+            in_flight,
+            plan.ingest,
+            &format!("ingest {in_flight}"),
+        )
+        .await;
+        stack.check()?;
+        phase_done(stack, &format!("ingest {in_flight}"));
+        more.push(report::InFlight {
+            in_flight,
+            recorded,
+        });
+    }
+    // The open loops (and the half-rate phase) answer quizzes of their own: the closed loops
+    // may have used up every question of the first ones (the full profile does).
+    let half = if half_after {
+        (max.per_second / 2.0).max(1.0) * plan.ingest.as_secs_f64()
+    } else {
+        0.0
+    };
+    let open_answers = plan.open_rates.iter().sum::<f64>() * plan.open_loop.as_secs_f64() + half;
+    let open_players = (open_answers * 1.2 / f64::from(podium::QUESTIONS)).ceil() as usize;
+    step(&format!(
+        "creating quizzes of {open_players} players in all for the open loops"
+    ));
+    let answers = Arc::new(ingest::Answers::new(
+        create_games(
+            api,
+            "Open",
+            open_players.div_ceil(1_000),
+            1_000.min(open_players),
+            64,
+        )
+        .await?,
+    ));
+    phase_done(stack, "joins for the open loops");
+    let mut open_loops = Vec::new();
+    for &rate in &plan.open_rates {
+        step(&format!(
+            "ingest at {rate:.0} answers/s (open loop) for {} s",
+            plan.open_loop.as_secs()
+        ));
+        let recorded = ingest::at_rate(
+            api,
+            &answers,
+            rate,
+            plan.open_loop,
+            &format!("open {rate:.0}/s"),
+        )
+        .await;
+        stack.check()?;
+        phase_done(stack, &format!("open {rate:.0}/s"));
+        open_loops.push(report::OpenLoop { rate, recorded });
+    }
+    Ok(Loops {
+        max,
+        more,
+        open_loops,
+        open_answers: answers,
+    })
+}
+
+/// Answers a second the ceiling's closed loops have questions enough for; beyond it, their
+/// last seconds run dry, which their timelines show.
+const CEILING_SIZED_FOR: f64 = 20_000.0;
+
+/// Podium's own ceiling: the same ingest loops on a stack whose broker is librdkafka's mock
+/// cluster, which is never the bottleneck, with the cores each process used in each.
+async fn ceiling(plan: &Plan, bin_dir: &std::path::Path) -> Result<report::Ceiling> {
+    step("Podium's own ceiling: the stack again, on librdkafka's mock cluster");
+    let mut stack = stack::Stack::start(
+        bin_dir,
+        &stack::Settings {
+            max_streams: 1_000,
+            broker: stack::BrokerKind::Mock,
+        },
+    )
+    .await?;
+    let api = Api {
+        http: podium::http_client()?,
+        command_url: stack.command_url.clone(),
+        query_url: stack.query_url.clone(),
+        starts: Arc::default(),
+    };
+    let mut cpu = Vec::new();
+    let mut mark = stack.cpu_mark();
+    let mut phase_done = |stack: &stack::Stack, phase: &str| {
+        cpu.push(report::PhaseCpu {
+            phase: phase.to_owned(),
+            cores: stack.cpu_since(&mark),
+        });
+        mark = stack.cpu_mark();
+    };
+    // Enough small quizzes that the closed loops do not run out of questions at this rate.
+    let loops_seconds = plan.ingest.as_secs_f64() * (1 + plan.more_in_flight.len()) as f64;
+    let per_quiz = (plan.small_quiz_players.max(1) * usize::try_from(podium::QUESTIONS)?) as f64;
+    let small_quizzes = plan
+        .small_quizzes
+        .max((CEILING_SIZED_FOR * loops_seconds * 1.2 / per_quiz).ceil() as usize);
+    let loops = ingest_loops(
+        &mut stack,
+        &api,
+        plan,
+        small_quizzes,
+        false,
+        &mut phase_done,
+    )
+    .await?;
+    stack.stop();
+    Ok(report::Ceiling {
+        max: Some(loops.max),
+        more: loops.more,
+        open_loops: loops.open_loops,
+        cpu,
+        error: None,
+    })
 }
 
 pub(crate) fn step(what: &str) {

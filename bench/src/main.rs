@@ -7,6 +7,9 @@ async fn main() -> anyhow::Result<()> {
     let _telemetry = podium_runtime::init_telemetry("podium-bench");
     match cli.command {
         Some(Command::HelloWorld { listen }) => podium_bench::hello_world(listen).await,
+        Some(Command::MockBroker { topic_prefix }) => {
+            podium_bench::mock_broker::serve(&topic_prefix)
+        }
         Some(Command::Chaos { bin_dir, out }) => podium_bench::chaos(bin_dir.as_ref(), &out).await,
         Some(Command::Restart {
             bin_dir,

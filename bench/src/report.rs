@@ -141,6 +141,55 @@ pub struct Measured {
     pub reads: Reads,
     pub rebuild: Rebuild,
     pub cpu: Vec<PhaseCpu>,
+    pub ceiling: Ceiling,
+}
+
+/// Podium's own ceiling: the ingest loops again, on a stack whose broker is librdkafka's mock
+/// cluster, which keeps records in memory and is never the bottleneck.
+#[derive(Debug, Clone, Serialize)]
+pub struct Ceiling {
+    pub max: Option<Recorded>,
+    pub more: Vec<InFlight>,
+    pub open_loops: Vec<OpenLoop>,
+    /// Cores each process used in each phase.
+    pub cpu: Vec<PhaseCpu>,
+    /// Why the ceiling was not measured, if it was not.
+    pub error: Option<String>,
+}
+
+impl Ceiling {
+    pub fn failed(error: String) -> Self {
+        Self {
+            max: None,
+            more: Vec::new(),
+            open_loops: Vec::new(),
+            cpu: Vec::new(),
+            error: Some(error),
+        }
+    }
+
+    /// The closed loops, `(in flight, what they recorded)`: the first, then the others.
+    fn closed(&self, first: usize) -> Vec<(usize, &Recorded)> {
+        self.max
+            .iter()
+            .map(|r| (first, r))
+            .chain(self.more.iter().map(|m| (m.in_flight, &m.recorded)))
+            .collect()
+    }
+
+    /// CPU microseconds one answer cost each process in `phase`, at `per_second` answers.
+    pub fn cost_per_answer(&self, phase: &str, per_second: f64) -> Vec<(String, f64)> {
+        self.cpu
+            .iter()
+            .find(|p| p.phase == phase)
+            .map(|p| {
+                p.cores
+                    .iter()
+                    .map(|(name, cores)| ((*name).to_owned(), cores * 1e6 / per_second.max(1.0)))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
 }
 
 /// The raw broker: a bare producer on a topic laid out as the answers topic, on `broker`.
@@ -657,6 +706,95 @@ impl Results {
                 ),
             );
         }
+        lines.extend(self.ceiling_lines());
+        lines
+    }
+
+    /// The ceiling's lines: each loop on the mock broker beside the same loop on nisshi, and
+    /// what an answer cost each process in the fastest closed loop.
+    fn ceiling_lines(&self) -> Vec<Line> {
+        let c = &self.measured.ceiling;
+        let i = &self.measured.ingest;
+        if let Some(e) = &c.error {
+            return vec![line(
+                "ceiling on the mock broker",
+                "failed".into(),
+                e.clone(),
+                String::new(),
+                "",
+            )];
+        }
+        let on_nisshi: Vec<(usize, &Recorded)> = std::iter::once((self.plan.in_flight, &i.max))
+            .chain(i.more.iter().map(|m| (m.in_flight, &m.recorded)))
+            .collect();
+        let mut lines = Vec::new();
+        for (in_flight, r) in c.closed(self.plan.in_flight) {
+            let nisshi = on_nisshi
+                .iter()
+                .find(|(n, _)| *n == in_flight)
+                .map(|(_, r)| *r);
+            lines.push(line(
+                &format!("ceiling, {in_flight} in flight on the mock broker (p50 / p99)"),
+                format!(
+                    "{:.0} ({:.1} / {:.1} ms)",
+                    r.per_second, r.latency.p50_ms, r.latency.p99_ms
+                ),
+                nisshi.map_or_else(String::new, |n| format!("{:.0} on nisshi", n.per_second)),
+                nisshi.map_or_else(String::new, |n| {
+                    format!("{:.2}", ratio(r.per_second, n.per_second))
+                }),
+                "",
+            ));
+        }
+        for o in &c.open_loops {
+            let r = &o.recorded;
+            let nisshi = i.open_loops.iter().find(|n| n.rate == o.rate);
+            lines.push(line(
+                &format!(
+                    "ceiling, open loop at {:.0}/s on the mock broker (p99)",
+                    o.rate
+                ),
+                format!(
+                    "{:.0} acked/s ({:.1} ms), {} errors",
+                    r.per_second,
+                    r.latency.p99_ms,
+                    r.errors.values().sum::<u64>()
+                ),
+                nisshi.map_or_else(String::new, |n| {
+                    format!(
+                        "{:.0} acked/s ({:.1} ms) on nisshi",
+                        n.recorded.per_second, n.recorded.latency.p99_ms
+                    )
+                }),
+                nisshi.map_or_else(String::new, |n| {
+                    format!("{:.2}", ratio(r.per_second, n.recorded.per_second))
+                }),
+                "",
+            ));
+        }
+        let fastest = c
+            .closed(self.plan.in_flight)
+            .into_iter()
+            .max_by(|a, b| a.1.per_second.total_cmp(&b.1.per_second));
+        if let Some((in_flight, r)) = fastest {
+            let phase = if in_flight == self.plan.in_flight && c.max.is_some() {
+                "ingest max".to_owned()
+            } else {
+                format!("ingest {in_flight}")
+            };
+            let costs: Vec<String> = c
+                .cost_per_answer(&phase, r.per_second)
+                .into_iter()
+                .map(|(name, us)| format!("{name} {us:.0}"))
+                .collect();
+            lines.push(line(
+                "CPU µs per answer, ceiling's fastest loop",
+                costs.join(", "),
+                format!("{in_flight} in flight, {:.0} answers/s", r.per_second),
+                String::new(),
+                "",
+            ));
+        }
         lines
     }
 
@@ -730,6 +868,10 @@ impl Results {
             ("top-10 reads", self.measured.reads.top10.ok),
             ("rank lookups", self.measured.reads.rank.ok),
             ("rebuilt events", self.measured.rebuild.events),
+            (
+                "ingest on the mock broker",
+                self.measured.ceiling.max.as_ref().map_or(0, |r| r.ok),
+            ),
         ];
         let broken: Vec<&str> = empty
             .iter()

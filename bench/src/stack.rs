@@ -18,6 +18,18 @@ use rand::distr::Alphanumeric;
 pub struct Settings {
     /// Streams one query API may hold.
     pub max_streams: usize,
+    /// Which broker the stack runs on.
+    pub broker: BrokerKind,
+}
+
+/// The broker under the stack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BrokerKind {
+    /// nisshi, the local stack's broker: every figure but the ceiling.
+    Nisshi,
+    /// librdkafka's mock cluster in a process of its own (`podium-bench mock-broker`): keeps
+    /// records in memory and is never the bottleneck, so what is measured is Podium's own.
+    Mock,
 }
 
 #[derive(Debug)]
@@ -46,12 +58,29 @@ fn binary(bin_dir: &Path, name: &str) -> Result<PathBuf> {
 
 impl Stack {
     pub async fn start(bin_dir: &Path, settings: &Settings) -> Result<Self> {
-        let broker = Broker::start().await.context("starting the broker")?;
+        let prefix = format!("{}.", unique("bench"));
+        let broker = match settings.broker {
+            BrokerKind::Nisshi => {
+                let broker = Broker::start().await.context("starting the broker")?;
+                broker
+                    .create_topics(
+                        &KafkaArgs::new(broker.bootstrap(), &prefix)
+                            .topics()
+                            .with_partitions(),
+                    )
+                    .await?;
+                broker
+            }
+            // The mock creates the topics itself: they are gone with its process.
+            BrokerKind::Mock => Broker::start_mock(
+                &std::env::current_exe()?,
+                &["mock-broker", "--topic-prefix", &prefix],
+            )
+            .await
+            .context("starting the mock broker")?,
+        };
         let redis = Redis::start().await.context("starting redis-server")?;
-        let kafka = KafkaArgs::new(broker.bootstrap(), format!("{}.", unique("bench")));
-        broker
-            .create_topics(&kafka.topics().with_partitions())
-            .await?;
+        let kafka = KafkaArgs::new(broker.bootstrap(), prefix);
         let secret: String = rand::rng()
             .sample_iter(Alphanumeric)
             .take(48)

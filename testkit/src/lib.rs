@@ -120,7 +120,12 @@ pub struct Broker {
     port: u16,
     bootstrap: String,
     dir: TempDir,
+    /// Whether this is librdkafka's mock cluster, which keeps nothing across a restart.
+    mock: bool,
 }
+
+/// What a mock broker process prints once it serves, before its address.
+pub const MOCK_BROKER_READY: &str = "mock broker listening on ";
 
 impl Broker {
     pub async fn start() -> Result<Self> {
@@ -132,6 +137,46 @@ impl Broker {
             port,
             bootstrap: format!("127.0.0.1:{port}"),
             dir,
+            mock: false,
+        };
+        broker.wait_for_metadata().await?;
+        Ok(broker)
+    }
+
+    /// librdkafka's mock cluster, served by `program args…` in a process of its own, which
+    /// prints [`MOCK_BROKER_READY`] and its address once it serves. It keeps records in memory
+    /// and is never the bottleneck: the bench measures Podium's own ceiling on it. Not for
+    /// tests of correctness, which run on the real broker.
+    pub async fn start_mock(program: &Path, args: &[&str]) -> Result<Self> {
+        let dir = tempfile::Builder::new().prefix("podium-mock").tempdir()?;
+        let log = dir.path().join("broker.log");
+        let mut child = spawn(program, args, &log)?;
+        let deadline = Instant::now() + START_TIMEOUT;
+        let bootstrap = loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if let Some(address) = text.lines().find_map(|l| l.split_once(MOCK_BROKER_READY)) {
+                break address.1.trim().to_owned();
+            }
+            if let Some(status) = child.try_wait()? {
+                bail!("the mock broker exited with {status}:\n{text}");
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "the mock broker did not say where it listens after {START_TIMEOUT:?}:\n{text}"
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let port = bootstrap
+            .rsplit_once(':')
+            .and_then(|(_, port)| port.parse().ok())
+            .with_context(|| format!("the mock broker's address {bootstrap}"))?;
+        let broker = Self {
+            child,
+            port,
+            bootstrap,
+            dir,
+            mock: true,
         };
         broker.wait_for_metadata().await?;
         Ok(broker)
@@ -165,6 +210,9 @@ impl Broker {
     /// Starts the broker again on the same port and data, after [`Broker::kill`] or
     /// [`Broker::terminate`].
     pub async fn restart(&mut self) -> Result<()> {
+        if self.mock {
+            bail!("the mock broker keeps nothing across a restart");
+        }
         let _ = self.child.kill().await;
         self.child = Self::spawn(self.dir.path(), self.port).await?;
         self.wait_for_metadata().await
