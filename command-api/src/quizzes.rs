@@ -4,7 +4,10 @@
 //! Locking keeps decisions sound without serialising a whole quiz behind one broker round trip:
 //! - a player's answers are decided one at a time (a per-player turn), which is all the
 //!   one-answer rule and the streak need;
-//! - host commands hold the quiz for their append, so lifecycle events are decided in order;
+//! - host commands take the quiz's host turn for their append, so lifecycle events are decided
+//!   in order; while they append, an answer the pending events cannot change (another player's
+//!   kick, a lock of joining) is decided at once, and one they can (its question's close or
+//!   start, the finish, its player's kick) waits for the outcome;
 //! - joins reserve their name, so two joins cannot both take it while appends are in flight.
 //!
 //! Finished quizzes leave memory once a snapshot holds them; their commands are then decided
@@ -39,6 +42,9 @@ use crate::snapshots::{AckSender, Acked, Saved, SnapshotStore, Snapshotter};
 #[derive(Debug)]
 struct LiveQuiz {
     state: Mutex<Live>,
+    /// Host commands are decided and appended one at a time, holding this; joins wait for it
+    /// so that no join is decided against a state a pending host command is changing.
+    host_turn: Mutex<()>,
     /// One turn per player: their answers are decided and appended one at a time. The turn
     /// holds the player's answer in doubt, if any.
     turns: SyncMutex<HashMap<String, Arc<Mutex<Option<Entry>>>>>,
@@ -57,6 +63,23 @@ struct Live {
     /// The lifecycle entries in doubt, in order, and the command that decided them: host
     /// commands append them again before deciding.
     lifecycle_in_doubt: Option<(Command, Vec<Entry>)>,
+    /// The events a host command is appending now, not yet in `quiz`.
+    pending: Vec<Event>,
+}
+
+/// Whether a pending lifecycle event can change the decision on `answer`: its question's start
+/// or close, its player's kick, the finish. Any other leaves it as the recorded state decides.
+fn changes_answer(event: &Event, question: i32, player_id: &str) -> bool {
+    match event {
+        Event::QuestionStarted(e) => e.question == question,
+        Event::QuestionClosed(e) => e.question == question,
+        Event::PlayerKicked(e) => e.player_id == player_id,
+        Event::QuizFinished(_) => true,
+        Event::QuizCreated(_)
+        | Event::PlayerJoined(_)
+        | Event::JoiningLocked(_)
+        | Event::AnswerSubmitted(_) => false,
+    }
 }
 
 impl LiveQuiz {
@@ -67,7 +90,9 @@ impl LiveQuiz {
                 pending_names: HashSet::new(),
                 joins_in_doubt: HashMap::new(),
                 lifecycle_in_doubt: None,
+                pending: Vec::new(),
             }),
+            host_turn: Mutex::new(()),
             turns: SyncMutex::new(HashMap::new()),
             acked: SyncMutex::default(),
         })
@@ -85,9 +110,11 @@ impl LiveQuiz {
     /// or in doubt, and `covered` holds every event this instance recorded for it, so the saved
     /// record is all of it.
     fn may_leave(&self, covered: &Positions) -> Option<String> {
+        let _host = self.host_turn.try_lock().ok()?;
         let state = self.state.try_lock().ok()?;
         if !state.quiz.finished
             || state.lifecycle_in_doubt.is_some()
+            || !state.pending.is_empty()
             || !state.joins_in_doubt.is_empty()
             || !state.pending_names.is_empty()
         {
@@ -581,6 +608,9 @@ impl Quizzes {
         };
         let key = normalize_name(name)?.to_lowercase();
         let entry = {
+            // Decided after any pending host command: a lock of joining, a kick or the finish
+            // must be in the state a join is decided against.
+            let _host = live.host_turn.lock().await;
             let mut state = live.state.lock().await;
             // A join with this name in doubt: whoever joins with the name next gets that
             // player, whose token nobody has received yet.
@@ -647,23 +677,24 @@ impl Quizzes {
                 return Ok(QuizStatus::of(&quiz));
             }
         };
-        let mut state = live.state.lock().await;
+        let _host = live.host_turn.lock().await;
         let mut settled = None;
-        if let Some((earlier, entries)) = state.lifecycle_in_doubt.take() {
-            self.append_lifecycle(quiz_id, &mut state, earlier.clone(), entries, true)
+        let in_doubt = live.state.lock().await.lifecycle_in_doubt.take();
+        if let Some((earlier, entries)) = in_doubt {
+            self.append_lifecycle(quiz_id, &live, earlier.clone(), entries, true)
                 .await?;
             settled = Some(earlier);
         }
-        let events = match decide(&state.quiz, &command) {
+        let events = match decide(&live.state.lock().await.quiz, &command) {
             Ok(decision) => appendable(decision),
             // The host retried the command whose outcome was in doubt: it is in effect now.
             Err(_) if settled.is_some_and(|earlier| command.repeats(&earlier)) => vec![],
             Err(rejection) => return Err(rejection.into()),
         };
         let entries = events.into_iter().map(Entry::new).collect();
-        self.append_lifecycle(quiz_id, &mut state, command, entries, false)
+        self.append_lifecycle(quiz_id, &live, command, entries, false)
             .await?;
-        Ok(QuizStatus::of(&state.quiz))
+        Ok(QuizStatus::of(&live.state.lock().await.quiz))
     }
 
     /// Appends a host command's entries in one round trip (a start closes the question before
@@ -671,10 +702,13 @@ impl Quizzes {
     /// half-way leaves the state equal to the log but for the entries in doubt, which are kept,
     /// from the first failed one on, to be appended again unchanged. Entries that were in doubt
     /// already stay so whatever the failure: an earlier attempt may have logged them.
+    ///
+    /// The caller holds the host turn. The quiz's state is not held across the append: answers
+    /// go on meanwhile, but for those the pending events can change, which wait for the turn.
     async fn append_lifecycle(
         self: &Arc<Self>,
         quiz_id: &str,
-        state: &mut Live,
+        live: &Arc<LiveQuiz>,
         command: Command,
         entries: Vec<Entry>,
         in_doubt: bool,
@@ -682,11 +716,13 @@ impl Quizzes {
         if entries.is_empty() {
             return Ok(());
         }
+        live.state.lock().await.pending = entries.iter().map(|e| e.event.clone()).collect();
         let outcomes = self.log.append_all(&entries).await;
-        let live = self.live(quiz_id).ok();
+        let mut state = live.state.lock().await;
+        state.pending.clear();
         for (i, outcome) in outcomes.into_iter().enumerate() {
             if let Ok(position) = &outcome {
-                self.acked(live.as_deref(), position, &entries[i].event);
+                self.acked(Some(live), position, &entries[i].event);
             }
             if let Err(e) = outcome {
                 // Backpressure: neither this entry nor any after it was handed to the log now.
@@ -695,7 +731,7 @@ impl Quizzes {
                 }
                 return Err(e.into());
             }
-            self.recorded(quiz_id, state, &entries[i].event);
+            self.recorded(quiz_id, &mut state, &entries[i].event);
         }
         Ok(())
     }
@@ -733,10 +769,24 @@ impl Quizzes {
             *in_doubt = None;
         }
         let player_id = command.player_id.clone();
-        let decision = decide(
-            &live.state.lock().await.quiz,
-            &Command::SubmitAnswer(command),
-        )?;
+        let question = command.question;
+        let command = Command::SubmitAnswer(command);
+        let decided = {
+            let state = live.state.lock().await;
+            let waits = state
+                .pending
+                .iter()
+                .any(|e| changes_answer(e, question, &player_id));
+            (!waits).then(|| decide(&state.quiz, &command))
+        };
+        let decision = match decided {
+            Some(decision) => decision?,
+            // A pending host command can change this answer's fate: decide after its outcome.
+            None => {
+                let _host = live.host_turn.lock().await;
+                decide(&live.state.lock().await.quiz, &command)?
+            }
+        };
         let (answer, repeated) = match decision {
             Decision::Repeat(original) => (*original, true),
             Decision::Append(events) => {
