@@ -4,6 +4,7 @@
 
 pub mod game;
 pub mod processes;
+pub mod sse;
 
 use std::time::Duration;
 

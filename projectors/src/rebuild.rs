@@ -22,7 +22,8 @@ use crate::read_model::{RedisReadModel, Sourced, new_generation};
 pub struct RebuildOptions {
     /// Most messages folded in one atomic step.
     pub batch_max: usize,
-    /// How long the old generation stays after the switch, for reads already under way.
+    /// How long the old generation stays after the switch, for reads already under way. A
+    /// query API reads the generation it knows for up to 250 ms after the switch: keep more.
     pub grace: Duration,
     /// Draw a progress bar (on a terminal only).
     pub progress: bool,

@@ -2,7 +2,8 @@
 //! active generation, then reads inside it only, so a rebuild's switch is never seen half-done.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use podium_schemas::domain::{PlayerCard, QuestionStats, QuestionView, QuizView, Reveal};
 use podium_schemas::events::CloseReason;
@@ -115,6 +116,39 @@ end
 return {version, rank or -1, redis.call('HGETALL', KEYS[4]), redis.call('ZCARD', KEYS[2]), closed}
 ";
 
+/// Many players of one quiz in one step: what a feed reads for all its player streams.
+/// `ARGV[1]` is the quiz's key prefix, the rest player ids; per player, its rank (-1: not
+/// ranked) and its card.
+const STANDINGS: &str = r"
+local version = redis.call('GET', KEYS[1])
+if not version then return false end
+local n = tonumber(redis.call('HGET', KEYS[3], 'questions') or '0')
+local closed = 0
+for q = n, 1, -1 do
+  if redis.call('HEXISTS', ARGV[1] .. 'question:' .. q, 'closed_at') == 1 then
+    closed = q
+    break
+  end
+end
+local players = {}
+for i = 2, #ARGV do
+  players[#players + 1] = redis.call('ZRANK', KEYS[2], ARGV[i]) or -1
+  players[#players + 1] = redis.call('HGETALL', ARGV[1] .. 'player:' .. ARGV[i])
+end
+return {version, redis.call('ZCARD', KEYS[2]), closed, players}
+";
+
+/// Players per [`STANDINGS`] call: Redis runs one script at a time, so a long one would hold
+/// up every other client. The calls of one read go out together on the multiplexed connection.
+const STANDINGS_CHUNK: usize = 256;
+
+/// A player's standing and the points each of their counted answers earned, by question.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Followed {
+    pub standing: PlayerStanding,
+    pub awarded: BTreeMap<i32, i64>,
+}
+
 /// Which part of the leaderboard to read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PageOf {
@@ -195,14 +229,23 @@ impl Snapshot {
     }
 }
 
+/// How long the active generation's name is used without asking Redis again. A rebuild keeps
+/// the old generation for its grace period after the switch (`podium-ops rebuild` takes at
+/// least a second), so a read through a name this fresh never finds it half deleted; and
+/// every read saves the round trip that asked for it.
+const ACTIVE_FRESH: Duration = Duration::from_millis(250);
+
 #[derive(Clone)]
 pub struct ReadModel {
     connection: ConnectionManager,
+    /// The active generation's name and when Redis said so.
+    active: Arc<Mutex<Option<(String, Instant)>>>,
     client: redis::Client,
     root: Root,
     snapshot: Arc<redis::Script>,
     page: Arc<redis::Script>,
     player: Arc<redis::Script>,
+    standings: Arc<redis::Script>,
     lobby: Arc<redis::Script>,
 }
 
@@ -248,11 +291,13 @@ impl ReadModel {
         let connection = ConnectionManager::new(client.clone()).await?;
         Ok(Self {
             connection,
+            active: Arc::default(),
             client,
             root,
             snapshot: Arc::new(redis::Script::new(SNAPSHOT)),
             page: Arc::new(redis::Script::new(PAGE)),
             player: Arc::new(redis::Script::new(PLAYER)),
+            standings: Arc::new(redis::Script::new(STANDINGS)),
             lobby: Arc::new(redis::Script::new(LOBBY)),
         })
     }
@@ -266,15 +311,28 @@ impl ReadModel {
         &self.client
     }
 
-    /// The keys of the active generation; a Redis without one has no quiz.
+    /// The keys of the active generation; a Redis without one has no quiz. The name is asked
+    /// of Redis at most every [`ACTIVE_FRESH`].
     async fn keys(&self) -> Result<Keys> {
+        let known = self
+            .active
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .filter(|(_, at)| at.elapsed() < ACTIVE_FRESH)
+            .map(|(generation, _)| self.root.generation(generation));
+        if let Some(keys) = known {
+            return Ok(keys);
+        }
         let active: Option<String> = redis::cmd("GET")
             .arg(self.root.active())
             .query_async(&mut self.connection.clone())
             .await?;
-        active
-            .map(|generation| self.root.generation(&generation))
-            .ok_or(Error::QuizNotFound)
+        let generation = active.ok_or(Error::QuizNotFound)?;
+        let keys = self.root.generation(&generation);
+        *self.active.lock().unwrap_or_else(PoisonError::into_inner) =
+            Some((generation, Instant::now()));
+        Ok(keys)
     }
 
     /// The quiz, its questions and its `top` leaders, in one atomic read.
@@ -433,46 +491,56 @@ impl ReadModel {
             .await?;
         let (version, rank, fields, ranked_players, latest_closed) =
             reply.ok_or(Error::QuizNotFound)?;
-        if fields.is_empty() {
-            return Err(Error::PlayerNotFound);
-        }
-        let card = player_card(&fields);
-        let rank = u64::try_from(rank).ok().map(|r| r + 1);
-        Ok(PlayerStanding {
-            quiz_id: quiz_id.to_owned(),
-            player_id: player_id.to_owned(),
+        let at = Standing {
             version,
-            source: Source::Live,
-            name: card.name.clone(),
-            rank,
             ranked_players,
-            percentile: rank.and_then(|r| PlayerStanding::percentile(r, ranked_players)),
-            kicked_at: card.kicked_at,
-            points: card.points,
-            elapsed_ms: card.elapsed_ms,
-            answers: card.answers,
-            // The streak an answer carries breaks at the first closed question skipped.
-            streak: if card.last_question >= latest_closed {
-                card.streak
-            } else {
-                0
-            },
-        })
+            latest_closed,
+        };
+        at.of(quiz_id, player_id, rank, &fields)
+            .map(|followed| followed.standing)
+            .ok_or(Error::PlayerNotFound)
     }
 
-    /// The points a player's counted answer to `question` earned, if the player answered it.
-    pub async fn awarded(
+    /// The standings of `player_ids` in one quiz, read together; players that neither joined
+    /// nor answered are left out.
+    pub async fn standings(
         &self,
         quiz_id: &str,
-        player_id: &str,
-        question: i32,
-    ) -> Result<Option<i64>> {
+        player_ids: &[String],
+    ) -> Result<HashMap<String, Followed>> {
         let keys = self.keys().await?;
-        Ok(redis::cmd("HGET")
-            .arg(keys.player(quiz_id, player_id))
-            .arg(format!("q:{question}"))
-            .query_async(&mut self.connection.clone())
-            .await?)
+        let prefix = keys.quiz_prefix(quiz_id);
+        type Reply = Option<(u64, u64, i32, Vec<(i64, Fields)>)>;
+        let calls = player_ids.chunks(STANDINGS_CHUNK).map(|chunk| {
+            let mut invocation = self.standings.prepare_invoke();
+            let _ = invocation
+                .key(keys.version(quiz_id))
+                .key(keys.leaderboard(quiz_id))
+                .key(keys.state(quiz_id))
+                .arg(&prefix)
+                .arg(chunk);
+            let mut connection = self.connection.clone();
+            async move {
+                let reply: Reply = invocation.invoke_async(&mut connection).await?;
+                Ok::<_, Error>((chunk, reply))
+            }
+        });
+        let mut standings = HashMap::with_capacity(player_ids.len());
+        for (chunk, reply) in futures::future::try_join_all(calls).await? {
+            let (version, ranked_players, latest_closed, players) =
+                reply.ok_or(Error::QuizNotFound)?;
+            let at = Standing {
+                version,
+                ranked_players,
+                latest_closed,
+            };
+            for (player_id, (rank, fields)) in chunk.iter().zip(players) {
+                if let Some(followed) = at.of(quiz_id, player_id, rank, &fields) {
+                    let _ = standings.insert(player_id.clone(), followed);
+                }
+            }
+        }
+        Ok(standings)
     }
 
     /// One question as stored, with the version, or `None` if the quiz has no such question.
@@ -496,6 +564,50 @@ impl ReadModel {
 }
 
 type Fields = HashMap<String, String>;
+
+/// What a player's standing is read against: the quiz's version, its ranked players and its
+/// latest closed question.
+struct Standing {
+    version: u64,
+    ranked_players: u64,
+    latest_closed: i32,
+}
+
+impl Standing {
+    /// A player's standing from their rank (0-based, -1: not ranked) and card; `None` for a
+    /// player with no card (never joined nor answered).
+    fn of(&self, quiz_id: &str, player_id: &str, rank: i64, fields: &Fields) -> Option<Followed> {
+        if fields.is_empty() {
+            return None;
+        }
+        let card = player_card(fields);
+        let rank = u64::try_from(rank).ok().map(|r| r + 1);
+        let ranked_players = self.ranked_players;
+        Some(Followed {
+            standing: PlayerStanding {
+                quiz_id: quiz_id.to_owned(),
+                player_id: player_id.to_owned(),
+                version: self.version,
+                source: Source::Live,
+                name: card.name.clone(),
+                rank,
+                ranked_players,
+                percentile: rank.and_then(|r| PlayerStanding::percentile(r, ranked_players)),
+                kicked_at: card.kicked_at,
+                points: card.points,
+                elapsed_ms: card.elapsed_ms,
+                answers: card.answers,
+                // The streak an answer carries breaks at the first closed question skipped.
+                streak: if card.last_question >= self.latest_closed {
+                    card.streak
+                } else {
+                    0
+                },
+            },
+            awarded: card.awarded,
+        })
+    }
+}
 
 fn field<T: std::str::FromStr>(fields: &Fields, name: &str) -> Option<T> {
     fields.get(name).and_then(|v| v.parse().ok())

@@ -49,8 +49,9 @@ enum Command {
         #[arg(long, env = "PODIUM_BATCH_MAX", default_value_t = 1000)]
         batch_max: usize,
 
-        /// Seconds the old generation is kept after the switch, for reads under way.
-        #[arg(long, default_value_t = 5)]
+        /// Seconds the old generation is kept after the switch, for reads under way; at least
+        /// 1, since a query API goes on reading the generation it knows for up to 250 ms.
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
         grace_seconds: u64,
     },
 }

@@ -11,18 +11,21 @@ use serde_json::json;
 use tokio::sync::{OwnedSemaphorePermit, broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 
-use super::feed::{Feed, Frame, Mark, PLAYER_LOBBY, board_frame, flow_frame, lobby_frame};
+use super::feed::{
+    Feed, Following, Frame, Mark, PLAYER_LOBBY, board_frame, flow_frame, lobby_frame,
+};
 use super::presence::Here;
 use super::{Hub, ID_SPAN};
 use crate::error::{Error, Result};
-use crate::read_model::Snapshot;
+use crate::read_model::{Followed, Snapshot};
 use crate::reads::{MAX_LOBBY, now_millis};
-use crate::views::{FlowEvent, PlayerStanding, QuizState, flow_since};
+use crate::views::{ClosedQuestion, FlowEvent, PlayerStanding, QuizState, flow_since};
 
 /// Events queued for a client that hyper has not written yet: the bound on what a slow
 /// client costs, beside the broadcast's own bounded buffer.
 const QUEUE: usize = 8;
-/// How often a player stream looks up the player's rank while the leaderboard moves.
+/// After a reconnection, when a player stream looks up the player's rank. Live, the feed
+/// reads every player's standing together.
 const RANK_INTERVAL: Duration = Duration::from_millis(250);
 /// The last event of a stream the server ends, written after whatever is still queued.
 type LastWords = Arc<std::sync::Mutex<Option<Event>>>;
@@ -61,9 +64,16 @@ struct Session {
     retry_sent: bool,
     skips: u32,
     rank: Option<u64>,
-    /// When to look up the player's rank again: set by leaderboard changes, at most every
-    /// [`RANK_INTERVAL`], so a player stream costs one read per interval at most.
+    /// When to look up the player's rank on a read of its own: after a reconnection only.
     rank_at: Option<tokio::time::Instant>,
+    /// Whether the first events were sent: from then on, a player's results and ranks come
+    /// from the feed's standings.
+    live: bool,
+    /// A question that closed, whose result waits for the feed's standings: its event id and
+    /// the question.
+    result_due: Option<(u64, ClosedQuestion)>,
+    /// A player stream's place among the players the feed reads.
+    _following: Option<Following>,
 }
 
 impl Session {
@@ -80,6 +90,7 @@ impl Session {
         let StreamOf::Player(player_id) = &self.of else {
             return None;
         };
+        metrics::counter!("podium_query_stream_player_reads_total").increment(1);
         match self.hub.read_model().player(&self.quiz_id, player_id).await {
             Ok(standing) => Some(standing),
             Err(cause) => {
@@ -131,12 +142,20 @@ impl Session {
                 let lobby = Event::default().event(frame.name).data(&frame.data);
                 self.send(lobby).await
             }
+            (Mark::Standings(standings), StreamOf::Player(me)) => {
+                let mine = standings.get(me).cloned();
+                self.standings(mine).await
+            }
+            (Mark::Standings(_), StreamOf::Quiz) => true,
             (Mark::Flow(flow, _), _) if *flow <= self.seen_flow => true,
             (Mark::Board { version, .. }, _) if *version <= self.seen_version => true,
             (Mark::Board { flow, version }, StreamOf::Player(_)) => {
                 self.seen_flow = self.seen_flow.max(*flow);
                 self.seen_version = *version;
-                self.rank_due();
+                // Live, the feed's next standings carry the rank.
+                if !self.live {
+                    self.rank_due();
+                }
                 true
             }
             (Mark::Board { flow, version }, StreamOf::Quiz) => {
@@ -144,27 +163,16 @@ impl Session {
                 self.seen_version = *version;
                 self.send(event(frame.name, frame.id(), &frame.data)).await
             }
-            (Mark::Flow(flow, FlowEvent::QuestionClosed(question)), StreamOf::Player(player)) => {
+            (Mark::Flow(flow, FlowEvent::QuestionClosed(question)), StreamOf::Player(_)) => {
                 self.seen_flow = *flow;
-                let you = self.player().await;
-                let awarded = match &you {
-                    Some(_) => self
-                        .hub
-                        .read_model()
-                        .awarded(&self.quiz_id, player, question.number)
-                        .await
-                        .unwrap_or(None),
-                    None => None,
-                };
-                let data = json!({
-                    "question": question,
-                    "answered": awarded.is_some(),
-                    "awarded": awarded.unwrap_or(0),
-                    "you": you,
-                });
+                if self.live {
+                    // The feed reads every player's standing after the close, in one step.
+                    self.result_due = Some((frame.id(), question.clone()));
+                    return true;
+                }
+                let you = self.read_alone().await;
                 self.rank_due();
-                self.send(event("question_result", frame.id(), &data.to_string()))
-                    .await
+                self.question_result(frame.id(), question, you).await
             }
             (Mark::Flow(flow, FlowEvent::PlayerKicked { player_id, .. }), StreamOf::Player(me)) => {
                 self.seen_flow = *flow;
@@ -183,6 +191,66 @@ impl Session {
         }
     }
 
+    /// The player's standing and awards on a read of this stream's own.
+    async fn read_alone(&self) -> Option<Followed> {
+        let StreamOf::Player(player_id) = &self.of else {
+            return None;
+        };
+        metrics::counter!("podium_query_stream_player_reads_total").increment(1);
+        match self
+            .hub
+            .read_model()
+            .standings(&self.quiz_id, std::slice::from_ref(player_id))
+            .await
+        {
+            Ok(mut read) => read.remove(player_id),
+            Err(cause) => {
+                tracing::debug!(%cause, "player read for a stream failed");
+                None
+            }
+        }
+    }
+
+    /// A closed question's result for the player, with their standing after it.
+    async fn question_result(
+        &mut self,
+        id: u64,
+        question: &ClosedQuestion,
+        you: Option<Followed>,
+    ) -> bool {
+        let awarded = you
+            .as_ref()
+            .and_then(|you| you.awarded.get(&question.number).copied());
+        let data = json!({
+            "question": question,
+            "answered": awarded.is_some(),
+            "awarded": awarded.unwrap_or(0),
+            "you": you.map(|you| you.standing),
+        });
+        self.send(event("question_result", id, &data.to_string()))
+            .await
+    }
+
+    /// The feed's standings, with this player's if it read them: a due question result, then
+    /// a rank event if the rank moved.
+    async fn standings(&mut self, mine: Option<Followed>) -> bool {
+        let mine = match mine {
+            Some(mine) => Some(mine),
+            // The feed's read failed: a due result is read alone.
+            None if self.result_due.is_some() => self.read_alone().await,
+            None => return true,
+        };
+        if let Some((id, question)) = self.result_due.take()
+            && !self.question_result(id, &question, mine.clone()).await
+        {
+            return false;
+        }
+        match mine {
+            Some(mine) => self.rank_moved(mine.standing).await,
+            None => true,
+        }
+    }
+
     fn rank_due(&mut self) {
         let _ = self
             .rank_at
@@ -191,9 +259,14 @@ impl Session {
 
     async fn check_rank(&mut self) -> bool {
         self.rank_at = None;
-        let Some(you) = self.player().await else {
-            return true;
-        };
+        match self.player().await {
+            Some(you) => self.rank_moved(you).await,
+            None => true,
+        }
+    }
+
+    /// A rank event if the player's rank is not the one the stream last sent.
+    async fn rank_moved(&mut self, you: PlayerStanding) -> bool {
         if you.rank == self.rank {
             return true;
         }
@@ -254,6 +327,7 @@ impl Session {
         if !self.start(&snapshot, &resume).await {
             return;
         }
+        self.live = true;
         // Who is in the quiz, afresh on every connection; then whenever it changes.
         let for_players = self.of != StreamOf::Quiz;
         let limit = if for_players { PLAYER_LOBBY } else { MAX_LOBBY };
@@ -291,6 +365,9 @@ impl Session {
                             self.last_words("disconnect", "too_slow");
                             return;
                         }
+                        // The resync's snapshot carries the player's standing: a result
+                        // still due would come late.
+                        self.result_due = None;
                         match self.feed.latest() {
                             Some(latest) => self.snapshot(&latest, true).await,
                             None => true,
@@ -375,6 +452,10 @@ impl Hub {
         };
         let (queue, events) = mpsc::channel(QUEUE);
         let last_words = LastWords::default();
+        let following = match &of {
+            StreamOf::Player(player_id) => Some(feed.follow(player_id)),
+            StreamOf::Quiz => None,
+        };
         let session = Session {
             last_words: last_words.clone(),
             hub: self.clone(),
@@ -388,6 +469,9 @@ impl Hub {
             skips: 0,
             rank: None,
             rank_at: None,
+            live: false,
+            result_due: None,
+            _following: following,
         };
         drop(tokio::spawn(session.follow(snapshot, resume, frames)));
         #[allow(clippy::cast_precision_loss)]

@@ -1,5 +1,6 @@
 //! One quiz's feed: reads the read model when it changes and broadcasts what changed.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -9,12 +10,15 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::{Hub, ID_SPAN};
-use crate::read_model::Snapshot;
+use crate::read_model::{Followed, Snapshot};
 use crate::reads::MAX_LOBBY;
 use crate::views::{FlowEvent, Lobby, flow_since};
 
 /// How often a feed reads the quiz without a nudge: pub/sub may drop a message.
 const POLL: Duration = Duration::from_secs(1);
+/// While the leaderboard moves, how often a feed reads the standings of its players, for
+/// their rank events. A question's close reads them at once, for the players' results.
+const STANDINGS_EVERY: Duration = Duration::from_millis(250);
 /// How long a feed without clients lingers, so a burst of reconnections finds it warm.
 const LINGER: Duration = Duration::from_secs(10);
 
@@ -28,6 +32,10 @@ pub(super) enum Mark {
     /// Who is in the quiz and connected, without an id, since it is sent afresh on every
     /// connection: the full list for dashboards, or the short one for players.
     Lobby { for_players: bool },
+    /// The standings of every player this instance streams to, read together after the frames
+    /// before it: each player stream takes its own, and none reads Redis for it. Empty when
+    /// the read failed.
+    Standings(Arc<HashMap<String, Followed>>),
 }
 
 /// One event for every client of a quiz, serialised once.
@@ -43,7 +51,7 @@ impl Frame {
         match self.mark {
             Mark::Flow(flow, _) => flow * ID_SPAN,
             Mark::Board { flow, version } => flow * ID_SPAN + version,
-            Mark::Lobby { .. } => 0,
+            Mark::Lobby { .. } | Mark::Standings(_) => 0,
         }
     }
 }
@@ -138,6 +146,31 @@ pub(super) struct Feed {
     touched: std::sync::Mutex<Instant>,
     /// Whether the quiz's change channel is subscribed, so announcements reach the feed.
     subscribed: AtomicBool,
+    /// The players with a stream from this feed, and how many streams each.
+    players: std::sync::Mutex<HashMap<String, usize>>,
+}
+
+/// A player stream's place among the feed's followed players, given up when it drops.
+#[derive(Debug)]
+pub(super) struct Following {
+    feed: Arc<Feed>,
+    player_id: String,
+}
+
+impl Drop for Following {
+    fn drop(&mut self) {
+        let mut players = self
+            .feed
+            .players
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(streams) = players.get_mut(&self.player_id) {
+            *streams -= 1;
+            if *streams == 0 {
+                let _ = players.remove(&self.player_id);
+            }
+        }
+    }
 }
 
 impl Feed {
@@ -153,7 +186,31 @@ impl Feed {
             read_epoch: AtomicU64::new(u64::MAX),
             touched: std::sync::Mutex::new(Instant::now()),
             subscribed: AtomicBool::new(false),
+            players: std::sync::Mutex::default(),
         }
+    }
+
+    /// A player stream starts: the feed reads this player's standing with the others'.
+    pub(super) fn follow(self: &Arc<Self>, player_id: &str) -> Following {
+        *self
+            .players
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(player_id.to_owned())
+            .or_default() += 1;
+        Following {
+            feed: self.clone(),
+            player_id: player_id.to_owned(),
+        }
+    }
+
+    fn followed(&self) -> Vec<String> {
+        self.players
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .keys()
+            .cloned()
+            .collect()
     }
 
     pub(super) fn quiz_id(&self) -> &str {
@@ -273,8 +330,41 @@ pub(super) fn changes(before: &Snapshot, after: &Snapshot, now: i64) -> Vec<Fram
     frames
 }
 
+/// What a delivery sent that the player streams' standings follow.
+#[derive(Debug, Default, Clone, Copy)]
+struct Delivered {
+    /// A question closed: every player stream's result waits for the standings.
+    closed: bool,
+    /// The leaderboard moved: ranks may have changed.
+    board: bool,
+}
+
+/// Reads the standings of every followed player and sends them to every stream, as one frame.
+async fn deliver_standings(hub: &Hub, feed: &Feed) {
+    let players = feed.followed();
+    if players.is_empty() {
+        return;
+    }
+    metrics::counter!("podium_query_standings_reads_total").increment(1);
+    let standings = match hub.read_model().standings(&feed.quiz_id, &players).await {
+        Ok(standings) => standings,
+        Err(cause) => {
+            // The streams fall back to a read of their own.
+            tracing::warn!(%cause, quiz_id = %feed.quiz_id, "standings read failed");
+            HashMap::new()
+        }
+    };
+    let frame = Frame {
+        mark: Mark::Standings(Arc::new(standings)),
+        name: "standings",
+        data: String::new(),
+    };
+    let _ = feed.frames.send(Arc::new(frame));
+}
+
 /// Reads the quiz and sends every stream the frames since the last read.
-async fn deliver(hub: &Hub, feed: &Feed, top: usize) {
+async fn deliver(hub: &Hub, feed: &Feed, top: usize) -> Delivered {
+    let mut delivered = Delivered::default();
     // Announcements lost while the subscription was down are not missed: a read counts for
     // the cache only if the subscription it began under still stands.
     let epoch = hub.change_epoch();
@@ -285,6 +375,11 @@ async fn deliver(hub: &Hub, feed: &Feed, top: usize) {
             feed.read_epoch.store(epoch, Ordering::Release);
             if let Some(previous) = previous {
                 for frame in changes(&previous, &snapshot, crate::reads::now_millis()) {
+                    match &frame.mark {
+                        Mark::Flow(_, FlowEvent::QuestionClosed(_)) => delivered.closed = true,
+                        Mark::Board { .. } => delivered.board = true,
+                        _ => {}
+                    }
                     // No receivers is fine: the feed is about to retire.
                     let _ = feed.frames.send(Arc::new(frame));
                 }
@@ -318,6 +413,7 @@ async fn deliver(hub: &Hub, feed: &Feed, top: usize) {
             tracing::warn!(%cause, quiz_id = %feed.quiz_id, "feed read failed");
         }
     }
+    delivered
 }
 
 pub(super) async fn run(hub: Hub, feed: Arc<Feed>) {
@@ -326,11 +422,24 @@ pub(super) async fn run(hub: Hub, feed: Arc<Feed>) {
     let top = usize::from(settings.top);
     let mut last_read = Instant::now() - settings.coalesce();
     let mut idle_since: Option<Instant> = None;
+    // When the players' standings are to be read because the leaderboard moved.
+    let mut standings_at: Option<Instant> = None;
     loop {
+        let standings_due = async {
+            match standings_at {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             () = hub.shutdown().cancelled() => break,
             () = feed.nudged.notified() => {}
             () = tokio::time::sleep(POLL) => {}
+            () = standings_due => {
+                standings_at = None;
+                deliver_standings(&hub, &feed).await;
+                continue;
+            }
         }
         // Coalescing: changes that arrive meanwhile are read together.
         tokio::time::sleep_until(last_read + settings.coalesce()).await;
@@ -341,7 +450,7 @@ pub(super) async fn run(hub: Hub, feed: Arc<Feed>) {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .take();
         let deliver = deliver(&hub, &feed, top);
-        match trace.filter(|_| podium_runtime::telemetry::exporting()) {
+        let delivered = match trace.filter(|_| podium_runtime::telemetry::exporting()) {
             // The delivery continues the trace of the fold that made the change.
             Some(traceparent) => {
                 let span = tracing::info_span!(
@@ -351,9 +460,15 @@ pub(super) async fn run(hub: Hub, feed: Arc<Feed>) {
                     quiz_id = %feed.quiz_id,
                 );
                 podium_runtime::telemetry::continue_trace(&span, &traceparent);
-                deliver.instrument(span).await;
+                deliver.instrument(span).await
             }
             None => deliver.await,
+        };
+        if delivered.closed {
+            standings_at = None;
+            deliver_standings(&hub, &feed).await;
+        } else if delivered.board {
+            let _ = standings_at.get_or_insert_with(|| Instant::now() + STANDINGS_EVERY);
         }
         if feed.receivers() == 0 && !feed.touched_within(LINGER) {
             let since = *idle_since.get_or_insert_with(Instant::now);
