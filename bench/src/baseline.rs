@@ -16,20 +16,21 @@ use serde::Serialize;
 use crate::measure::{Recorded, Recorder, rate};
 
 /// The raw broker: records of an answer's size and headers, produced with the command API's
-/// own producer settings (idempotent, `acks=all`, 1 ms linger) to a topic with the answers
+/// own producer settings (idempotent, `acks=all`, `linger_ms`) to a topic with the answers
 /// topic's partitions, `in_flight` at a time, for `duration`.
 pub async fn raw_producer(
     kafka: &KafkaArgs,
     topic: &str,
     payload: Vec<u8>,
     in_flight: usize,
+    linger_ms: u64,
     duration: Duration,
 ) -> Result<Recorded> {
     let producer: FutureProducer = kafka
         .client_config()
         .set("enable.idempotence", "true")
         .set("acks", "all")
-        .set("linger.ms", "1")
+        .set("linger.ms", linger_ms.to_string())
         .set("message.timeout.ms", "5000")
         .create()?;
     let payload = Arc::new(payload);

@@ -80,6 +80,26 @@ pub enum Command {
         #[arg(long, value_delimiter = ',', default_values_t = [100_000, 1_000_000])]
         events: Vec<usize>,
     },
+    /// The producer settings the command API's defaults come from: the bare producer with a
+    /// live reader, on a fresh broker each time, at each linger and number in flight. Results
+    /// go to <out>/settings.json.
+    Settings {
+        /// Directory for the JSON results.
+        #[arg(long, default_value = "bench-results")]
+        out: PathBuf,
+
+        /// Values of the producer's `linger.ms` to try, comma-separated.
+        #[arg(long, value_delimiter = ',', default_values_t = [0, 1, 2, 5, 10])]
+        lingers: Vec<u64>,
+
+        /// Records in flight to try each linger at, comma-separated.
+        #[arg(long, value_delimiter = ',', default_values_t = [64, 512])]
+        in_flight: Vec<usize>,
+
+        /// Seconds each combination is measured for.
+        #[arg(long, default_value_t = 8)]
+        seconds: u64,
+    },
     /// Serve a bare axum hello-world: the bench's HTTP baseline, started as a child process.
     #[command(hide = true)]
     HelloWorld {
@@ -283,6 +303,84 @@ pub async fn restart(
     let path = out.join("restart.json");
     std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
     report.print_table();
+    println!("results: {}", path.display());
+    Ok(())
+}
+
+/// One combination of the settings run.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Setting {
+    pub linger_ms: u64,
+    pub in_flight: usize,
+    pub recorded: measure::Recorded,
+}
+
+/// The settings run: prints a table and writes `<out>/settings.json`.
+pub async fn settings(
+    out: &std::path::Path,
+    lingers: &[u64],
+    in_flights: &[usize],
+    seconds: u64,
+) -> Result<()> {
+    let revision = report::revision();
+    eprintln!("podium-bench: producer settings, revision {revision}");
+    let mut plan = Plan::of(&RunArgs {
+        profile: Profile::Quick,
+        bin_dir: None,
+        out: out.to_path_buf(),
+        concurrency: None,
+        streams: None,
+        read_players: None,
+        small_quizzes: None,
+    });
+    plan.baseline = Duration::from_secs(seconds.max(1));
+    let mut settings = Vec::new();
+    for &in_flight in in_flights {
+        for &linger_ms in lingers {
+            step(&format!(
+                "linger.ms = {linger_ms}, {in_flight} in flight, with a reader"
+            ));
+            let broker = podium_testkit::Broker::start()
+                .await
+                .context("starting a broker")?;
+            let recorded = report::producer_baseline_at(
+                &broker,
+                &plan,
+                &format!("linger-{linger_ms}-{in_flight}"),
+                true,
+                in_flight,
+                linger_ms,
+            )
+            .await?;
+            settings.push(Setting {
+                linger_ms,
+                in_flight,
+                recorded,
+            });
+        }
+    }
+    std::fs::create_dir_all(out)?;
+    let path = out.join("settings.json");
+    let json = serde_json::json!({
+        "revision": revision,
+        "machine": report::Machine::read(),
+        "seconds": seconds,
+        "settings": settings,
+    });
+    std::fs::write(&path, serde_json::to_string_pretty(&json)?)?;
+    println!("\nin flight  linger.ms  records/s  p50 ms  p99 ms  errors");
+    for s in &settings {
+        let r = &s.recorded;
+        println!(
+            "{:>9}  {:>9}  {:>9.0}  {:>6.1}  {:>6.1}  {:>6}",
+            s.in_flight,
+            s.linger_ms,
+            r.per_second,
+            r.latency.p50_ms,
+            r.latency.p99_ms,
+            r.errors.values().sum::<u64>()
+        );
+    }
     println!("results: {}", path.display());
     Ok(())
 }

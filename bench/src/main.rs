@@ -7,6 +7,12 @@ async fn main() -> anyhow::Result<()> {
     let _telemetry = podium_runtime::init_telemetry("podium-bench");
     match cli.command {
         Some(Command::HelloWorld { listen }) => podium_bench::hello_world(listen).await,
+        Some(Command::Settings {
+            out,
+            lingers,
+            in_flight,
+            seconds,
+        }) => podium_bench::settings(&out, &lingers, &in_flight, seconds).await,
         Some(Command::MockBroker { topic_prefix }) => {
             podium_bench::mock_broker::serve(&topic_prefix)
         }

@@ -43,7 +43,7 @@ fn command_output(program: &str, args: &[&str]) -> String {
 }
 
 impl Machine {
-    fn read() -> Self {
+    pub fn read() -> Self {
         let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
         let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
         let field = |text: &str, name: &str| {
@@ -202,7 +202,15 @@ pub async fn producer_baseline(
     name: &str,
     reader: bool,
 ) -> Result<Recorded> {
-    producer_baseline_at(broker, plan, name, reader, plan.in_flight).await
+    producer_baseline_at(
+        broker,
+        plan,
+        name,
+        reader,
+        plan.in_flight,
+        podium_command_api::event_log::DEFAULT_LINGER_MS,
+    )
+    .await
 }
 
 /// [`producer_baseline`] at `in_flight` records in flight.
@@ -212,6 +220,7 @@ pub async fn producer_baseline_at(
     name: &str,
     reader: bool,
     in_flight: usize,
+    linger_ms: u64,
 ) -> Result<Recorded> {
     let kafka = KafkaArgs::new(broker.bootstrap(), "bench.");
     let topic = format!("bench.{name}");
@@ -260,7 +269,8 @@ pub async fn producer_baseline_at(
         .context("a sample answer")?;
     let payload = podium_schemas::Codec::new().encode(answer)?;
     let producer =
-        baseline::raw_producer(&kafka, &topic, payload, in_flight, plan.baseline).await?;
+        baseline::raw_producer(&kafka, &topic, payload, in_flight, linger_ms, plan.baseline)
+            .await?;
     if let Some(reader) = reader {
         // Dropped before its broker stops, so it does not log the broker going away.
         reader.abort();
@@ -298,7 +308,15 @@ pub async fn measure_baselines(
             .await
             .context("starting a broker for the baseline")?;
         let name = format!("with-reader-{in_flight}");
-        let recorded = producer_baseline_at(&broker, plan, &name, true, in_flight).await?;
+        let recorded = producer_baseline_at(
+            &broker,
+            plan,
+            &name,
+            true,
+            in_flight,
+            podium_command_api::event_log::DEFAULT_LINGER_MS,
+        )
+        .await?;
         producer_with_reader_at.push((in_flight, recorded));
         drop(broker);
     }

@@ -193,6 +193,10 @@ impl EventLog for MemoryEventLog {
     async fn flush(&self) {}
 }
 
+/// The producer's `linger.ms` unless configured: chosen by `podium-bench settings`
+/// (docs/performance.md, "Producer settings by measurement").
+pub const DEFAULT_LINGER_MS: u64 = 1;
+
 /// Kafka through librdkafka: an idempotent producer with `acks=all`.
 ///
 /// An idempotent producer that meets a fatal error (the broker lost or refused its producer
@@ -231,11 +235,22 @@ impl KafkaEventLog {
         ack_timeout: Duration,
         queue_messages: usize,
     ) -> Result<Self, KafkaError> {
+        Self::with_linger(kafka, ack_timeout, queue_messages, DEFAULT_LINGER_MS)
+    }
+
+    /// [`KafkaEventLog::new`] with the producer's `linger.ms`: how long a record waits for
+    /// others to share its batch.
+    pub fn with_linger(
+        kafka: &KafkaArgs,
+        ack_timeout: Duration,
+        queue_messages: usize,
+        linger_ms: u64,
+    ) -> Result<Self, KafkaError> {
         let mut config = kafka.client_config();
         let _ = config
             .set("enable.idempotence", "true")
             .set("acks", "all")
-            .set("linger.ms", "1")
+            .set("linger.ms", linger_ms.to_string())
             .set("message.timeout.ms", ack_timeout.as_millis().to_string())
             .set("queue.buffering.max.messages", queue_messages.to_string());
         Ok(Self {

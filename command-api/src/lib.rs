@@ -56,6 +56,12 @@ pub struct Config {
     #[arg(long, env = "PODIUM_PRODUCER_QUEUE", default_value_t = 100_000)]
     pub producer_queue: usize,
 
+    /// Milliseconds an append waits for others to share its batch to the broker (the
+    /// producer's `linger.ms`). More batches fewer requests at the cost of latency; the default
+    /// was chosen by `podium-bench settings` (docs/performance.md).
+    #[arg(long, env = "PODIUM_PRODUCER_LINGER_MS", default_value_t = event_log::DEFAULT_LINGER_MS)]
+    pub producer_linger_ms: u64,
+
     #[command(flatten)]
     pub client_rate: ClientRateArgs,
 
@@ -127,10 +133,11 @@ impl App {
             .map_err(|e| anyhow::anyhow!("PODIUM_COMMAND_ADMIN_LISTEN: {e}"))?;
         // Up before the log is restored, so probes see the restore; down after the drain.
         let admin = AdminServer::start(listen, &health).await?;
-        let log = KafkaEventLog::new(
+        let log = KafkaEventLog::with_linger(
             &config.kafka,
             Duration::from_millis(config.ack_timeout_ms),
             config.producer_queue,
+            config.producer_linger_ms,
         )?
         .with_broker_check(health.check("broker", "the log is not read yet"));
         let mut app = Self::with_parts(config, Arc::new(log), Arc::new(SystemClock)).await?;

@@ -166,6 +166,7 @@ impl Stack {
             tokens: podium_runtime::tokens::TokenSecretArgs::new(TOKEN_SECRET),
             ack_timeout_ms: 10_000,
             producer_queue: 100_000,
+            producer_linger_ms: podium_command_api::event_log::DEFAULT_LINGER_MS,
             // Every test client shares one address, so the per-address limit is off here; the
             // rate-limit test sets its own.
             client_rate: ClientRateArgs::off(),
@@ -192,10 +193,11 @@ impl Stack {
         name: &'static str,
         config: podium_command_api::Config,
     ) -> Result<String> {
-        let log = KafkaEventLog::new(
+        let log = KafkaEventLog::with_linger(
             &config.kafka,
             Duration::from_millis(config.ack_timeout_ms),
             config.producer_queue,
+            config.producer_linger_ms,
         )?;
         let clock: Arc<dyn Clock> = match &self.clock {
             Some(manual) => manual.clone(),
