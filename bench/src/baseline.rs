@@ -131,7 +131,18 @@ pub async fn pipelined_zincrby(
 /// The bare axum hello-world the bench starts as a child process of its own binary
 /// (`podium-bench hello-world`), so it runs as the APIs do: in a process of its own.
 pub async fn serve_hello_world(listen: SocketAddr) -> Result<()> {
-    let router = axum::Router::new().route("/", axum::routing::get(|| async { "Hello, world!" }));
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    // `/events`: the barest axum SSE stream, with the query API's heartbeat, that never sends:
+    // the baseline of what one idle stream costs a server.
+    let idle = || async {
+        Sse::new(futures::stream::pending::<
+            Result<Event, std::convert::Infallible>,
+        >())
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+    };
+    let router = axum::Router::new()
+        .route("/", axum::routing::get(|| async { "Hello, world!" }))
+        .route("/events", axum::routing::get(idle));
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding {listen}"))?;
@@ -270,4 +281,51 @@ pub struct Baselines {
     /// each loop has a baseline at its own concurrency.
     #[serde(default)]
     pub producer_with_reader_at: Vec<(usize, Recorded)>,
+    /// What an idle stream of a bare axum SSE endpoint costs its server.
+    pub bare_streams: Option<BareStreams>,
+}
+
+/// Idle bare axum SSE streams held open, and the server's resident memory for them.
+#[derive(Debug, Clone, Serialize)]
+pub struct BareStreams {
+    pub streams: usize,
+    pub bytes_per_stream: u64,
+}
+
+/// Opens `streams` SSE streams to `url` and holds them until the returned tasks are aborted;
+/// returns once every one got its response head.
+pub async fn hold_streams(
+    http: &reqwest::Client,
+    url: &str,
+    streams: usize,
+) -> Result<Vec<tokio::task::JoinHandle<()>>> {
+    use futures::StreamExt;
+    let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut held = Vec::with_capacity(streams);
+    for i in 0..streams {
+        let (http, url, open) = (http.clone(), url.to_owned(), open.clone());
+        held.push(tokio::spawn(async move {
+            let Ok(response) = http.get(&url).send().await else {
+                return;
+            };
+            let _ = open.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let mut body = response.bytes_stream();
+            while body.next().await.is_some() {}
+        }));
+        // Opened in waves, as the fan-out phase opens its streams.
+        if i % 250 == 249 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while open.load(std::sync::atomic::Ordering::Relaxed) < streams {
+        if Instant::now() > deadline || held.iter().all(tokio::task::JoinHandle::is_finished) {
+            anyhow::bail!(
+                "only {} of {streams} bare streams opened",
+                open.load(std::sync::atomic::Ordering::Relaxed)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(held)
 }

@@ -354,6 +354,7 @@ pub async fn measure_baselines(
         std::sync::Arc::new(move || url.clone()),
     )
     .await;
+    let bare_streams = bare_streams(&listen, server.id(), plan.streams).await;
     let _ = server.kill();
     let _ = server.wait();
     eprintln!("  hello-world    {:.0} requests/s", hello_world.per_second);
@@ -365,6 +366,43 @@ pub async fn measure_baselines(
         hello_world,
         consumer: None,
         producer_with_reader_at,
+        bare_streams: match bare_streams {
+            Ok(bare) => Some(bare),
+            Err(e) => {
+                eprintln!("  bare SSE       not measured: {e:#}");
+                None
+            }
+        },
+    })
+}
+
+/// The hello-world server's memory for `streams` idle SSE streams, as the fan-out phase
+/// measures the query API's.
+async fn bare_streams(
+    listen: &SocketAddr,
+    pid: u32,
+    streams: usize,
+) -> Result<baseline::BareStreams> {
+    // A client of its own: the streams hold their connections until aborted.
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()?;
+    let before = crate::stack::rss(pid)?;
+    let held = baseline::hold_streams(&http, &format!("http://{listen}/events"), streams).await?;
+    // Let the server settle its buffers before reading its memory.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = crate::stack::rss(pid)?;
+    for stream in &held {
+        stream.abort();
+    }
+    let bytes_per_stream = after.saturating_sub(before) / u64::try_from(streams.max(1))?;
+    eprintln!(
+        "  bare SSE       {streams} idle streams, {:.1} KiB each",
+        bytes_per_stream as f64 / 1024.0
+    );
+    Ok(baseline::BareStreams {
+        streams,
+        bytes_per_stream,
     })
 }
 
@@ -609,13 +647,28 @@ impl Results {
                 String::new(),
                 "",
             ),
-            line(
-                "query API memory per stream",
-                format!("{:.1} KiB", o.bytes_per_connection as f64 / 1024.0),
-                format!("{} MiB RSS held", o.query_api_rss_connected_bytes >> 20),
-                String::new(),
-                "",
-            ),
+            match &b.bare_streams {
+                Some(bare) => line(
+                    "query API memory per stream",
+                    format!("{:.1} KiB", o.bytes_per_connection as f64 / 1024.0),
+                    format!(
+                        "{:.1} KiB a bare axum SSE stream",
+                        bare.bytes_per_stream as f64 / 1024.0
+                    ),
+                    format!(
+                        "{:.2}",
+                        ratio(o.bytes_per_connection as f64, bare.bytes_per_stream as f64)
+                    ),
+                    &format!("≤ 8 KiB: {}", met(o.bytes_per_connection <= 8 * 1024)),
+                ),
+                None => line(
+                    "query API memory per stream",
+                    format!("{:.1} KiB", o.bytes_per_connection as f64 / 1024.0),
+                    format!("{} MiB RSS held", o.query_api_rss_connected_bytes >> 20),
+                    String::new(),
+                    "",
+                ),
+            },
             line(
                 "read-model fold, events/s (seeding)",
                 format!("{:.0}", self.measured.seeded.fold_events_per_second),
