@@ -396,30 +396,16 @@ pub async fn run(args: &RunArgs) -> Result<Results> {
     );
 
     step("starting the stack: broker, Redis, projector, command API, query API");
-    let mut stack = stack::Stack::start(
+    let (mut stack, api) = measured_stack(
         &bin_dir,
-        &stack::Settings {
+        stack::Settings {
             max_streams: plan.streams + 1_000,
             broker: stack::BrokerKind::Nisshi,
         },
     )
     .await?;
-    let api = Api {
-        http: podium::http_client()?,
-        command_url: stack.command_url.clone(),
-        query_url: stack.query_url.clone(),
-        starts: Arc::default(),
-    };
-
-    let mut cpu = Vec::new();
-    let mut mark = stack.cpu_mark();
-    let mut phase_done = |stack: &stack::Stack, phase: &str| {
-        cpu.push(report::PhaseCpu {
-            phase: phase.to_owned(),
-            cores: stack.cpu_since(&mark),
-        });
-        mark = stack.cpu_mark();
-    };
+    let mut phases = Phases::new(&stack);
+    let mut phase_done = |stack: &stack::Stack, phase: &str| phases.done(stack, phase);
 
     step("baselines: bare producer, pipelined ZINCRBY, axum hello-world");
     let mut baselines = report::measure_baselines(&stack, &plan, &bin_dir, &api.http).await?;
@@ -552,7 +538,7 @@ pub async fn run(args: &RunArgs) -> Result<Results> {
         seeded,
         reads,
         rebuild: rebuilt,
-        cpu,
+        cpu: phases.cpu,
         ceiling,
     });
     results.write(&args.out)?;
@@ -665,29 +651,16 @@ const CEILING_SIZED_FOR: f64 = 20_000.0;
 /// cluster, which is never the bottleneck, with the cores each process used in each.
 async fn ceiling(plan: &Plan, bin_dir: &std::path::Path) -> Result<report::Ceiling> {
     step("Podium's own ceiling: the stack again, on librdkafka's mock cluster");
-    let mut stack = stack::Stack::start(
+    let (mut stack, api) = measured_stack(
         bin_dir,
-        &stack::Settings {
+        stack::Settings {
             max_streams: 1_000,
             broker: stack::BrokerKind::Mock,
         },
     )
     .await?;
-    let api = Api {
-        http: podium::http_client()?,
-        command_url: stack.command_url.clone(),
-        query_url: stack.query_url.clone(),
-        starts: Arc::default(),
-    };
-    let mut cpu = Vec::new();
-    let mut mark = stack.cpu_mark();
-    let mut phase_done = |stack: &stack::Stack, phase: &str| {
-        cpu.push(report::PhaseCpu {
-            phase: phase.to_owned(),
-            cores: stack.cpu_since(&mark),
-        });
-        mark = stack.cpu_mark();
-    };
+    let mut phases = Phases::new(&stack);
+    let mut phase_done = |stack: &stack::Stack, phase: &str| phases.done(stack, phase);
     // Enough small quizzes that the closed loops do not run out of questions at this rate.
     let loops_seconds = plan.ingest.as_secs_f64() * (1 + plan.more_in_flight.len()) as f64;
     let per_quiz = (plan.small_quiz_players.max(1) * usize::try_from(podium::QUESTIONS)?) as f64;
@@ -708,9 +681,48 @@ async fn ceiling(plan: &Plan, bin_dir: &std::path::Path) -> Result<report::Ceili
         max: Some(loops.max),
         more: loops.more,
         open_loops: loops.open_loops,
-        cpu,
+        cpu: phases.cpu,
         error: None,
     })
+}
+
+/// A stack started for measuring, and the load generator's client for it.
+async fn measured_stack(
+    bin_dir: &std::path::Path,
+    settings: stack::Settings,
+) -> Result<(stack::Stack, Api)> {
+    let stack = stack::Stack::start(bin_dir, &settings).await?;
+    let api = Api {
+        http: podium::http_client()?,
+        command_url: stack.command_url.clone(),
+        query_url: stack.query_url.clone(),
+        starts: Arc::default(),
+    };
+    Ok((stack, api))
+}
+
+/// The cores each process used in each phase, phase after phase.
+struct Phases {
+    cpu: Vec<report::PhaseCpu>,
+    mark: stack::CpuMark,
+}
+
+impl Phases {
+    fn new(stack: &stack::Stack) -> Self {
+        Self {
+            cpu: Vec::new(),
+            mark: stack.cpu_mark(),
+        }
+    }
+
+    /// `phase` ended now.
+    fn done(&mut self, stack: &stack::Stack, phase: &str) {
+        self.cpu.push(report::PhaseCpu {
+            phase: phase.to_owned(),
+            cores: stack.cpu_since(&self.mark),
+        });
+        self.mark = stack.cpu_mark();
+    }
 }
 
 pub(crate) fn step(what: &str) {

@@ -18,7 +18,9 @@ use podium_command_api::event_log::{
     AppendError, Entry, EventLog, LogRead, MemoryEventLog, Position, Positions,
 };
 use podium_command_api::quizzes::Quizzes;
-use podium_schemas::domain::{AnswerCommand, Command, QuestionDraft, QuizDraft, ReadModels};
+use podium_schemas::domain::{AnswerCommand, Command, ReadModels};
+
+mod support;
 use podium_schemas::events::Event;
 
 const START: i64 = 1_800_000_000_000;
@@ -96,19 +98,7 @@ async fn game() -> Result<Game> {
     let log = Arc::new(UnansweredLog::default());
     let clock = Arc::new(ManualClock::new(START));
     let quizzes = Quizzes::restore(log.clone(), clock.clone()).await?;
-    let question = |text: &str| QuestionDraft {
-        text: text.into(),
-        choices: vec!["A".into(), "B".into()],
-        correct_choice: 0,
-        points: Some(1000),
-        time_limit_seconds: Some(30),
-    };
-    let created = quizzes
-        .create(&QuizDraft {
-            title: "In doubt".into(),
-            questions: vec![question("One?"), question("Two?")],
-        })
-        .await?;
+    let created = quizzes.create(&support::two_questions("In doubt")).await?;
     Ok(Game {
         log,
         clock,

@@ -18,9 +18,9 @@ use podium_command_api::event_log::{
     AppendError, Entry, EventLog, LogRead, MemoryEventLog, Position, Positions,
 };
 use podium_command_api::quizzes::{AnswerReceipt, Quizzes};
-use podium_schemas::domain::{
-    AnswerCommand, Command, QuestionDraft, QuizDraft, ReadModels, Rejection,
-};
+use podium_schemas::domain::{AnswerCommand, Command, ReadModels, Rejection};
+
+mod support;
 use podium_schemas::events::Event;
 use tokio::sync::watch;
 
@@ -83,18 +83,8 @@ async fn game() -> Result<Game> {
     let log = Arc::new(GatedLog::new());
     let clock = Arc::new(ManualClock::new(START));
     let quizzes = Quizzes::restore(log.clone(), clock.clone()).await?;
-    let question = |text: &str| QuestionDraft {
-        text: text.into(),
-        choices: vec!["A".into(), "B".into()],
-        correct_choice: 0,
-        points: Some(1000),
-        time_limit_seconds: Some(30),
-    };
     let quiz_id = quizzes
-        .create(&QuizDraft {
-            title: "Beside the host".into(),
-            questions: vec![question("One?"), question("Two?")],
-        })
+        .create(&support::two_questions("Beside the host"))
         .await?
         .quiz_id;
     let ann = quizzes.join(&quiz_id, "Ann").await?.player_id;

@@ -20,7 +20,9 @@ use podium_command_api::snapshots::{
     Snapshotter,
 };
 use podium_runtime::KafkaArgs;
-use podium_schemas::domain::{AnswerCommand, Command, QuestionDraft, Quiz, QuizDraft, Rejection};
+use podium_schemas::domain::{AnswerCommand, Command, Quiz, QuizDraft, Rejection};
+
+mod support;
 use podium_schemas::events::Event;
 use podium_testkit::{Broker, Redis, unique};
 
@@ -33,17 +35,7 @@ struct Parts {
 }
 
 fn draft(title: &str) -> QuizDraft {
-    let question = |text: &str| QuestionDraft {
-        text: text.into(),
-        choices: vec!["A".into(), "B".into()],
-        correct_choice: 0,
-        points: Some(1000),
-        time_limit_seconds: Some(30),
-    };
-    QuizDraft {
-        title: title.into(),
-        questions: vec![question("One?"), question("Two?")],
-    }
+    support::two_questions(title)
 }
 
 fn answer(clock: &ManualClock, player: &str, question: i32, choice: i64) -> AnswerCommand {

@@ -99,26 +99,10 @@ end
 return {version, start, rows, names, redis.call('ZCARD', board)}
 ";
 
-/// One player's card and rank. `KEYS`: version, leaderboard, state, card. `ARGV`: the quiz's
-/// key prefix, the player. Also finds the latest closed question, for the streak.
-const PLAYER: &str = r"
-local version = redis.call('GET', KEYS[1])
-if not version then return false end
-local rank = redis.call('ZRANK', KEYS[2], ARGV[2])
-local n = tonumber(redis.call('HGET', KEYS[3], 'questions') or '0')
-local closed = 0
-for q = n, 1, -1 do
-  if redis.call('HEXISTS', ARGV[1] .. 'question:' .. q, 'closed_at') == 1 then
-    closed = q
-    break
-  end
-end
-return {version, rank or -1, redis.call('HGETALL', KEYS[4]), redis.call('ZCARD', KEYS[2]), closed}
-";
-
-/// Many players of one quiz in one step: what a feed reads for all its player streams.
-/// `ARGV[1]` is the quiz's key prefix, the rest player ids; per player, its rank (-1: not
-/// ranked) and its card.
+/// Players' cards and ranks in one step: one player's for a read, or every player a feed
+/// streams to. `KEYS`: version, leaderboard, state. `ARGV[1]` is the quiz's key prefix, the
+/// rest player ids; per player, its rank (-1: not ranked) and its card. Also finds the latest
+/// closed question, for the streaks.
 const STANDINGS: &str = r"
 local version = redis.call('GET', KEYS[1])
 if not version then return false end
@@ -244,7 +228,6 @@ pub struct ReadModel {
     root: Root,
     snapshot: Arc<redis::Script>,
     page: Arc<redis::Script>,
-    player: Arc<redis::Script>,
     standings: Arc<redis::Script>,
     lobby: Arc<redis::Script>,
 }
@@ -296,7 +279,6 @@ impl ReadModel {
             root,
             snapshot: Arc::new(redis::Script::new(SNAPSHOT)),
             page: Arc::new(redis::Script::new(PAGE)),
-            player: Arc::new(redis::Script::new(PLAYER)),
             standings: Arc::new(redis::Script::new(STANDINGS)),
             lobby: Arc::new(redis::Script::new(LOBBY)),
         })
@@ -478,25 +460,9 @@ impl ReadModel {
 
     /// A player's standing; `PlayerNotFound` if the player neither joined nor answered.
     pub async fn player(&self, quiz_id: &str, player_id: &str) -> Result<PlayerStanding> {
-        let keys = self.keys().await?;
-        let reply: Option<(u64, i64, Fields, u64, i32)> = self
-            .player
-            .key(keys.version(quiz_id))
-            .key(keys.leaderboard(quiz_id))
-            .key(keys.state(quiz_id))
-            .key(keys.player(quiz_id, player_id))
-            .arg(keys.quiz_prefix(quiz_id))
-            .arg(player_id)
-            .invoke_async(&mut self.connection.clone())
-            .await?;
-        let (version, rank, fields, ranked_players, latest_closed) =
-            reply.ok_or(Error::QuizNotFound)?;
-        let at = Standing {
-            version,
-            ranked_players,
-            latest_closed,
-        };
-        at.of(quiz_id, player_id, rank, &fields)
+        self.standings(quiz_id, &[player_id.to_owned()])
+            .await?
+            .remove(player_id)
             .map(|followed| followed.standing)
             .ok_or(Error::PlayerNotFound)
     }
