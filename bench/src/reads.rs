@@ -17,7 +17,7 @@ use rand::Rng;
 use serde::Serialize;
 
 use crate::baseline::get_loop;
-use crate::measure::{Recorded, rate};
+use crate::measure::{Recorded, Recorder, rate};
 use crate::podium::Api;
 
 /// Events per apply: the projector's default `PODIUM_BATCH_MAX`.
@@ -91,11 +91,20 @@ pub struct Reads {
     pub players: usize,
     pub top10: Recorded,
     pub rank: Recorded,
+    /// The same lookups straight from the query API's read model, without HTTP: what Redis
+    /// and the script give, the part a rank lookup cannot be faster than.
+    pub rank_read_model: Option<Recorded>,
 }
 
 /// Top-10 reads, then rank lookups of random players, `in_flight` at a time, each for
 /// `duration`.
-pub async fn reads(api: &Api, seeded: &Seeded, in_flight: usize, duration: Duration) -> Reads {
+pub async fn reads(
+    api: &Api,
+    redis: &RedisArgs,
+    seeded: &Seeded,
+    in_flight: usize,
+    duration: Duration,
+) -> Reads {
     let top = format!(
         "{}/v1/quizzes/{}/leaderboard?limit=10",
         api.query_url, seeded.quiz_id
@@ -125,11 +134,62 @@ pub async fn reads(api: &Api, seeded: &Seeded, in_flight: usize, duration: Durat
     )
     .await;
     eprintln!("  reads          {:.0} rank lookups/s", rank.per_second);
+    let rank_read_model = match read_model_lookups(redis, seeded, in_flight, duration).await {
+        Ok(recorded) => {
+            eprintln!(
+                "  reads          {:.0} lookups/s from the read model alone",
+                recorded.per_second
+            );
+            Some(recorded)
+        }
+        Err(e) => {
+            eprintln!("  reads          the read model alone not measured: {e:#}");
+            None
+        }
+    };
     Reads {
         players: seeded.players,
         top10,
         rank,
+        rank_read_model,
     }
+}
+
+/// Rank lookups of random players through the query API's own `ReadModel`, in this process:
+/// the Redis script and its round trip, without HTTP.
+async fn read_model_lookups(
+    redis: &RedisArgs,
+    seeded: &Seeded,
+    in_flight: usize,
+    duration: Duration,
+) -> Result<Recorded> {
+    let model =
+        podium_query_api::read_model::ReadModel::connect_client(redis.client()?, redis.root())
+            .await?;
+    let recorder = Arc::new(Recorder::new());
+    let deadline = Instant::now() + duration;
+    let workers: Vec<_> = (0..in_flight)
+        .map(|_| {
+            let (model, recorder) = (model.clone(), recorder.clone());
+            let (quiz_id, players) = (seeded.quiz_id.clone(), seeded.players);
+            tokio::spawn(async move {
+                while Instant::now() < deadline {
+                    let player = format!("p{:06}", rand::rng().random_range(0..players));
+                    let sent = Instant::now();
+                    let outcome = model.player(&quiz_id, &player).await;
+                    let now = Instant::now();
+                    match outcome {
+                        Ok(_) => recorder.ok(now - sent, now),
+                        Err(e) => recorder.error(&e.to_string(), now),
+                    }
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        let _ = worker.await;
+    }
+    Ok(recorder.finish())
 }
 
 #[derive(Debug, Clone, Serialize)]

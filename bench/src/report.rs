@@ -620,6 +620,22 @@ impl Results {
                 format!("{:.2}", ratio(r.rank.per_second, b.hello_world.per_second)),
                 "",
             ),
+            match &r.rank_read_model {
+                Some(alone) => line(
+                    "rank lookups vs the read model alone",
+                    format!("{:.0}", r.rank.per_second),
+                    format!("{:.0} lookups/s without HTTP", alone.per_second),
+                    format!("{:.2}", ratio(r.rank.per_second, alone.per_second)),
+                    "",
+                ),
+                None => line(
+                    "rank lookups vs the read model alone",
+                    String::new(),
+                    "not measured".into(),
+                    String::new(),
+                    "",
+                ),
+            },
             line(
                 "SSE streams held",
                 format!(
