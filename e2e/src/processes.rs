@@ -549,7 +549,8 @@ impl Client {
     }
 
     /// Sends a command until the command API gives a final answer: a connection failure, a
-    /// 503 (the log is unavailable) or a 429 is retried after a pause, for up to two minutes.
+    /// 503 (the log is unavailable), a 429, or a gateway's 502 or 504 on a request with a token
+    /// is retried after a pause, for up to two minutes.
     pub async fn post_until_final(
         &self,
         path: &str,
@@ -558,9 +559,15 @@ impl Client {
         body: &serde_json::Value,
     ) -> Result<(u16, serde_json::Value)> {
         let deadline = Instant::now() + Duration::from_secs(120);
+        // A gateway's 502 or 504 leaves the outcome unknown. Host commands and answers (the
+        // requests with a token) are safe to send again, as a real client would; a create or
+        // a join is not.
+        let retried = |status: u16| {
+            matches!(status, 503 | 429) || (token.is_some() && matches!(status, 502 | 504))
+        };
         loop {
             let last = match self.post(path, token, idempotency_key, body).await {
-                Ok((status, body)) if status != 503 && status != 429 => {
+                Ok((status, body)) if !retried(status) => {
                     return Ok((status, body));
                 }
                 Ok((status, body)) => format!("{status} {body}"),
