@@ -212,7 +212,8 @@ async fn create_quiz(
             })
             .collect(),
     };
-    let created = app.quizzes.create(&draft).await?;
+    let quizzes = app.quizzes.clone();
+    let created = to_completion(async move { quizzes.create(&draft).await }).await?;
     let host_token = app
         .tokens
         .issue(&created.quiz_id, Role::Host, &created.quiz_id)?;
@@ -289,7 +290,8 @@ async fn join(
         };
         return Ok((StatusCode::OK, Json(response)).into_response());
     }
-    let joined = app.quizzes.join(&quiz_id, &body.name).await?;
+    let (quizzes, id, name) = (app.quizzes.clone(), quiz_id.clone(), body.name);
+    let joined = to_completion(async move { quizzes.join(&id, &name).await }).await?;
     let player_token = app
         .tokens
         .issue(&quiz_id, Role::Player, &joined.player_id)?;
@@ -311,7 +313,21 @@ async fn host_command(
     command: Command,
 ) -> Result<Json<QuizStatus>> {
     let _ = app.tokens.host_of(bearer(headers), quiz_id)?;
-    Ok(Json(app.quizzes.host(quiz_id, command).await?))
+    let (quizzes, quiz_id) = (app.quizzes.clone(), quiz_id.to_owned());
+    let status = to_completion(async move { quizzes.host(&quiz_id, command).await }).await?;
+    Ok(Json(status))
+}
+
+/// Runs a command to its end even if the client goes away meanwhile (hyper then drops the
+/// request's future). An append the log acknowledged must reach the quiz's state: cut off
+/// between the two, the state would lack a recorded event, and the client's retry would be
+/// decided afresh, beside the first decision in the log.
+async fn to_completion<T: Send + 'static>(
+    command: impl Future<Output = Result<T>> + Send + 'static,
+) -> Result<T> {
+    tokio::spawn(command)
+        .await
+        .map_err(|e| Error::Internal(format!("a command's task ended early: {e}")))?
 }
 
 /// Lock joining
@@ -597,19 +613,15 @@ async fn answer(
         .answers_per_player
         .check(&player.sub)
         .map_err(Error::RateLimited)?;
-    let receipt = app
-        .quizzes
-        .answer(
-            &quiz_id,
-            AnswerCommand {
-                player_id: player.sub,
-                question: body.question,
-                choice: body.choice,
-                received_at,
-                idempotency_key: idempotency_key(&headers)?,
-            },
-        )
-        .await?;
+    let command = AnswerCommand {
+        player_id: player.sub,
+        question: body.question,
+        choice: body.choice,
+        received_at,
+        idempotency_key: idempotency_key(&headers)?,
+    };
+    let quizzes = app.quizzes.clone();
+    let receipt = to_completion(async move { quizzes.answer(&quiz_id, command).await }).await?;
     let status = if receipt.repeated {
         StatusCode::OK
     } else {
