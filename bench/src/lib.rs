@@ -172,6 +172,8 @@ pub struct Plan {
     /// 6,000.
     pub open_rates: Vec<f64>,
     pub open_loop: Duration,
+    /// Players of one more quiz among the open loops' (0: none): the seed's stadium.
+    pub open_huge_players: usize,
     pub huge_quiz_players: usize,
     pub small_quizzes: usize,
     pub small_quiz_players: usize,
@@ -195,6 +197,7 @@ impl Plan {
                 more_in_flight: vec![128],
                 open_rates: vec![300.0],
                 open_loop: s(3),
+                open_huge_players: 0,
                 huge_quiz_players: 100,
                 small_quizzes: 5,
                 small_quiz_players: 10,
@@ -213,6 +216,7 @@ impl Plan {
                 more_in_flight: vec![512],
                 open_rates: vec![6_000.0],
                 open_loop: s(15),
+                open_huge_players: 0,
                 huge_quiz_players: 3_000,
                 small_quizzes: 100,
                 small_quiz_players: 10,
@@ -231,6 +235,7 @@ impl Plan {
                 more_in_flight: vec![512, 2_048],
                 open_rates: vec![6_000.0, 12_000.0],
                 open_loop: s(60),
+                open_huge_players: 100_000,
                 huge_quiz_players: 10_000,
                 small_quizzes: 300,
                 small_quiz_players: 10,
@@ -606,16 +611,22 @@ async fn ingest_loops(
     step(&format!(
         "creating quizzes of {open_players} players in all for the open loops"
     ));
-    let answers = Arc::new(ingest::Answers::new(
-        create_games(
-            api,
-            "Open",
-            open_players.div_ceil(1_000),
-            1_000.min(open_players),
-            64,
-        )
-        .await?,
-    ));
+    let mut open_games = create_games(
+        api,
+        "Open",
+        open_players.div_ceil(1_000),
+        1_000.min(open_players),
+        64,
+    )
+    .await?;
+    if plan.open_huge_players > 0 {
+        step(&format!(
+            "and one quiz of {} players among them",
+            plan.open_huge_players
+        ));
+        open_games.extend(create_games(api, "Stadium", 1, plan.open_huge_players, 64).await?);
+    }
+    let answers = Arc::new(ingest::Answers::new(open_games));
     phase_done(stack, "joins for the open loops");
     let mut open_loops = Vec::new();
     for &rate in &plan.open_rates {
