@@ -783,7 +783,10 @@ impl Quizzes {
             Some(decision) => decision?,
             // A pending host command can change this answer's fate: decide after its outcome.
             None => {
+                let waited = Instant::now();
                 let _host = live.host_turn.lock().await;
+                metrics::histogram!("podium_command_answer_waited_for_host_seconds")
+                    .record(waited.elapsed().as_secs_f64());
                 decide(&live.state.lock().await.quiz, &command)?
             }
         };
