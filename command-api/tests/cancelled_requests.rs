@@ -154,19 +154,18 @@ async fn an_answer_whose_client_went_away_is_recorded_in_full_and_its_retry_repe
     // The answer reaches the log; its client goes away before the acknowledgement.
     let _ = log.open.send_replace(false);
     let path = format!("/v1/quizzes/{quiz_id}/answers");
-    let first = {
-        let (app, path, player) = (app.clone(), path.clone(), player.clone());
-        tokio::spawn(async move {
-            send(
-                &app,
-                &path,
-                Some(&player),
-                Some("k1"),
-                json!({"question": 1, "choice": 0}),
-            )
-            .await
-        })
+    // Ann answers question 1 with A, under one idempotency key each time.
+    let answer = |app: Router, path: String, player: String| async move {
+        send(
+            &app,
+            &path,
+            Some(&player),
+            Some("k1"),
+            json!({"question": 1, "choice": 0}),
+        )
+        .await
     };
+    let first = tokio::spawn(answer(app.clone(), path.clone(), player.clone()));
     tokio::time::timeout(GUARD, log.written.notified())
         .await
         .context("the answer never reached the log")?;
@@ -175,18 +174,9 @@ async fn an_answer_whose_client_went_away_is_recorded_in_full_and_its_retry_repe
     let _ = log.open.send_replace(true);
 
     // The retry under the same key gets the recorded answer back, not a second decision.
-    let (status, retried) = tokio::time::timeout(
-        GUARD,
-        send(
-            &app,
-            &path,
-            Some(&player),
-            Some("k1"),
-            json!({"question": 1, "choice": 0}),
-        ),
-    )
-    .await
-    .context("the retry hung")??;
+    let (status, retried) = tokio::time::timeout(GUARD, answer(app.clone(), path, player))
+        .await
+        .context("the retry hung")??;
     let answers = log
         .log
         .history()
