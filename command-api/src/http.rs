@@ -325,7 +325,8 @@ async fn host_command(
 async fn to_completion<T: Send + 'static>(
     command: impl Future<Output = Result<T>> + Send + 'static,
 ) -> Result<T> {
-    tokio::spawn(command)
+    // In the request's span: the appended events carry its trace on to the projector.
+    tokio::spawn(tracing::Instrument::in_current_span(command))
         .await
         .map_err(|e| Error::Internal(format!("a command's task ended early: {e}")))?
 }
