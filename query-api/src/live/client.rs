@@ -87,17 +87,7 @@ impl Session {
     }
 
     async fn player(&self) -> Option<PlayerStanding> {
-        let StreamOf::Player(player_id) = &self.of else {
-            return None;
-        };
-        metrics::counter!("podium_query_stream_player_reads_total").increment(1);
-        match self.hub.read_model().player(&self.quiz_id, player_id).await {
-            Ok(standing) => Some(standing),
-            Err(cause) => {
-                tracing::debug!(%cause, "player read for a stream failed");
-                None
-            }
-        }
+        self.read_alone().await.map(|followed| followed.standing)
     }
 
     async fn snapshot(&mut self, snapshot: &Snapshot, resync: bool) -> bool {
