@@ -2,6 +2,7 @@
 //! `ZINCRBY`, and a bare axum hello-world. Every Podium figure is reported as a ratio to one of
 //! them, because absolute numbers on a shared machine drift.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -130,7 +131,11 @@ pub async fn pipelined_zincrby(
 
 /// The bare axum hello-world the bench starts as a child process of its own binary
 /// (`podium-bench hello-world`), so it runs as the APIs do: in a process of its own.
-pub async fn serve_hello_world(listen: SocketAddr) -> Result<()> {
+///
+/// With `redis`, it also serves `/rank/{player}`: the barest rank lookup, one pipelined
+/// `ZRANK` and `HGETALL` on a board [`seed_bare_board`] filled, answered as JSON. It is what a
+/// rank lookup cannot be faster than while it reads Redis per request.
+pub async fn serve_hello_world(listen: SocketAddr, redis: Option<String>) -> Result<()> {
     use axum::response::sse::{Event, KeepAlive, Sse};
     // `/events`: the barest axum SSE stream, with the query API's heartbeat, that never sends:
     // the baseline of what one idle stream costs a server.
@@ -140,13 +145,95 @@ pub async fn serve_hello_world(listen: SocketAddr) -> Result<()> {
         >())
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
     };
-    let router = axum::Router::new()
+    let mut router = axum::Router::new()
         .route("/", axum::routing::get(|| async { "Hello, world!" }))
         .route("/events", axum::routing::get(idle));
+    if let Some(url) = redis {
+        let connection = redis::Client::open(url)?
+            .get_multiplexed_async_connection()
+            .await?;
+        let rank = move |axum::extract::Path(player): axum::extract::Path<String>| {
+            let mut connection = connection.clone();
+            async move {
+                let (rank, card): (Option<u64>, HashMap<String, String>) = redis::pipe()
+                    .cmd("ZRANK")
+                    .arg(BARE_BOARD)
+                    .arg(&player)
+                    .cmd("HGETALL")
+                    .arg(format!("{BARE_CARD}{player}"))
+                    .query_async(&mut connection)
+                    .await
+                    .map_err(|e| (axum::http::StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+                Ok::<_, (axum::http::StatusCode, String)>(axum::Json(
+                    serde_json::json!({ "player_id": player, "rank": rank, "card": card }),
+                ))
+            }
+        };
+        router = router.route("/rank/{player}", axum::routing::get(rank));
+    }
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding {listen}"))?;
     axum::serve(listener, router).await?;
+    Ok(())
+}
+
+/// The bare rank lookup's board and the prefix of its players' cards.
+pub const BARE_BOARD: &str = "bench:bare:board";
+pub const BARE_CARD: &str = "bench:bare:card:";
+
+/// Fills the bare rank lookup's board with `players` players named as the reads phase names
+/// them, each with a card of as many fields as Podium's.
+pub async fn seed_bare_board(
+    redis: &mut redis::aio::MultiplexedConnection,
+    players: usize,
+) -> Result<()> {
+    for start in (0..players).step_by(1000) {
+        let mut pipe = redis::pipe();
+        for p in start..(start + 1000).min(players) {
+            let player = format!("p{p:06}");
+            let _ = pipe
+                .cmd("ZADD")
+                .arg(BARE_BOARD)
+                .arg(p)
+                .arg(&player)
+                .ignore()
+                .cmd("HSET")
+                .arg(format!("{BARE_CARD}{player}"))
+                .arg(&[
+                    ("name", player.as_str()),
+                    ("points", "900"),
+                    ("elapsed_ms", "1234"),
+                    ("answers", "1"),
+                    ("streak", "1"),
+                    ("a:1", "900"),
+                ])
+                .ignore();
+        }
+        pipe.query_async::<()>(redis).await?;
+    }
+    Ok(())
+}
+
+/// Removes what [`seed_bare_board`] wrote.
+pub async fn drop_bare_board(
+    redis: &mut redis::aio::MultiplexedConnection,
+    players: usize,
+) -> Result<()> {
+    for start in (0..players).step_by(1000) {
+        let mut pipe = redis::pipe();
+        for p in start..(start + 1000).min(players) {
+            let _ = pipe
+                .cmd("UNLINK")
+                .arg(format!("{BARE_CARD}p{p:06}"))
+                .ignore();
+        }
+        pipe.query_async::<()>(redis).await?;
+    }
+    let _: () = redis::cmd("UNLINK")
+        .arg(BARE_BOARD)
+        .query_async(redis)
+        .await?;
     Ok(())
 }
 
@@ -283,6 +370,10 @@ pub struct Baselines {
     pub producer_with_reader_at: Vec<(usize, Recorded)>,
     /// What an idle stream of a bare axum SSE endpoint costs its server.
     pub bare_streams: Option<BareStreams>,
+    /// Bare rank lookups: the hello-world's `/rank/{player}` on a board as large as the reads
+    /// phase's quiz, at the reads phase's concurrency.
+    #[serde(default)]
+    pub bare_rank: Option<Recorded>,
 }
 
 /// Idle bare axum SSE streams held open, and the server's resident memory for them.

@@ -105,6 +105,9 @@ pub enum Command {
     HelloWorld {
         #[arg(long)]
         listen: SocketAddr,
+        /// Also serve `/rank/{player}` from this Redis: the bare rank lookup.
+        #[arg(long)]
+        redis: Option<String>,
     },
     /// Serve librdkafka's mock cluster with the event topics under `topic_prefix`: the broker
     /// of the ceiling phases, started as a child process.
@@ -264,8 +267,8 @@ impl Plan {
 }
 
 /// Serves the hello-world baseline until killed.
-pub async fn hello_world(listen: SocketAddr) -> Result<()> {
-    baseline::serve_hello_world(listen).await
+pub async fn hello_world(listen: SocketAddr, redis: Option<String>) -> Result<()> {
+    baseline::serve_hello_world(listen, redis).await
 }
 
 /// The directory of the services' binaries: `bin_dir`, or the bench's own.

@@ -6,7 +6,9 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let _telemetry = podium_runtime::init_telemetry("podium-bench");
     match cli.command {
-        Some(Command::HelloWorld { listen }) => podium_bench::hello_world(listen).await,
+        Some(Command::HelloWorld { listen, redis }) => {
+            podium_bench::hello_world(listen, redis).await
+        }
         Some(Command::Settings {
             out,
             lingers,

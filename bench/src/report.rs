@@ -331,6 +331,7 @@ pub async fn measure_baselines(
     let listen: SocketAddr = ([127, 0, 0, 1], port).into();
     let mut server = Command::new(bin_dir.join("podium-bench"))
         .args(["hello-world", "--listen", &listen.to_string()])
+        .args(["--redis", &stack.redis.url()])
         .stdin(Stdio::null())
         .spawn()
         .context("starting the hello-world baseline")?;
@@ -355,6 +356,7 @@ pub async fn measure_baselines(
     )
     .await;
     let bare_streams = bare_streams(&listen, server.id(), plan.streams).await;
+    let bare_rank = bare_rank(http, &mut redis, &listen, plan).await;
     let _ = server.kill();
     let _ = server.wait();
     eprintln!("  hello-world    {:.0} requests/s", hello_world.per_second);
@@ -373,7 +375,44 @@ pub async fn measure_baselines(
                 None
             }
         },
+        bare_rank: match bare_rank {
+            Ok(recorded) => Some(recorded),
+            Err(e) => {
+                eprintln!("  bare rank      not measured: {e:#}");
+                None
+            }
+        },
     })
+}
+
+/// Rank lookups of random players from the bare axum + Redis route, on a board of the reads
+/// phase's size.
+async fn bare_rank(
+    http: &reqwest::Client,
+    redis: &mut redis::aio::MultiplexedConnection,
+    listen: &SocketAddr,
+    plan: &Plan,
+) -> Result<Recorded> {
+    let players = plan.read_players;
+    eprintln!("  bare rank      seeding a board of {players} players");
+    baseline::seed_bare_board(redis, players).await?;
+    let base = format!("http://{listen}/rank/");
+    let recorded = baseline::get_loop(
+        http,
+        plan.read_in_flight,
+        plan.baseline,
+        std::sync::Arc::new(move || {
+            let p = rand::Rng::random_range(&mut rand::rng(), 0..players);
+            format!("{base}p{p:06}")
+        }),
+    )
+    .await;
+    baseline::drop_bare_board(redis, players).await?;
+    eprintln!(
+        "  bare rank      {:.0} lookups/s (axum + one Redis pipeline)",
+        recorded.per_second
+    );
+    Ok(recorded)
 }
 
 /// The hello-world server's memory for `streams` idle SSE streams, as the fan-out phase
@@ -620,6 +659,25 @@ impl Results {
                 format!("{:.2}", ratio(r.rank.per_second, b.hello_world.per_second)),
                 "",
             ),
+            match &b.bare_rank {
+                Some(bare) => line(
+                    "rank lookups vs bare axum + Redis",
+                    format!("{:.0}", r.rank.per_second),
+                    format!("{:.0} bare lookups/s", bare.per_second),
+                    format!("{:.2}", ratio(r.rank.per_second, bare.per_second)),
+                    &format!(
+                        "≥ 0.8 of the bare lookup: {}",
+                        met(ratio(r.rank.per_second, bare.per_second) >= 0.8)
+                    ),
+                ),
+                None => line(
+                    "rank lookups vs bare axum + Redis",
+                    String::new(),
+                    "not measured".into(),
+                    String::new(),
+                    "",
+                ),
+            },
             match &r.rank_read_model {
                 Some(alone) => line(
                     "rank lookups vs the read model alone",

@@ -6,7 +6,7 @@ use podium_runtime::problem::Problem;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
     #[error("no such quiz")]
     QuizNotFound,
@@ -38,6 +38,9 @@ pub enum Error {
     MethodNotAllowed,
     #[error("read model unavailable: {0}")]
     ReadModel(#[from] redis::RedisError),
+    /// A read shared by several requests ended without an answer.
+    #[error("a shared read of the read model failed")]
+    SharedReadFailed,
 }
 
 impl Error {
@@ -57,7 +60,9 @@ impl Error {
             Error::Durable(_) => (StatusCode::SERVICE_UNAVAILABLE, "read_model_unavailable"),
             Error::NotFound => (StatusCode::NOT_FOUND, "not_found"),
             Error::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
-            Error::ReadModel(_) => (StatusCode::SERVICE_UNAVAILABLE, "read_model_unavailable"),
+            Error::ReadModel(_) | Error::SharedReadFailed => {
+                (StatusCode::SERVICE_UNAVAILABLE, "read_model_unavailable")
+            }
         }
     }
 }

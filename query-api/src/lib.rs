@@ -4,6 +4,7 @@
 pub mod error;
 pub mod http;
 pub mod live;
+pub mod lookups;
 pub mod read_model;
 pub mod reads;
 pub mod views;

@@ -11,6 +11,7 @@ use podium_schemas::read_model::{Keys, Root, leaderboard_score, unpack_score};
 use redis::aio::ConnectionManager;
 
 use crate::error::{Error, Result};
+use crate::lookups::{BatchRead, Coalescer};
 use crate::reads::now_millis;
 use crate::views::{LeaderboardEntry, Lobby, LobbyPlayer, PlayerStanding, Source};
 
@@ -230,6 +231,8 @@ pub struct ReadModel {
     page: Arc<redis::Script>,
     standings: Arc<redis::Script>,
     lobby: Arc<redis::Script>,
+    /// Single players' lookups, batched per quiz.
+    lookups: Arc<Coalescer<Followed>>,
 }
 
 impl std::fmt::Debug for ReadModel {
@@ -281,6 +284,7 @@ impl ReadModel {
             page: Arc::new(redis::Script::new(PAGE)),
             standings: Arc::new(redis::Script::new(STANDINGS)),
             lobby: Arc::new(redis::Script::new(LOBBY)),
+            lookups: Arc::default(),
         })
     }
 
@@ -459,10 +463,11 @@ impl ReadModel {
     }
 
     /// A player's standing; `PlayerNotFound` if the player neither joined nor answered.
+    /// Lookups of one quiz that arrive while its last one is out are read together.
     pub async fn player(&self, quiz_id: &str, player_id: &str) -> Result<PlayerStanding> {
-        self.standings(quiz_id, &[player_id.to_owned()])
+        self.lookups
+            .lookup(self, quiz_id, player_id)
             .await?
-            .remove(player_id)
             .map(|followed| followed.standing)
             .ok_or(Error::PlayerNotFound)
     }
@@ -739,5 +744,16 @@ impl ReadModel {
             })
             .collect();
         Ok((view, board))
+    }
+}
+
+impl BatchRead<Followed> for ReadModel {
+    async fn read(
+        &self,
+        quiz_id: String,
+        player_ids: Vec<String>,
+    ) -> Result<HashMap<String, Followed>> {
+        metrics::counter!("podium_query_standings_lookup_reads_total").increment(1);
+        self.standings(&quiz_id, &player_ids).await
     }
 }
