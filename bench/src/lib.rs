@@ -81,8 +81,8 @@ pub enum Command {
         events: Vec<usize>,
     },
     /// The producer settings the command API's defaults come from: the bare producer with a
-    /// live reader, on a fresh broker each time, at each linger and number in flight. Results
-    /// go to <out>/settings.json.
+    /// live reader, on a fresh broker each time, at each linger, number in flight and
+    /// partition count. Results go to <out>/settings.json.
     Settings {
         /// Directory for the JSON results.
         #[arg(long, default_value = "bench-results")]
@@ -95,6 +95,11 @@ pub enum Command {
         /// Records in flight to try each linger at, comma-separated.
         #[arg(long, value_delimiter = ',', default_values_t = [64, 512])]
         in_flight: Vec<usize>,
+
+        /// Partitions of the measured topic (the answers topic's), comma-separated; try each
+        /// with each linger and number in flight.
+        #[arg(long, value_delimiter = ',', default_values_t = [podium_schemas::topics::ANSWERS_PARTITIONS])]
+        partitions: Vec<i32>,
 
         /// Seconds each combination is measured for.
         #[arg(long, default_value_t = 8)]
@@ -320,6 +325,7 @@ pub async fn restart(
 pub struct Setting {
     pub linger_ms: u64,
     pub in_flight: usize,
+    pub partitions: i32,
     pub recorded: measure::Recorded,
 }
 
@@ -328,6 +334,7 @@ pub async fn settings(
     out: &std::path::Path,
     lingers: &[u64],
     in_flights: &[usize],
+    partition_counts: &[i32],
     seconds: u64,
 ) -> Result<()> {
     let revision = report::revision();
@@ -343,29 +350,33 @@ pub async fn settings(
     });
     plan.baseline = Duration::from_secs(seconds.max(1));
     let mut settings = Vec::new();
-    for &in_flight in in_flights {
-        for &linger_ms in lingers {
-            step(&format!(
-                "linger.ms = {linger_ms}, {in_flight} in flight, with a reader"
-            ));
-            let broker = podium_testkit::Broker::start()
-                .await
-                .context("starting a broker")?;
-            let recorded = report::producer_baseline_at(
-                &broker,
-                &plan,
-                &format!("linger-{linger_ms}-{in_flight}"),
-                true,
-                in_flight,
-                linger_ms,
-            )
-            .await?;
-            settings.push(Setting {
-                linger_ms,
-                in_flight,
-                recorded,
-            });
-        }
+    let combinations = in_flights.iter().flat_map(|&in_flight| {
+        partition_counts.iter().flat_map(move |&partitions| {
+            lingers
+                .iter()
+                .map(move |&linger_ms| report::ProducerSettings {
+                    in_flight,
+                    linger_ms,
+                    partitions,
+                })
+        })
+    });
+    for at in combinations {
+        step(&format!(
+            "linger.ms = {}, {} in flight, {} partitions, with a reader",
+            at.linger_ms, at.in_flight, at.partitions
+        ));
+        let broker = podium_testkit::Broker::start()
+            .await
+            .context("starting a broker")?;
+        let name = format!("linger-{}-{}-{}", at.linger_ms, at.in_flight, at.partitions);
+        let recorded = report::producer_baseline_at(&broker, &plan, &name, true, at).await?;
+        settings.push(Setting {
+            linger_ms: at.linger_ms,
+            in_flight: at.in_flight,
+            partitions: at.partitions,
+            recorded,
+        });
     }
     std::fs::create_dir_all(out)?;
     let path = out.join("settings.json");
@@ -376,12 +387,13 @@ pub async fn settings(
         "settings": settings,
     });
     std::fs::write(&path, serde_json::to_string_pretty(&json)?)?;
-    println!("\nin flight  linger.ms  records/s  p50 ms  p99 ms  errors");
+    println!("\nin flight  partitions  linger.ms  records/s  p50 ms  p99 ms  errors");
     for s in &settings {
         let r = &s.recorded;
         println!(
-            "{:>9}  {:>9}  {:>9.0}  {:>6.1}  {:>6.1}  {:>6}",
+            "{:>9}  {:>10}  {:>9}  {:>9.0}  {:>6.1}  {:>6.1}  {:>6}",
             s.in_flight,
+            s.partitions,
             s.linger_ms,
             r.per_second,
             r.latency.p50_ms,

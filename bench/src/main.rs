@@ -13,8 +13,9 @@ async fn main() -> anyhow::Result<()> {
             out,
             lingers,
             in_flight,
+            partitions,
             seconds,
-        }) => podium_bench::settings(&out, &lingers, &in_flight, seconds).await,
+        }) => podium_bench::settings(&out, &lingers, &in_flight, &partitions, seconds).await,
         Some(Command::MockBroker { topic_prefix }) => {
             podium_bench::mock_broker::serve(&topic_prefix)
         }

@@ -207,10 +207,30 @@ pub async fn producer_baseline(
         plan,
         name,
         reader,
-        plan.in_flight,
-        podium_command_api::event_log::DEFAULT_LINGER_MS,
+        ProducerSettings::at(plan.in_flight),
     )
     .await
+}
+
+/// What the producer baselines vary: the command API's settings unless a settings run asks
+/// otherwise.
+#[derive(Debug, Clone, Copy)]
+pub struct ProducerSettings {
+    pub in_flight: usize,
+    pub linger_ms: u64,
+    /// The measured topic's partitions (the answers topic's).
+    pub partitions: i32,
+}
+
+impl ProducerSettings {
+    /// The command API's own settings, `in_flight` at a time.
+    pub fn at(in_flight: usize) -> Self {
+        Self {
+            in_flight,
+            linger_ms: podium_command_api::event_log::DEFAULT_LINGER_MS,
+            partitions: podium_schemas::topics::ANSWERS_PARTITIONS,
+        }
+    }
 }
 
 /// [`producer_baseline`] at `in_flight` records in flight.
@@ -219,15 +239,14 @@ pub async fn producer_baseline_at(
     plan: &Plan,
     name: &str,
     reader: bool,
-    in_flight: usize,
-    linger_ms: u64,
+    settings: ProducerSettings,
 ) -> Result<Recorded> {
     let kafka = KafkaArgs::new(broker.bootstrap(), "bench.");
     let topic = format!("bench.{name}");
     let idle = format!("bench.{name}-lifecycle");
     broker
         .create_topics(&[
-            (&topic, podium_schemas::topics::ANSWERS_PARTITIONS),
+            (&topic, settings.partitions),
             (&idle, podium_schemas::topics::LIFECYCLE_PARTITIONS),
         ])
         .await?;
@@ -246,8 +265,7 @@ pub async fn producer_baseline_at(
         };
         // Joining the group takes seconds: a producer measured meanwhile has no reader for
         // most of its run (seen: 3 of 5 s, at twice the rate it kept once the reader fetched).
-        let partitions = podium_schemas::topics::ANSWERS_PARTITIONS
-            + podium_schemas::topics::LIFECYCLE_PARTITIONS;
+        let partitions = settings.partitions + podium_schemas::topics::LIFECYCLE_PARTITIONS;
         let assigned = async {
             while consumer.assignment().map_or(0, |a| a.count()) < usize::try_from(partitions)? {
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -268,9 +286,15 @@ pub async fn producer_baseline_at(
         .and_then(|r| r.answers.first())
         .context("a sample answer")?;
     let payload = podium_schemas::Codec::new().encode(answer)?;
-    let producer =
-        baseline::raw_producer(&kafka, &topic, payload, in_flight, linger_ms, plan.baseline)
-            .await?;
+    let producer = baseline::raw_producer(
+        &kafka,
+        &topic,
+        payload,
+        settings.in_flight,
+        settings.linger_ms,
+        plan.baseline,
+    )
+    .await?;
     if let Some(reader) = reader {
         // Dropped before its broker stops, so it does not log the broker going away.
         reader.abort();
@@ -308,15 +332,9 @@ pub async fn measure_baselines(
             .await
             .context("starting a broker for the baseline")?;
         let name = format!("with-reader-{in_flight}");
-        let recorded = producer_baseline_at(
-            &broker,
-            plan,
-            &name,
-            true,
-            in_flight,
-            podium_command_api::event_log::DEFAULT_LINGER_MS,
-        )
-        .await?;
+        let recorded =
+            producer_baseline_at(&broker, plan, &name, true, ProducerSettings::at(in_flight))
+                .await?;
         producer_with_reader_at.push((in_flight, recorded));
         drop(broker);
     }

@@ -2,11 +2,12 @@
 # Sets everything up, builds the release binaries, and runs a benchmark profile against a stack
 # of its own (nisshi, Redis and the three services on free ports; the demo stack is left alone).
 # Usage: bench.sh [quick|full|smoke|chaos|restart|settings] [podium-bench flags]. quick takes
-# about 8 minutes, full about 20. It prints a table, and writes bench-results/<profile>.json and .svg.
+# about 8 minutes, full about 25. It prints a table, and writes bench-results/<profile>.json and .svg.
 # chaos (about a minute) breaks the stack part by part and records how long each recovery takes,
 # in bench-results/chaos.json. restart (about 5 minutes) restarts the command API on logs of
 # 100,000 and 1,000,000 events, in bench-results/restart.json. settings (about 2 minutes) tries
-# the producer's linger, in bench-results/settings.json. See docs/performance.md.
+# the producer's linger (and, with --partitions 1,3,6,12, the answers topic's partitions), in
+# bench-results/settings.json. See docs/performance.md.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 # shellcheck source=env.sh
