@@ -27,53 +27,19 @@ pub async fn raw_producer(
     linger_ms: u64,
     duration: Duration,
 ) -> Result<Recorded> {
-    let producer: FutureProducer = kafka
-        .client_config()
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set("linger.ms", linger_ms.to_string())
-        .set("message.timeout.ms", "5000")
-        .create()?;
-    let payload = Arc::new(payload);
+    let producer = Arc::new(RawProducer::new(kafka, topic, payload, linger_ms)?);
     let recorder = Arc::new(Recorder::new());
     let deadline = Instant::now() + duration;
     let workers: Vec<_> = (0..in_flight)
         .map(|w| {
-            let (producer, payload, recorder, topic) = (
-                producer.clone(),
-                payload.clone(),
-                recorder.clone(),
-                topic.to_owned(),
-            );
+            let (producer, recorder) = (producer.clone(), recorder.clone());
             tokio::spawn(async move {
                 let mut n = 0u64;
                 while Instant::now() < deadline {
                     n += 1;
-                    let key = format!("quiz/player-{w}-{n}");
-                    let headers = OwnedHeaders::new()
-                        .insert(Header {
-                            key: "event_type",
-                            value: Some("AnswerSubmitted"),
-                        })
-                        .insert(Header {
-                            key: "event_id",
-                            value: Some("0190c0a0-0000-7000-8000-000000000000"),
-                        })
-                        .insert(Header {
-                            key: "traceparent",
-                            value: Some("00-00000000000000000000000000000000-0000000000000000-01"),
-                        });
-                    let record = FutureRecord::to(&topic)
-                        .key(&key)
-                        .payload(payload.as_slice())
-                        .headers(headers);
-                    let sent = Instant::now();
-                    let outcome = producer.send(record, Duration::from_secs(5)).await;
-                    let now = Instant::now();
-                    match outcome {
-                        Ok(_) => recorder.ok(now - sent, now),
-                        Err((e, _)) => recorder.error(&format!("kafka: {e}"), now),
-                    }
+                    producer
+                        .send(&format!("quiz/player-{w}-{n}"), &recorder, Instant::now())
+                        .await;
                 }
             })
         })
@@ -82,6 +48,87 @@ pub async fn raw_producer(
         let _ = worker.await;
     }
     Ok(recorder.finish())
+}
+
+/// The same records at a fixed `rate` a second, open loop (as the ingest phases' open loops
+/// send answers): the broker's own latency at a given load.
+pub async fn raw_producer_at_rate(
+    kafka: &KafkaArgs,
+    topic: &str,
+    payload: Vec<u8>,
+    rate: f64,
+    duration: Duration,
+) -> Result<Recorded> {
+    let producer = Arc::new(RawProducer::new(
+        kafka,
+        topic,
+        payload,
+        podium_command_api::event_log::DEFAULT_LINGER_MS,
+    )?);
+    let n = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    Ok(
+        crate::ingest::open_loop(rate, duration, "producer", |recorder, since| {
+            let producer = producer.clone();
+            let n = n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            async move {
+                producer
+                    .send(&format!("quiz/player-{n}"), &recorder, since)
+                    .await
+            }
+        })
+        .await,
+    )
+}
+
+/// A producer with the command API's settings and one answer's payload and headers.
+struct RawProducer {
+    producer: FutureProducer,
+    topic: String,
+    payload: Vec<u8>,
+}
+
+impl RawProducer {
+    fn new(kafka: &KafkaArgs, topic: &str, payload: Vec<u8>, linger_ms: u64) -> Result<Self> {
+        let producer: FutureProducer = kafka
+            .client_config()
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", linger_ms.to_string())
+            .set("message.timeout.ms", "5000")
+            .create()?;
+        Ok(Self {
+            producer,
+            topic: topic.to_owned(),
+            payload,
+        })
+    }
+
+    /// Sends one record under `key` and records its outcome, timed from `since`.
+    async fn send(&self, key: &str, recorder: &Recorder, since: Instant) {
+        let headers = OwnedHeaders::new()
+            .insert(Header {
+                key: "event_type",
+                value: Some("AnswerSubmitted"),
+            })
+            .insert(Header {
+                key: "event_id",
+                value: Some("0190c0a0-0000-7000-8000-000000000000"),
+            })
+            .insert(Header {
+                key: "traceparent",
+                value: Some("00-00000000000000000000000000000000-0000000000000000-01"),
+            });
+        let record = FutureRecord::to(&self.topic)
+            .key(key)
+            .payload(self.payload.as_slice())
+            .headers(headers);
+        let outcome = self.producer.send(record, Duration::from_secs(5)).await;
+        let now = Instant::now();
+        match outcome {
+            Ok(_) => recorder.ok(now - since, now),
+            Err((e, _)) => recorder.error(&format!("kafka: {e}"), now),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -374,6 +421,21 @@ pub struct Baselines {
     /// phase's quiz, at the reads phase's concurrency.
     #[serde(default)]
     pub bare_rank: Option<Recorded>,
+    /// The producer with a reader in open loop, at the rate of each open-loop phase (half of
+    /// the maximum first): the broker's own latency at that load.
+    #[serde(default)]
+    pub producer_open: Vec<(f64, Recorded)>,
+}
+
+impl Baselines {
+    /// The open-loop producer measured nearest `rate`, within a tenth of it.
+    pub fn producer_at(&self, rate: f64) -> Option<&Recorded> {
+        self.producer_open
+            .iter()
+            .filter(|(at, _)| (at - rate).abs() <= 0.1 * rate)
+            .min_by(|a, b| (a.0 - rate).abs().total_cmp(&(b.0 - rate).abs()))
+            .map(|(_, recorded)| recorded)
+    }
 }
 
 /// Idle bare axum SSE streams held open, and the server's resident memory for them.

@@ -153,6 +153,28 @@ pub async fn at_rate(
     duration: Duration,
     progress_label: &str,
 ) -> Recorded {
+    open_loop(rate, duration, progress_label, |recorder, since| {
+        let (api, answers) = (api.clone(), answers.clone());
+        async move {
+            let _ = submit(&api, &answers, &recorder, since).await;
+        }
+    })
+    .await
+}
+
+/// The open-loop generator: starts `send` at `rate` a second for `duration`, whether or not
+/// earlier sends are back. `send` records its outcome, timed from `since`, its scheduled
+/// start. Beyond [`OPEN_LOOP_CEILING`] outstanding, a send is counted as `generator_backlog`.
+pub async fn open_loop<S, F>(
+    rate: f64,
+    duration: Duration,
+    progress_label: &str,
+    send: S,
+) -> Recorded
+where
+    S: Fn(Arc<Recorder>, Instant) -> F,
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
     let recorder = Arc::new(Recorder::new());
     let stop = Arc::new(AtomicBool::new(false));
     let progress = {
@@ -177,15 +199,10 @@ pub async fn at_rate(
             continue;
         }
         let _ = outstanding.fetch_add(1, Ordering::Relaxed);
-        let (api, answers, recorder, outstanding) = (
-            api.clone(),
-            answers.clone(),
-            recorder.clone(),
-            outstanding.clone(),
-        );
-        let since = scheduled.into_std();
+        let sending = send(recorder.clone(), scheduled.into_std());
+        let outstanding = outstanding.clone();
         let _ = tasks.spawn(async move {
-            let _ = submit(&api, &answers, &recorder, since).await;
+            sending.await;
             let _ = outstanding.fetch_sub(1, Ordering::Relaxed);
         });
         while tasks.try_join_next().is_some() {}

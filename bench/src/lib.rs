@@ -370,7 +370,9 @@ pub async fn settings(
             .await
             .context("starting a broker")?;
         let name = format!("linger-{}-{}-{}", at.linger_ms, at.in_flight, at.partitions);
-        let recorded = report::producer_baseline_at(&broker, &plan, &name, true, at).await?;
+        let recorded =
+            report::producer_baseline_at(&broker, &plan, &name, true, report::Load::Closed(at))
+                .await?;
         settings.push(Setting {
             linger_ms: at.linger_ms,
             in_flight: at.in_flight,
@@ -456,6 +458,18 @@ pub async fn run(args: &RunArgs) -> Result<Results> {
     let freshness = freshness?;
     stack.check()?;
     phase_done(&stack, "ingest half");
+
+    step(
+        "the bare producer with a reader, open loop at the same rates, each on a broker of its own",
+    );
+    let rates = std::iter::once(half).chain(open_loops.iter().map(|o| o.rate));
+    for rate in rates {
+        match report::producer_open_baseline(&plan, &format!("open-{rate:.0}"), rate).await {
+            Ok(recorded) => baselines.producer_open.push((rate, recorded)),
+            Err(e) => eprintln!("  producer at {rate:.0}/s not measured: {e:#}"),
+        }
+    }
+    phase_done(&stack, "producer open loops");
 
     step(&format!(
         "one quiz of {PEER_PLAYERS} players, each answering as each question starts, the host moving on when all are back"

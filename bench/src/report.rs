@@ -202,14 +202,26 @@ pub async fn producer_baseline(
     name: &str,
     reader: bool,
 ) -> Result<Recorded> {
-    producer_baseline_at(
-        broker,
-        plan,
-        name,
-        reader,
-        ProducerSettings::at(plan.in_flight),
-    )
-    .await
+    let load = Load::Closed(ProducerSettings::at(plan.in_flight));
+    producer_baseline_at(broker, plan, name, reader, load).await
+}
+
+/// How a producer baseline loads the broker.
+#[derive(Debug, Clone, Copy)]
+pub enum Load {
+    /// A closed loop with these settings.
+    Closed(ProducerSettings),
+    /// An open loop at `rate` records a second, with the command API's settings.
+    Open { rate: f64 },
+}
+
+/// The bare producer with a reader, open loop at `rate`, on a broker of its own: the broker's
+/// latency at the load an open-loop phase put on the stack.
+pub async fn producer_open_baseline(plan: &Plan, name: &str, rate: f64) -> Result<Recorded> {
+    let broker = Broker::start()
+        .await
+        .context("starting a broker for the baseline")?;
+    producer_baseline_at(&broker, plan, name, true, Load::Open { rate }).await
 }
 
 /// What the producer baselines vary: the command API's settings unless a settings run asks
@@ -239,14 +251,18 @@ pub async fn producer_baseline_at(
     plan: &Plan,
     name: &str,
     reader: bool,
-    settings: ProducerSettings,
+    load: Load,
 ) -> Result<Recorded> {
+    let partitions = match load {
+        Load::Closed(settings) => settings.partitions,
+        Load::Open { .. } => podium_schemas::topics::ANSWERS_PARTITIONS,
+    };
     let kafka = KafkaArgs::new(broker.bootstrap(), "bench.");
     let topic = format!("bench.{name}");
     let idle = format!("bench.{name}-lifecycle");
     broker
         .create_topics(&[
-            (&topic, settings.partitions),
+            (&topic, partitions),
             (&idle, podium_schemas::topics::LIFECYCLE_PARTITIONS),
         ])
         .await?;
@@ -265,7 +281,7 @@ pub async fn producer_baseline_at(
         };
         // Joining the group takes seconds: a producer measured meanwhile has no reader for
         // most of its run (seen: 3 of 5 s, at twice the rate it kept once the reader fetched).
-        let partitions = settings.partitions + podium_schemas::topics::LIFECYCLE_PARTITIONS;
+        let partitions = partitions + podium_schemas::topics::LIFECYCLE_PARTITIONS;
         let assigned = async {
             while consumer.assignment().map_or(0, |a| a.count()) < usize::try_from(partitions)? {
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -286,15 +302,22 @@ pub async fn producer_baseline_at(
         .and_then(|r| r.answers.first())
         .context("a sample answer")?;
     let payload = podium_schemas::Codec::new().encode(answer)?;
-    let producer = baseline::raw_producer(
-        &kafka,
-        &topic,
-        payload,
-        settings.in_flight,
-        settings.linger_ms,
-        plan.baseline,
-    )
-    .await?;
+    let producer = match load {
+        Load::Closed(settings) => {
+            baseline::raw_producer(
+                &kafka,
+                &topic,
+                payload,
+                settings.in_flight,
+                settings.linger_ms,
+                plan.baseline,
+            )
+            .await?
+        }
+        Load::Open { rate } => {
+            baseline::raw_producer_at_rate(&kafka, &topic, payload, rate, plan.baseline).await?
+        }
+    };
     if let Some(reader) = reader {
         // Dropped before its broker stops, so it does not log the broker going away.
         reader.abort();
@@ -332,9 +355,14 @@ pub async fn measure_baselines(
             .await
             .context("starting a broker for the baseline")?;
         let name = format!("with-reader-{in_flight}");
-        let recorded =
-            producer_baseline_at(&broker, plan, &name, true, ProducerSettings::at(in_flight))
-                .await?;
+        let recorded = producer_baseline_at(
+            &broker,
+            plan,
+            &name,
+            true,
+            Load::Closed(ProducerSettings::at(in_flight)),
+        )
+        .await?;
         producer_with_reader_at.push((in_flight, recorded));
         drop(broker);
     }
@@ -393,6 +421,7 @@ pub async fn measure_baselines(
                 None
             }
         },
+        producer_open: Vec::new(),
         bare_rank: match bare_rank {
             Ok(recorded) => Some(recorded),
             Err(e) => {
@@ -614,18 +643,34 @@ impl Results {
                 ),
                 "",
             ),
-            line(
-                "submit p50 / p99 / p99.9 at half",
-                format!(
-                    "{:.1} / {:.1} / {:.1} ms",
-                    i.half_rate.latency.p50_ms,
-                    i.half_rate.latency.p99_ms,
-                    i.half_rate.latency.p999_ms
-                ),
-                format!("{:.0} answers/s sent", i.half_rate.per_second),
-                String::new(),
-                &format!("p99 ≤ 20 ms: {}", met(i.half_rate.latency.p99_ms <= 20.0)),
-            ),
+            {
+                let bare = b.producer_at(i.half_rate.per_second);
+                line(
+                    "submit p50 / p99 / p99.9 at half",
+                    format!(
+                        "{:.1} / {:.1} / {:.1} ms",
+                        i.half_rate.latency.p50_ms,
+                        i.half_rate.latency.p99_ms,
+                        i.half_rate.latency.p999_ms
+                    ),
+                    bare.map_or_else(
+                        || format!("{:.0} answers/s sent", i.half_rate.per_second),
+                        |bare| {
+                            format!(
+                                "bare producer p99 {:.1} ms at {:.0}/s",
+                                bare.latency.p99_ms, bare.per_second
+                            )
+                        },
+                    ),
+                    bare.map_or_else(String::new, |bare| {
+                        format!(
+                            "{:.1}",
+                            ratio(i.half_rate.latency.p99_ms, bare.latency.p99_ms)
+                        )
+                    }),
+                    &format!("p99 ≤ 20 ms: {}", met(i.half_rate.latency.p99_ms <= 20.0)),
+                )
+            },
             line(
                 "submit errors (every ingest phase)",
                 format!(
@@ -860,7 +905,15 @@ impl Results {
                         r.latency.p999_ms,
                         errors(r)
                     ),
-                    format!("{:.0} rec/s with reader", b.producer_with_reader.per_second),
+                    match b.producer_at(o.rate) {
+                        Some(bare) => format!(
+                            "bare producer at the rate: {:.0} rec/s, p99 {:.1} ms",
+                            bare.per_second, bare.latency.p99_ms
+                        ),
+                        None => {
+                            format!("{:.0} rec/s with reader", b.producer_with_reader.per_second)
+                        }
+                    },
                     format!(
                         "{:.2}",
                         ratio(r.per_second, b.producer_with_reader.per_second)
