@@ -22,7 +22,9 @@ use crate::reads::{MAX_LOBBY, now_millis};
 use crate::views::{ClosedQuestion, FlowEvent, PlayerStanding, QuizState, flow_since};
 
 /// Events queued for a client that hyper has not written yet: the bound on what a slow
-/// client costs, beside the broadcast's own bounded buffer.
+/// client costs, beside the broadcast's own bounded buffer. The queue holds boxed events:
+/// tokio allocates a channel's slots 32 at a time, so an idle stream keeps 32 pointers
+/// rather than 32 events.
 const QUEUE: usize = 8;
 /// After a reconnection, when a player stream looks up the player's rank. Live, the feed
 /// reads every player's standing together.
@@ -56,7 +58,7 @@ struct Session {
     feed: Arc<Feed>,
     quiz_id: String,
     of: StreamOf,
-    queue: mpsc::Sender<Event>,
+    queue: mpsc::Sender<Box<Event>>,
     last_words: LastWords,
     /// The highest flow number and version the client has been sent.
     seen_flow: u64,
@@ -83,7 +85,7 @@ impl Session {
             self.retry_sent = true;
             event = event.retry(self.hub.settings().retry());
         }
-        self.queue.send(event).await.is_ok()
+        self.queue.send(Box::new(event)).await.is_ok()
     }
 
     async fn player(&self) -> Option<PlayerStanding> {
@@ -314,23 +316,27 @@ impl Session {
         resume: Resume,
         mut frames: broadcast::Receiver<Arc<Frame>>,
     ) {
-        if !self.start(&snapshot, &resume).await {
+        // Every await of more than a select is boxed: a task's size is its largest state, and
+        // an idle stream should not keep the room of its start, a resync or a frame.
+        if !Box::pin(self.start(&snapshot, &resume)).await {
             return;
         }
+        drop(snapshot);
         self.live = true;
         // Who is in the quiz, afresh on every connection; then whenever it changes.
         let for_players = self.of != StreamOf::Quiz;
         let limit = if for_players { PLAYER_LOBBY } else { MAX_LOBBY };
-        let lobby = match self.hub.read_model().lobby(&self.quiz_id, limit).await {
+        let lobby = match Box::pin(self.hub.read_model().lobby(&self.quiz_id, limit)).await {
             Ok(lobby) => lobby_frame(&lobby, for_players),
             Err(cause) => {
                 tracing::debug!(%cause, "lobby read for a stream failed");
                 return;
             }
         };
-        if !self.forward(&lobby).await {
+        if !Box::pin(self.forward(&lobby)).await {
             return;
         }
+        drop(lobby);
         let shutdown = self.hub.shutdown().clone();
         loop {
             let rank_at = self.rank_at;
@@ -348,7 +354,7 @@ impl Session {
                 }
                 () = self.queue.closed() => return,
                 frame = frames.recv() => match frame {
-                    Ok(frame) => self.forward(&frame).await,
+                    Ok(frame) => Box::pin(self.forward(&frame)).await,
                     Err(broadcast::error::RecvError::Lagged(_)) => {
                         self.skips += 1;
                         if self.skips > self.hub.settings().max_skips {
@@ -359,13 +365,13 @@ impl Session {
                         // still due would come late.
                         self.result_due = None;
                         match self.feed.latest() {
-                            Some(latest) => self.snapshot(&latest, true).await,
+                            Some(latest) => Box::pin(self.snapshot(&latest, true)).await,
                             None => true,
                         }
                     }
                     Err(broadcast::error::RecvError::Closed) => return,
                 },
-                () = rank_due => self.check_rank().await,
+                () = rank_due => Box::pin(self.check_rank()).await,
             };
             if !open {
                 return;
@@ -479,6 +485,7 @@ impl Hub {
         })
         .filter_map(std::future::ready);
         Ok(ReceiverStream::new(events)
+            .map(|event| *event)
             .chain(farewell)
             .map(move |event| {
                 let _ = &held;
