@@ -7,12 +7,22 @@ use rdkafka::types::RDKafkaErrorCode;
 
 use crate::error::{Error, Result};
 
-/// Creates Podium's topics with their explicit partition counts. Topics that already exist are
-/// left as they are, so running it twice is safe.
-pub async fn create_topics(kafka: &KafkaArgs, replication: i32) -> Result<Vec<(String, i32)>> {
+/// Creates Podium's topics with their explicit partition counts, the answers topic with
+/// `answers_partitions`. Topics that already exist are left as they are, so running it twice
+/// is safe.
+pub async fn create_topics(
+    kafka: &KafkaArgs,
+    replication: i32,
+    answers_partitions: i32,
+) -> Result<Vec<(String, i32)>> {
     let admin: AdminClient<DefaultClientContext> = kafka.client_config().create()?;
     let topics = kafka.topics();
-    let wanted = topics.with_partitions();
+    let mut wanted = topics.with_partitions();
+    for (name, partitions) in &mut wanted {
+        if *name == topics.answers {
+            *partitions = answers_partitions;
+        }
+    }
     let new: Vec<NewTopic<'_>> = wanted
         .iter()
         .map(|(name, partitions)| {

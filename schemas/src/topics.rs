@@ -18,9 +18,12 @@ pub const ANSWERS: &str = "podium.answers.v1";
 /// Records a projector could not read, with why and where they came from in the headers.
 pub const DEAD_LETTERS: &str = "podium.dead-letters.v1";
 
-/// Partition counts the local stack creates topics with.
+/// Partition counts the local stack creates topics with. The answers topic's 3 is measured
+/// (`podium-bench settings --partitions`, docs/performance.md): nisshi's produce rate falls as
+/// a producer's records spread over more partitions (at 64 in flight, 4,553 records/s on 3
+/// partitions against 3,122 on 6), and 3 still lets three projectors share the answers.
 pub const LIFECYCLE_PARTITIONS: i32 = 3;
-pub const ANSWERS_PARTITIONS: i32 = 6;
+pub const ANSWERS_PARTITIONS: i32 = 3;
 pub const DEAD_LETTERS_PARTITIONS: i32 = 1;
 
 /// Dead-letter headers: why the record was set aside (`undecodable`, `unknown_event_type`,

@@ -29,6 +29,13 @@ enum Command {
         /// Replication factor of each topic (1 for a single local broker).
         #[arg(long, env = "PODIUM_TOPIC_REPLICATION", default_value_t = 1)]
         replication: i32,
+
+        /// Partitions of the answers topic: the most projectors that can share the answers.
+        /// 3 is measured on nisshi, where more partitions cost produce throughput; a Kafka
+        /// cluster that wants more projectors can take more (docs/deploy.md).
+        #[arg(long, env = "PODIUM_ANSWERS_PARTITIONS", default_value_t = podium_schemas::topics::ANSWERS_PARTITIONS,
+              value_parser = clap::value_parser!(i32).range(1..=1024))]
+        answers_partitions: i32,
     },
     /// Apply the pending ScyllaDB migrations of deploy/scylla (each version is recorded in the
     /// keyspace's schema_migrations table); the projector also applies them when it starts.
@@ -61,8 +68,16 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let _telemetry = podium_runtime::init_telemetry("podium-ops");
     match cli.command {
-        Command::CreateTopics { replication } => {
-            let created = podium_projectors::admin::create_topics(&cli.kafka, replication).await?;
+        Command::CreateTopics {
+            replication,
+            answers_partitions,
+        } => {
+            let created = podium_projectors::admin::create_topics(
+                &cli.kafka,
+                replication,
+                answers_partitions,
+            )
+            .await?;
             for (topic, partitions) in &created {
                 println!("created {topic} with {partitions} partitions");
             }
