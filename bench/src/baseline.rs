@@ -65,6 +65,10 @@ pub async fn raw_producer_at_rate(
         payload,
         podium_command_api::event_log::DEFAULT_LINGER_MS,
     )?);
+    // The first record waits for the producer id and the topic's metadata: not the load's.
+    producer
+        .send("quiz/warm-up", &Recorder::new(), Instant::now())
+        .await;
     let n = Arc::new(std::sync::atomic::AtomicU64::new(0));
     Ok(
         crate::ingest::open_loop(rate, duration, "producer", |recorder, since| {

@@ -485,6 +485,20 @@ pub async fn run(args: &RunArgs) -> Result<Results> {
     phase_done(&stack, "one quiz");
 
     step(&format!(
+        "ingest direct, then through nginx, {} in flight (closed loops), on quizzes of their own",
+        plan.in_flight
+    ));
+    let gateway = match through_gateway(&stack, &api, &plan, max.per_second).await {
+        Ok(gateway) => Some(gateway),
+        Err(e) => {
+            eprintln!("  through nginx  not measured: {e:#}");
+            None
+        }
+    };
+    stack.check()?;
+    phase_done(&stack, "through nginx");
+
+    step(&format!(
         "fan-out: {} SSE streams on one query API",
         plan.streams
     ));
@@ -566,6 +580,7 @@ pub async fn run(args: &RunArgs) -> Result<Results> {
             open_loops,
             one_quiz: peer,
             question_starts: api.starts.finish(),
+            gateway,
         },
         freshness,
         fan_out,
@@ -726,6 +741,48 @@ async fn ceiling(plan: &Plan, bin_dir: &std::path::Path) -> Result<report::Ceili
     })
 }
 
+/// The same closed loop straight to the command API and then through Debian's nginx with the
+/// gateway template every deployment uses, each player a client address of its own.
+async fn through_gateway(
+    stack: &stack::Stack,
+    api: &Api,
+    plan: &Plan,
+    rate: f64,
+) -> Result<report::ThroughGateway> {
+    let needed = rate * plan.ingest.as_secs_f64() * 2.0 * 1.3;
+    let players = (needed / f64::from(podium::QUESTIONS)).ceil() as usize;
+    let games = create_games(
+        api,
+        "Gateway",
+        players.div_ceil(1_000),
+        1_000.min(players),
+        64,
+    )
+    .await?;
+    let answers = Arc::new(ingest::Answers::new(games));
+    let address = |url: &str| url.trim_start_matches("http://").to_owned();
+    let gateway =
+        podium_testkit::Gateway::start(&address(&stack.command_url), &[&address(&stack.query_url)])
+            .await?;
+    let direct = ingest::saturate(api, &answers, plan.in_flight, plan.ingest, "direct").await;
+    let via = Api {
+        command_url: gateway.url(),
+        forwarded: true,
+        ..api.clone()
+    };
+    let through =
+        ingest::saturate(&via, &answers, plan.in_flight, plan.ingest, "through nginx").await;
+    eprintln!(
+        "  through nginx  {:.0} answers/s (p99 {:.1} ms) against {:.0} direct (p99 {:.1} ms)",
+        through.per_second, through.latency.p99_ms, direct.per_second, direct.latency.p99_ms
+    );
+    Ok(report::ThroughGateway {
+        in_flight: plan.in_flight,
+        direct,
+        through,
+    })
+}
+
 /// A stack started for measuring, and the load generator's client for it.
 async fn measured_stack(
     bin_dir: &std::path::Path,
@@ -737,6 +794,7 @@ async fn measured_stack(
         command_url: stack.command_url.clone(),
         query_url: stack.query_url.clone(),
         starts: Arc::default(),
+        forwarded: false,
     };
     Ok((stack, api))
 }

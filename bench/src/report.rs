@@ -508,6 +508,17 @@ pub struct Ingest {
     pub one_quiz: Recorded,
     /// The host's question starts during both: each closes the question before it.
     pub question_starts: Recorded,
+    /// A closed loop straight to the command API, then the same through nginx.
+    #[serde(default)]
+    pub gateway: Option<ThroughGateway>,
+}
+
+/// Ingest through the gateway beside the same loop without it, in the same run.
+#[derive(Debug, Clone, Serialize)]
+pub struct ThroughGateway {
+    pub in_flight: usize,
+    pub direct: Recorded,
+    pub through: Recorded,
 }
 
 /// An open loop sending `rate` answers a second whatever the answers take.
@@ -683,11 +694,38 @@ impl Results {
                             .sum::<u64>()
                         + errors(&i.half_rate)
                         + errors(&i.one_quiz)
+                        + i.gateway
+                            .as_ref()
+                            .map_or(0, |g| errors(&g.direct) + errors(&g.through))
                 ),
                 format!("{} producer errors", errors(&b.producer)),
                 String::new(),
                 "",
             ),
+            match &i.gateway {
+                Some(g) => line(
+                    &format!("ingest through nginx, {} in flight (p99)", g.in_flight),
+                    format!(
+                        "{:.0}/s ({:.1} ms), {} errors",
+                        g.through.per_second,
+                        g.through.latency.p99_ms,
+                        errors(&g.through)
+                    ),
+                    format!(
+                        "{:.0}/s direct ({:.1} ms), same run",
+                        g.direct.per_second, g.direct.latency.p99_ms
+                    ),
+                    format!("{:.2}", ratio(g.through.per_second, g.direct.per_second)),
+                    "",
+                ),
+                None => line(
+                    "ingest through nginx",
+                    String::new(),
+                    "not measured".into(),
+                    String::new(),
+                    "",
+                ),
+            },
             line(
                 "ack → query API, p50 / p99",
                 format!(

@@ -1,6 +1,6 @@
 //! Lookups of one quiz's players share Redis reads, as a database's group commit shares
-//! flushes: the first lookup of a quiz reads at once, and every lookup that arrives while a
-//! read is out joins the next one. One quiet request costs one round trip as before; a stadium
+//! flushes: a lookup reads at once while fewer than a few reads of its quiz are out, and
+//! otherwise joins the next batch. One quiet request costs one round trip as before; a stadium
 //! of phones asking their rank costs one script per batch, not one per phone.
 //!
 //! Hand-written because the batching crates (`dataloader`) hold a lock across the read and
@@ -9,7 +9,6 @@
 //! drops its own answer.
 
 use std::collections::HashMap;
-use std::collections::hash_map::Entry;
 use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -28,29 +27,45 @@ pub trait BatchRead<V>: Clone + Send + Sync + 'static {
 
 type Waiter<V> = (String, oneshot::Sender<Result<Option<V>>>);
 
-/// Per quiz, the lookups waiting for the next read. A quiz has an entry exactly while a task
-/// drains it.
+/// One quiz's lookups: those waiting for a read, and the reads out.
+struct Queue<V> {
+    waiting: Vec<Waiter<V>>,
+    reading: usize,
+}
+
+/// Per quiz, the lookups waiting for the next read. A quiz has an entry exactly while a read
+/// of it is out.
 pub struct Coalescer<V> {
-    waiting: Mutex<HashMap<String, Vec<Waiter<V>>>>,
+    queues: Mutex<HashMap<String, Queue<V>>>,
+    /// Reads of one quiz out at once. More than one keeps Redis and HTTP working side by side:
+    /// with a single read out, requests would wait for it while Redis waits for them.
+    readers: usize,
 }
 
 impl<V> std::fmt::Debug for Coalescer<V> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Coalescer").finish_non_exhaustive()
+        f.debug_struct("Coalescer")
+            .field("readers", &self.readers)
+            .finish_non_exhaustive()
     }
 }
 
-impl<V> Default for Coalescer<V> {
-    fn default() -> Self {
+impl<V> Coalescer<V> {
+    pub fn new(readers: usize) -> Self {
         Self {
-            waiting: Mutex::new(HashMap::new()),
+            queues: Mutex::new(HashMap::new()),
+            readers: readers.max(1),
         }
+    }
+
+    fn queues(&self) -> std::sync::MutexGuard<'_, HashMap<String, Queue<V>>> {
+        self.queues.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
 impl<V: Clone + Send + 'static> Coalescer<V> {
-    /// `player_id`'s value in `quiz_id`, or `None` if it has none, read together with every
-    /// lookup of the quiz that is waiting.
+    /// `player_id`'s value in `quiz_id`, or `None` if it has none, read together with the
+    /// other lookups of the quiz waiting at the time.
     pub async fn lookup<R: BatchRead<V>>(
         self: &Arc<Self>,
         source: &R,
@@ -58,60 +73,47 @@ impl<V: Clone + Send + 'static> Coalescer<V> {
         player_id: &str,
     ) -> Result<Option<V>> {
         let (answer, answered) = oneshot::channel();
-        let first = {
-            let mut waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
-            match waiting.entry(quiz_id.to_owned()) {
-                Entry::Occupied(mut queue) => {
-                    queue.get_mut().push((player_id.to_owned(), answer));
-                    false
-                }
-                Entry::Vacant(queue) => {
-                    let _ = queue.insert(vec![(player_id.to_owned(), answer)]);
-                    true
-                }
+        let read_now = {
+            let mut queues = self.queues();
+            let queue = queues.entry(quiz_id.to_owned()).or_insert_with(|| Queue {
+                waiting: Vec::new(),
+                reading: 0,
+            });
+            queue.waiting.push((player_id.to_owned(), answer));
+            let read_now = queue.reading < self.readers;
+            if read_now {
+                queue.reading += 1;
             }
+            read_now
         };
-        if first {
-            let draining = Draining {
+        if read_now {
+            let reader = Reader {
                 coalescer: self.clone(),
                 quiz_id: quiz_id.to_owned(),
                 done: false,
             };
-            drop(tokio::spawn(draining.run(source.clone())));
+            drop(tokio::spawn(reader.run(source.clone())));
         }
-        // The drainer only goes without answering if its read panicked.
+        // A reader only goes without answering if its read panicked.
         answered
             .await
             .unwrap_or_else(|_| Err(Error::SharedReadFailed))
     }
 }
 
-/// The task that reads one quiz's batches until no lookup waits. If it dies mid-read its
-/// waiters are dropped with it, and the next lookup starts afresh.
-struct Draining<V> {
+/// A task that reads one quiz's waiting lookups, batch after batch, until none waits.
+struct Reader<V> {
     coalescer: Arc<Coalescer<V>>,
     quiz_id: String,
     done: bool,
 }
 
-impl<V: Clone + Send + 'static> Draining<V> {
+impl<V: Clone + Send + 'static> Reader<V> {
     async fn run<R: BatchRead<V>>(mut self, source: R) {
         loop {
-            let batch = {
-                let mut waiting = self
-                    .coalescer
-                    .waiting
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner);
-                match waiting.get_mut(&self.quiz_id) {
-                    Some(queue) if !queue.is_empty() => std::mem::take(queue),
-                    _ => {
-                        let _ = waiting.remove(&self.quiz_id);
-                        drop(waiting);
-                        self.done = true;
-                        return;
-                    }
-                }
+            let Some(batch) = self.next_batch() else {
+                self.done = true;
+                return;
             };
             let mut player_ids: Vec<String> = batch.iter().map(|(p, _)| p.clone()).collect();
             player_ids.sort_unstable();
@@ -130,16 +132,35 @@ impl<V: Clone + Send + 'static> Draining<V> {
     }
 }
 
-impl<V> Drop for Draining<V> {
+impl<V> Reader<V> {
+    /// Takes every waiting lookup; or, if none waits, signs this reader off.
+    fn next_batch(&self) -> Option<Vec<Waiter<V>>> {
+        let mut queues = self.coalescer.queues();
+        let queue = queues.get_mut(&self.quiz_id)?;
+        if queue.waiting.is_empty() {
+            self.leave(&mut queues);
+            return None;
+        }
+        Some(std::mem::take(&mut queue.waiting))
+    }
+
+    /// This reader stops; the last one out removes the quiz's entry, dropping any lookup still
+    /// waiting (their callers get an error) rather than leaving it unread.
+    fn leave(&self, queues: &mut HashMap<String, Queue<V>>) {
+        if let Some(queue) = queues.get_mut(&self.quiz_id) {
+            queue.reading = queue.reading.saturating_sub(1);
+            if queue.reading == 0 {
+                let _ = queues.remove(&self.quiz_id);
+            }
+        }
+    }
+}
+
+impl<V> Drop for Reader<V> {
     fn drop(&mut self) {
         if !self.done {
-            // Only this task drains the quiz, so the entry is still its own.
-            let _ = self
-                .coalescer
-                .waiting
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .remove(&self.quiz_id);
+            // The read panicked or the runtime is going away.
+            self.leave(&mut self.coalescer.queues());
         }
     }
 }
@@ -202,7 +223,7 @@ mod tests {
 
     #[tokio::test]
     async fn lookups_that_arrive_during_a_read_share_the_next_one() {
-        let coalescer = Arc::new(Coalescer::default());
+        let coalescer = Arc::new(Coalescer::new(1));
         let source = Gated::new();
         let lookup = |player: &'static str| {
             let (coalescer, source) = (coalescer.clone(), source.clone());
@@ -233,12 +254,12 @@ mod tests {
             ]
         );
         // Drained: the next lookup reads afresh.
-        assert!(coalescer.waiting.lock().expect("lock").is_empty());
+        assert!(coalescer.queues().is_empty());
     }
 
     #[tokio::test]
     async fn a_failed_read_fails_its_batch_only() {
-        let coalescer = Arc::new(Coalescer::default());
+        let coalescer = Arc::new(Coalescer::new(1));
         let source = Gated::new();
         source.fail.store(1, Ordering::SeqCst);
         source.permits.add_permits(1);
@@ -254,7 +275,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_cancelled_lookup_leaves_the_others_answered() {
-        let coalescer = Arc::new(Coalescer::default());
+        let coalescer = Arc::new(Coalescer::new(1));
         let source = Gated::new();
         let (c, s) = (coalescer.clone(), source.clone());
         let driving = tokio::spawn(async move { c.lookup(&s, "q", "ann").await });
@@ -270,8 +291,35 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn up_to_the_readers_read_at_once_and_the_rest_share_a_read() {
+        let coalescer = Arc::new(Coalescer::new(2));
+        let source = Gated::new();
+        let lookup = |player: &'static str| {
+            let (coalescer, source) = (coalescer.clone(), source.clone());
+            tokio::spawn(async move { coalescer.lookup(&source, "q", player).await })
+        };
+        let ann = lookup("ann");
+        settle().await;
+        let bob = lookup("bob");
+        settle().await;
+        assert_eq!(source.reads().len(), 2, "two readers read at once");
+        let first = [ann, bob];
+        let later = [lookup("cy"), lookup("dee")];
+        settle().await;
+        assert_eq!(source.reads().len(), 2, "a third waits for a reader");
+        source.permits.add_permits(3);
+        for lookup in first.into_iter().chain(later) {
+            assert!(lookup.await.expect("task").expect("lookup").is_some());
+        }
+        let reads = source.reads();
+        assert_eq!(reads.len(), 3);
+        assert_eq!(reads[2], vec!["cy".to_owned(), "dee".to_owned()]);
+        assert!(coalescer.queues().is_empty());
+    }
+
+    #[tokio::test]
     async fn quizzes_are_read_apart() {
-        let coalescer = Arc::new(Coalescer::default());
+        let coalescer = Arc::new(Coalescer::new(1));
         let source = Gated::new();
         source.permits.add_permits(2);
         let (a, b) = tokio::join!(

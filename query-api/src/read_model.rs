@@ -123,6 +123,9 @@ end
 return {version, redis.call('ZCARD', KEYS[2]), closed, players}
 ";
 
+/// Single players' lookups of one quiz out at once; more wait and go together in the next.
+const LOOKUP_READERS: usize = 4;
+
 /// Players per [`STANDINGS`] call: Redis runs one script at a time, so a long one would hold
 /// up every other client. The calls of one read go out together on the multiplexed connection.
 const STANDINGS_CHUNK: usize = 256;
@@ -284,7 +287,7 @@ impl ReadModel {
             page: Arc::new(redis::Script::new(PAGE)),
             standings: Arc::new(redis::Script::new(STANDINGS)),
             lobby: Arc::new(redis::Script::new(LOBBY)),
-            lookups: Arc::default(),
+            lookups: Arc::new(Coalescer::new(LOOKUP_READERS)),
         })
     }
 
