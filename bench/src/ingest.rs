@@ -137,9 +137,11 @@ pub async fn saturate(
     for worker in workers {
         let _ = worker.await;
     }
+    // Measured before the progress line's last tick, which can come up to a second later.
+    let recorded = recorder.finish();
     stop.store(true, Ordering::Relaxed);
     let _ = progress.await;
-    recorder.finish()
+    recorded
 }
 
 /// Most answers outstanding in open loop before the generator itself counts as overloaded.
@@ -208,7 +210,9 @@ where
         while tasks.try_join_next().is_some() {}
     }
     while tasks.join_next().await.is_some() {}
+    // Measured before the progress line's last tick, which can come up to a second later.
+    let recorded = recorder.finish();
     stop.store(true, Ordering::Relaxed);
     let _ = progress.await;
-    recorder.finish()
+    recorded
 }
