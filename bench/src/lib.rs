@@ -327,6 +327,9 @@ pub struct Setting {
     pub in_flight: usize,
     pub partitions: i32,
     pub recorded: measure::Recorded,
+    /// CPU microseconds this process (the producer and its reader) spent per record: what the
+    /// setting costs a command API on a machine it shares.
+    pub cpu_us_per_record: Option<f64>,
 }
 
 /// The settings run: prints a table and writes `<out>/settings.json`.
@@ -370,14 +373,20 @@ pub async fn settings(
             .await
             .context("starting a broker")?;
         let name = format!("linger-{}-{}-{}", at.linger_ms, at.in_flight, at.partitions);
+        let cpu_before = stack::cpu_seconds(std::process::id());
         let recorded =
             report::producer_baseline_at(&broker, &plan, &name, true, report::Load::Closed(at))
                 .await?;
+        let cpu_us_per_record = cpu_before
+            .zip(stack::cpu_seconds(std::process::id()))
+            .filter(|_| recorded.ok > 0)
+            .map(|(before, after)| (after - before) * 1e6 / recorded.ok as f64);
         settings.push(Setting {
             linger_ms: at.linger_ms,
             in_flight: at.in_flight,
             partitions: at.partitions,
             recorded,
+            cpu_us_per_record,
         });
     }
     std::fs::create_dir_all(out)?;
@@ -389,15 +398,18 @@ pub async fn settings(
         "settings": settings,
     });
     std::fs::write(&path, serde_json::to_string_pretty(&json)?)?;
-    println!("\nin flight  partitions  linger.ms  records/s  p50 ms  p99 ms  errors");
+    println!(
+        "\nin flight  partitions  linger.ms  records/s  µs CPU/record  p50 ms  p99 ms  errors"
+    );
     for s in &settings {
         let r = &s.recorded;
         println!(
-            "{:>9}  {:>10}  {:>9}  {:>9.0}  {:>6.1}  {:>6.1}  {:>6}",
+            "{:>9}  {:>10}  {:>9}  {:>9.0}  {:>13.0}  {:>6.1}  {:>6.1}  {:>6}",
             s.in_flight,
             s.partitions,
             s.linger_ms,
             r.per_second,
+            s.cpu_us_per_record.unwrap_or(f64::NAN),
             r.latency.p50_ms,
             r.latency.p99_ms,
             r.errors.values().sum::<u64>()

@@ -57,8 +57,9 @@ pub struct Config {
     pub producer_queue: usize,
 
     /// Milliseconds an append waits for others to share its batch to the broker (the
-    /// producer's `linger.ms`). More batches fewer requests at the cost of latency; the default
-    /// was chosen by `podium-bench settings` (docs/performance.md).
+    /// producer's `linger.ms`). A longer linger makes fewer, larger requests and spares the
+    /// producer's thread, at the cost of latency when the load is low; the default was chosen
+    /// by `podium-bench settings` (docs/performance.md).
     #[arg(long, env = "PODIUM_PRODUCER_LINGER_MS", default_value_t = event_log::DEFAULT_LINGER_MS)]
     pub producer_linger_ms: u64,
 
