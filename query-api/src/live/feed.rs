@@ -431,19 +431,23 @@ pub(super) async fn run(hub: Hub, feed: Arc<Feed>) {
                 None => std::future::pending().await,
             }
         };
-        tokio::select! {
+        let changed = tokio::select! {
             () = hub.shutdown().cancelled() => break,
-            () = feed.nudged.notified() => {}
-            () = tokio::time::sleep(POLL) => {}
+            () = feed.nudged.notified() => true,
+            () = tokio::time::sleep(POLL) => false,
             () = standings_due => {
                 standings_at = None;
                 deliver_standings(&hub, &feed).await;
                 continue;
             }
+        };
+        // Coalescing: changes that arrive meanwhile are read together. The safety-net poll
+        // neither waits nor counts: a change just after it would otherwise wait out the
+        // window, and one change in ten did, which made the tail of ack → SSE.
+        if changed {
+            tokio::time::sleep_until(last_read + settings.coalesce()).await;
+            last_read = Instant::now();
         }
-        // Coalescing: changes that arrive meanwhile are read together.
-        tokio::time::sleep_until(last_read + settings.coalesce()).await;
-        last_read = Instant::now();
         let trace = feed
             .trace
             .lock()
