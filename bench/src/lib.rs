@@ -459,6 +459,17 @@ pub async fn run(args: &RunArgs) -> Result<Results> {
     let (max, more, open_loops, answers) =
         (loops.max, loops.more, loops.open_loops, loops.open_answers);
     let half = (max.per_second / 2.0).max(1.0);
+    // The open loops overload the stack on purpose; the half-rate phase measures it at rest.
+    match stack
+        .wait_projector_caught_up(Duration::from_secs(180))
+        .await
+    {
+        Ok(took) => eprintln!(
+            "  settled        the projector caught up {:.1} s after the open loops",
+            took.as_secs_f64()
+        ),
+        Err(e) => eprintln!("  settled        not confirmed: {e:#}"),
+    }
     step(&format!(
         "ingest at half of it, {half:.0} answers/s (open loop), with freshness probes"
     ));

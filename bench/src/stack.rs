@@ -40,6 +40,8 @@ pub struct Stack {
     pub namespace: String,
     pub command_url: String,
     pub query_url: String,
+    /// The projector's metrics listener, `host:port`.
+    projector_metrics: String,
     pub logs: tempfile::TempDir,
     services: Vec<(&'static str, Child)>,
 }
@@ -88,11 +90,13 @@ impl Stack {
             .collect();
         let command_port = free_port()?;
         let query_port = free_port()?;
+        let projector_metrics_port = free_port()?;
         let mut stack = Self {
             kafka,
             namespace: unique("bench"),
             command_url: format!("http://127.0.0.1:{command_port}"),
             query_url: format!("http://127.0.0.1:{query_port}"),
+            projector_metrics: format!("127.0.0.1:{projector_metrics_port}"),
             logs: tempfile::Builder::new().prefix("podium-bench").tempdir()?,
             services: Vec::new(),
             broker,
@@ -111,7 +115,10 @@ impl Stack {
             ("PODIUM_RATE_PER_CLIENT", "0".into()),
             ("PODIUM_RATE_QUIZZES_PER_MINUTE", "0".into()),
             ("PODIUM_RATE_ANSWERS_PER_PLAYER", "1000".into()),
-            ("PODIUM_PROJECTOR_METRICS_LISTEN", "off".into()),
+            (
+                "PODIUM_PROJECTOR_METRICS_LISTEN",
+                format!("127.0.0.1:{projector_metrics_port}"),
+            ),
             ("PODIUM_COMMAND_ADMIN_LISTEN", "off".into()),
             ("PODIUM_QUERY_ADMIN_LISTEN", "off".into()),
             (
@@ -140,6 +147,38 @@ impl Stack {
         stack.wait_until_up(command_port).await?;
         stack.wait_until_up(query_port).await?;
         Ok(stack)
+    }
+
+    /// Waits until the projector reports no lag on any partition twice in a row (librdkafka's
+    /// statistics, which it refreshes every few seconds), up to `limit`; how long it took.
+    pub async fn wait_projector_caught_up(&mut self, limit: Duration) -> Result<Duration> {
+        let started = Instant::now();
+        let url = format!("http://{}/metrics", self.projector_metrics);
+        let http = reqwest::Client::new();
+        let mut quiet = 0;
+        while quiet < 2 {
+            if started.elapsed() > limit {
+                bail!("the projector still lagged after {} s", limit.as_secs());
+            }
+            self.check()?;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let Ok(response) = http.get(&url).send().await else {
+                continue;
+            };
+            let text = response.text().await.unwrap_or_default();
+            let lags: Vec<f64> = text
+                .lines()
+                .filter(|line| line.starts_with("podium_projector_consumer_lag{"))
+                .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+                .collect();
+            // No line yet means no statistics yet, not no lag.
+            quiet = if !lags.is_empty() && lags.iter().sum::<f64>() == 0.0 {
+                quiet + 1
+            } else {
+                0
+            };
+        }
+        Ok(started.elapsed())
     }
 
     async fn wait_until_up(&mut self, port: u16) -> Result<()> {
