@@ -239,31 +239,26 @@ pub async fn seed_bare_board(
     redis: &mut redis::aio::MultiplexedConnection,
     players: usize,
 ) -> Result<()> {
-    for start in (0..players).step_by(1000) {
-        let mut pipe = redis::pipe();
-        for p in start..(start + 1000).min(players) {
-            let player = format!("p{p:06}");
-            let _ = pipe
-                .cmd("ZADD")
-                .arg(BARE_BOARD)
-                .arg(p)
-                .arg(&player)
-                .ignore()
-                .cmd("HSET")
-                .arg(format!("{BARE_CARD}{player}"))
-                .arg(&[
-                    ("name", player.as_str()),
-                    ("points", "900"),
-                    ("elapsed_ms", "1234"),
-                    ("answers", "1"),
-                    ("streak", "1"),
-                    ("a:1", "900"),
-                ])
-                .ignore();
-        }
-        pipe.query_async::<()>(redis).await?;
-    }
-    Ok(())
+    per_player(redis, players, |pipe, p, player| {
+        let _ = pipe
+            .cmd("ZADD")
+            .arg(BARE_BOARD)
+            .arg(p)
+            .arg(player)
+            .ignore()
+            .cmd("HSET")
+            .arg(format!("{BARE_CARD}{player}"))
+            .arg(&[
+                ("name", player),
+                ("points", "900"),
+                ("elapsed_ms", "1234"),
+                ("answers", "1"),
+                ("streak", "1"),
+                ("a:1", "900"),
+            ])
+            .ignore();
+    })
+    .await
 }
 
 /// Removes what [`seed_bare_board`] wrote.
@@ -271,20 +266,34 @@ pub async fn drop_bare_board(
     redis: &mut redis::aio::MultiplexedConnection,
     players: usize,
 ) -> Result<()> {
-    for start in (0..players).step_by(1000) {
-        let mut pipe = redis::pipe();
-        for p in start..(start + 1000).min(players) {
-            let _ = pipe
-                .cmd("UNLINK")
-                .arg(format!("{BARE_CARD}p{p:06}"))
-                .ignore();
-        }
-        pipe.query_async::<()>(redis).await?;
-    }
+    per_player(redis, players, |pipe, _, player| {
+        let _ = pipe
+            .cmd("UNLINK")
+            .arg(format!("{BARE_CARD}{player}"))
+            .ignore();
+    })
+    .await?;
     let _: () = redis::cmd("UNLINK")
         .arg(BARE_BOARD)
         .query_async(redis)
         .await?;
+    Ok(())
+}
+
+/// Runs what `add` puts in a pipeline for each of `players` players (`p000000` on), 1,000
+/// players a pipeline.
+async fn per_player(
+    redis: &mut redis::aio::MultiplexedConnection,
+    players: usize,
+    add: impl Fn(&mut redis::Pipeline, usize, &str),
+) -> Result<()> {
+    for start in (0..players).step_by(1000) {
+        let mut pipe = redis::pipe();
+        for p in start..(start + 1000).min(players) {
+            add(&mut pipe, p, &format!("p{p:06}"));
+        }
+        pipe.query_async::<()>(redis).await?;
+    }
     Ok(())
 }
 
