@@ -2,7 +2,7 @@
 # Sets everything up, builds the release binaries, and runs a benchmark profile against a stack
 # of its own (nisshi, Redis and the three services on free ports; the demo stack is left alone).
 # Usage: bench.sh [quick|full|smoke|chaos|restart|settings] [podium-bench flags]. quick takes
-# about 8 minutes, full about 25. It prints a table, and writes bench-results/<profile>.json and .svg.
+# about 10 minutes, full about 30. It prints a table, and writes bench-results/<profile>.json and .svg.
 # chaos (about a minute) breaks the stack part by part and records how long each recovery takes,
 # in bench-results/chaos.json. restart (about 5 minutes) restarts the command API on logs of
 # 100,000 and 1,000,000 events, in bench-results/restart.json. settings (about 2 minutes) tries
