@@ -567,6 +567,17 @@ fn line(figure: &str, value: String, baseline: String, ratio: String, target: &s
     }
 }
 
+/// A figure whose baseline could not be measured in this run.
+fn not_measured(figure: &str) -> Line {
+    line(
+        figure,
+        String::new(),
+        "not measured".into(),
+        String::new(),
+        "",
+    )
+}
+
 fn met(ok: bool) -> &'static str {
     if ok { "met" } else { "missed" }
 }
@@ -718,13 +729,7 @@ impl Results {
                     format!("{:.2}", ratio(g.through.per_second, g.direct.per_second)),
                     "",
                 ),
-                None => line(
-                    "ingest through nginx",
-                    String::new(),
-                    "not measured".into(),
-                    String::new(),
-                    "",
-                ),
+                None => not_measured("ingest through nginx"),
             },
             line(
                 "ack → query API, p50 / p99",
@@ -771,13 +776,7 @@ impl Results {
                         met(ratio(r.rank.per_second, bare.per_second) >= 0.8)
                     ),
                 ),
-                None => line(
-                    "rank lookups vs bare axum + Redis",
-                    String::new(),
-                    "not measured".into(),
-                    String::new(),
-                    "",
-                ),
+                None => not_measured("rank lookups vs bare axum + Redis"),
             },
             match &r.rank_read_model {
                 Some(alone) => line(
@@ -787,13 +786,7 @@ impl Results {
                     format!("{:.2}", ratio(r.rank.per_second, alone.per_second)),
                     "",
                 ),
-                None => line(
-                    "rank lookups vs the read model alone",
-                    String::new(),
-                    "not measured".into(),
-                    String::new(),
-                    "",
-                ),
+                None => not_measured("rank lookups vs the read model alone"),
             },
             line(
                 "SSE streams held",
@@ -894,13 +887,7 @@ impl Results {
                     String::new(),
                     "",
                 ),
-                None => line(
-                    "rebuild vs a bare consumer of the log",
-                    String::new(),
-                    "not measured".into(),
-                    String::new(),
-                    "",
-                ),
+                None => not_measured("rebuild vs a bare consumer of the log"),
             },
         ];
         // The closed loops at more in flight, after the first one's lines, each against the
@@ -932,6 +919,21 @@ impl Results {
         for (n, o) in i.open_loops.iter().enumerate() {
             let r = &o.recorded;
             let held = r.per_second >= 0.98 * o.rate && r.latency.p99_ms <= 50.0 && errors(r) == 0;
+            // The bare producer at the same rate when it was measured; the ratio is to the
+            // baseline the line names.
+            let (baseline, against) = match b.producer_at(o.rate) {
+                Some(bare) => (
+                    format!(
+                        "bare producer at the rate: {:.0} rec/s, p99 {:.1} ms",
+                        bare.per_second, bare.latency.p99_ms
+                    ),
+                    bare,
+                ),
+                None => (
+                    format!("{:.0} rec/s with reader", b.producer_with_reader.per_second),
+                    &b.producer_with_reader,
+                ),
+            };
             lines.insert(
                 2 + i.more.len() + n,
                 line(
@@ -943,19 +945,8 @@ impl Results {
                         r.latency.p999_ms,
                         errors(r)
                     ),
-                    match b.producer_at(o.rate) {
-                        Some(bare) => format!(
-                            "bare producer at the rate: {:.0} rec/s, p99 {:.1} ms",
-                            bare.per_second, bare.latency.p99_ms
-                        ),
-                        None => {
-                            format!("{:.0} rec/s with reader", b.producer_with_reader.per_second)
-                        }
-                    },
-                    format!(
-                        "{:.2}",
-                        ratio(r.per_second, b.producer_with_reader.per_second)
-                    ),
+                    baseline,
+                    format!("{:.2}", ratio(r.per_second, against.per_second)),
                     &format!("rate held, p99 ≤ 50 ms, 0 errors: {}", met(held)),
                 ),
             );
