@@ -27,7 +27,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use podium_runtime::RedisArgs;
 
-use crate::podium::{Api, create_games};
+use crate::podium::{Api, Game, create_games};
 use crate::report::{Results, Run};
 
 #[derive(Debug, Parser)]
@@ -674,18 +674,11 @@ async fn ingest_loops(
         0.0
     };
     let open_answers = plan.open_rates.iter().sum::<f64>() * plan.open_loop.as_secs_f64() + half;
-    let open_players = (open_answers * 1.2 / f64::from(podium::QUESTIONS)).ceil() as usize;
+    let open_players = players_for(open_answers * 1.2);
     step(&format!(
         "creating quizzes of {open_players} players in all for the open loops"
     ));
-    let mut open_games = create_games(
-        api,
-        "Open",
-        open_players.div_ceil(1_000),
-        1_000.min(open_players),
-        64,
-    )
-    .await?;
+    let mut open_games = quizzes_of_a_thousand(api, "Open", open_players).await?;
     if plan.open_huge_players > 0 {
         step(&format!(
             "and one quiz of {} players among them",
@@ -764,6 +757,16 @@ async fn ceiling(plan: &Plan, bin_dir: &std::path::Path) -> Result<report::Ceili
     })
 }
 
+/// Players enough for `answers` answers, each answering every question.
+fn players_for(answers: f64) -> usize {
+    (answers / f64::from(podium::QUESTIONS)).ceil() as usize
+}
+
+/// `players` players in quizzes of up to 1,000.
+async fn quizzes_of_a_thousand(api: &Api, prefix: &str, players: usize) -> Result<Vec<Arc<Game>>> {
+    create_games(api, prefix, players.div_ceil(1_000), 1_000.min(players), 64).await
+}
+
 /// The same closed loop straight to the command API and then through Debian's nginx with the
 /// gateway template every deployment uses, each player a client address of its own.
 async fn through_gateway(
@@ -772,16 +775,9 @@ async fn through_gateway(
     plan: &Plan,
     rate: f64,
 ) -> Result<report::ThroughGateway> {
-    let needed = rate * plan.ingest.as_secs_f64() * 2.0 * 1.3;
-    let players = (needed / f64::from(podium::QUESTIONS)).ceil() as usize;
-    let games = create_games(
-        api,
-        "Gateway",
-        players.div_ceil(1_000),
-        1_000.min(players),
-        64,
-    )
-    .await?;
+    // Both loops, with room to spare.
+    let players = players_for(rate * plan.ingest.as_secs_f64() * 2.0 * 1.3);
+    let games = quizzes_of_a_thousand(api, "Gateway", players).await?;
     let answers = Arc::new(ingest::Answers::new(games));
     let address = |url: &str| url.trim_start_matches("http://").to_owned();
     let gateway =
