@@ -14,6 +14,8 @@ use anyhow::{Context, Result};
 use podium_command_api::clock::{Clock, ManualClock, SystemClock};
 use podium_command_api::event_log::KafkaEventLog;
 use podium_runtime::KafkaArgs;
+use podium_schemas::fence::{Fence, HEADER_EPOCH, HEADER_SHARD, SHARD_CLAIMED, Stamp, Verdict};
+use podium_schemas::topics::HEADER_EVENT_TYPE;
 use podium_runtime::rate_limit::ClientRateArgs;
 use podium_testkit::{Broker, Redis, unique};
 use tokio::sync::oneshot;
@@ -400,8 +402,9 @@ pub async fn post_json(
     ))
 }
 
-/// The pure fold of everything in the log now. Records that cannot be decoded are left out, as
-/// the projector dead-letters them.
+/// The pure fold of everything in the log now, by the readers' rule: records of a deposed owner
+/// are void (ADR 0011), and records that cannot be decoded are left out, as the projector
+/// dead-letters them. `read_log` sorts by partition and offset, the order the fence needs.
 pub async fn fold_of_log(
     bootstrap: &str,
     kafka: &KafkaArgs,
@@ -410,8 +413,21 @@ pub async fn fold_of_log(
     let records =
         podium_testkit::read_log(bootstrap, &[&topics.lifecycle, &topics.answers]).await?;
     let codec = podium_schemas::Codec::new();
+    let mut fence = Fence::default();
     let events: Vec<podium_schemas::Event> = records
         .iter()
+        .filter(|r| {
+            let header = |name: &str| {
+                r.headers
+                    .iter()
+                    .find(|(k, _)| k == name)
+                    .map(|(_, v)| v.as_str())
+            };
+            let claim = header(HEADER_EVENT_TYPE) == Some(SHARD_CLAIMED);
+            let stamp = Stamp::parse(header(HEADER_SHARD), header(HEADER_EPOCH));
+            fence.judge(&r.topic, r.partition, stamp, claim)
+                == Verdict::Count
+        })
         .filter_map(|r| codec.decode(&r.payload).ok())
         .collect();
     Ok(podium_schemas::domain::ReadModels::fold(&events))

@@ -7,13 +7,15 @@
 //! a rebuild switches generations, the projector continues from where the rebuild got to.
 //! Kafka offsets are still committed, for lag tooling.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use podium_runtime::KafkaArgs;
 use podium_schemas::Codec;
-use podium_schemas::read_model::partition_field;
+use podium_schemas::fence::{Fence, Verdict};
+use podium_schemas::read_model::{fence_field, partition_field};
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
@@ -25,7 +27,7 @@ use tracing::Instrument;
 use crate::backoff::Backoff;
 use crate::dead_letters::{DeadLetters, Reason, event_type_header, header};
 use crate::error::Result;
-use crate::read_model::{Outcome, RedisReadModel, ResumePositions, Sourced, Traces};
+use crate::read_model::{Outcome, RedisReadModel, Resume, ResumePositions, Sourced, Traces};
 use crate::watch::{LogWatch, resets};
 use podium_runtime::health::{Check, Health};
 use tokio_util::task::TaskTracker;
@@ -79,6 +81,8 @@ impl Default for Batching {
 /// and turns librdkafka's statistics into lag gauges.
 struct ResumeContext {
     store: RedisReadModel,
+    /// The epochs seen in the assigned partitions, shared with the projector.
+    fence: Arc<Mutex<Fence>>,
 }
 
 impl ClientContext for ResumeContext {
@@ -128,18 +132,25 @@ impl ConsumerContext for ResumeContext {
         let Rebalance::Assign(assigned) = rebalance else {
             return;
         };
-        let resume = self.store.resume_positions_blocking().unwrap_or_else(|e| {
+        let resume = self.store.resume_blocking().unwrap_or_else(|e| {
             tracing::warn!(error = %e, "resume positions unreadable; starting assigned partitions from the beginning");
-            ResumePositions::new()
+            Resume::default()
         });
+        let mut fence = self.fence.lock().unwrap_or_else(PoisonError::into_inner);
         for mut element in assigned.elements() {
-            let offset = start_offset(&resume, element.topic(), element.partition());
+            restore_fence(&mut fence, &resume, element.topic(), element.partition());
+            let offset = start_offset(&resume.positions, element.topic(), element.partition());
             if let Err(e) = element.set_offset(offset) {
                 tracing::error!(error = %e, "setting a start offset failed");
             }
         }
         tracing::info!(partitions = assigned.count(), generation = %self.store.generation(), "partitions assigned");
     }
+}
+
+/// A partition's epochs as they were at its resume position.
+fn restore_fence(fence: &mut Fence, resume: &Resume, topic: &str, partition: i32) {
+    fence.restore(topic, partition, &resume.fence.of_partition(topic, partition));
 }
 
 fn start_offset(resume: &ResumePositions, topic: &str, partition: i32) -> Offset {
@@ -169,16 +180,45 @@ pub(crate) async fn fill_batch<C: ConsumerContext + 'static>(
     batch
 }
 
-/// Next offset to read per partition, after a batch.
-pub(crate) fn next_offsets(batch: &[OwnedMessage]) -> BTreeMap<String, i64> {
+/// Next offset to read per partition after a batch, with the epochs `fence` saw in each
+/// partition up to there (ADR 0011): one `HSET` stores both, so a reader that resumes judges
+/// the records after its position as one that read from the start.
+pub(crate) fn next_offsets(batch: &[OwnedMessage], fence: &Fence) -> BTreeMap<String, i64> {
     let mut next = BTreeMap::new();
+    let mut partitions = BTreeSet::new();
     for m in batch {
         let entry = next
             .entry(partition_field(m.topic(), m.partition()))
             .or_insert(0);
         *entry = (*entry).max(m.offset() + 1);
+        let _ = partitions.insert((m.topic(), m.partition()));
+    }
+    for (topic, partition) in partitions {
+        for (shard, epoch) in fence.of_partition(topic, partition) {
+            let _ = next.insert(
+                fence_field(topic, partition, shard),
+                i64::try_from(epoch).unwrap_or(i64::MAX),
+            );
+        }
     }
     next
+}
+
+/// Sorts a batch by the fencing rule: the records to decode, in order. Void records (appended
+/// by an owner that had lost its shard) and claim markers are counted and left out.
+pub(crate) fn admitted<'a>(fence: &mut Fence, batch: &'a [OwnedMessage]) -> Vec<&'a OwnedMessage> {
+    batch
+        .iter()
+        .filter(|m| match podium_runtime::fencing::judge(fence, *m) {
+            Verdict::Count => true,
+            Verdict::Void => {
+                metrics::counter!("podium_projector_void_records_total").increment(1);
+                tracing::info!(topic = m.topic(), partition = m.partition(), offset = m.offset(), "record of a deposed owner left out");
+                false
+            }
+            Verdict::Claim => false,
+        })
+        .collect()
 }
 
 /// The projector's readiness checks, each set where the projector learns about it.
@@ -281,6 +321,8 @@ pub struct Projector {
     tasks: TaskTracker,
     /// A Redis call failed since the projector last read from its resume positions.
     redis_lost: AtomicBool,
+    /// The epochs seen in the assigned partitions up to where they were read (ADR 0011).
+    fence: Arc<Mutex<Fence>>,
 }
 
 impl std::fmt::Debug for Projector {
@@ -301,6 +343,7 @@ impl Projector {
         health: ProjectorHealth,
         on_log_reset: OnLogReset,
     ) -> Result<Self> {
+        let fence = Arc::new(Mutex::new(Fence::default()));
         let mut config = kafka.consumer_config();
         if let Some(instance) = &batching.instance_id {
             let _ = config.set("group.instance.id", instance);
@@ -320,6 +363,7 @@ impl Projector {
             )
             .create_with_context(ResumeContext {
                 store: store.clone(),
+                fence: fence.clone(),
             })?;
         let topics = kafka.topics();
         let topics = [topics.lifecycle, topics.answers];
@@ -335,6 +379,7 @@ impl Projector {
             on_log_reset,
             tasks: TaskTracker::new(),
             redis_lost: AtomicBool::new(false),
+            fence,
         })
     }
 
@@ -400,10 +445,11 @@ impl Projector {
         }
     }
 
-    /// Decodes a batch; what cannot be decoded goes to the dead-letter topic first.
-    async fn decode(&self, batch: &[OwnedMessage]) -> Vec<Sourced<podium_schemas::Event>> {
+    /// Decodes the batch's admitted records; what cannot be decoded goes to the dead-letter
+    /// topic first.
+    async fn decode(&self, batch: &[&OwnedMessage]) -> Vec<Sourced<podium_schemas::Event>> {
         let mut events = Vec::with_capacity(batch.len());
-        for m in batch {
+        for &m in batch {
             match self.codec.decode(m.payload().unwrap_or_default()) {
                 Ok(event) => events.push(Sourced {
                     topic: m.topic().to_owned(),
@@ -421,8 +467,12 @@ impl Projector {
     }
 
     async fn process(&self, batch: &[OwnedMessage]) {
-        let events = self.decode(batch).await;
-        let next = next_offsets(batch);
+        let (admitted, next) = {
+            let mut fence = self.fence.lock().unwrap_or_else(PoisonError::into_inner);
+            let admitted = admitted(&mut fence, batch);
+            (admitted, next_offsets(batch, &fence))
+        };
+        let events = self.decode(&admitted).await;
         // Each record's trace goes on through its fold, and each quiz's change message carries
         // the trace of its last fold; the spans end with the batch.
         let folds = fold_spans(batch);
@@ -670,11 +720,15 @@ impl Projector {
 
     /// Moves every assigned partition to its resume position in `generation`.
     async fn seek_to_resume(&self, generation: &str) -> Result<()> {
-        let resume = self.store.resume_positions(generation).await?;
+        let resume = self.store.resume(generation).await?;
         let mut positions = TopicPartitionList::new();
-        for element in self.consumer.assignment()?.elements() {
-            let offset = start_offset(&resume, element.topic(), element.partition());
-            positions.add_partition_offset(element.topic(), element.partition(), offset)?;
+        {
+            let mut fence = self.fence.lock().unwrap_or_else(PoisonError::into_inner);
+            for element in self.consumer.assignment()?.elements() {
+                restore_fence(&mut fence, &resume, element.topic(), element.partition());
+                let offset = start_offset(&resume.positions, element.topic(), element.partition());
+                positions.add_partition_offset(element.topic(), element.partition(), offset)?;
+            }
         }
         if positions.count() > 0 {
             let _ = self

@@ -17,7 +17,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use podium_schemas::Event;
-use podium_schemas::read_model::{Keys, POINTS_WEIGHT, Root, partition_field};
+use podium_schemas::fence::Fence;
+use podium_schemas::read_model::{FENCE_FIELD_PREFIX, Keys, POINTS_WEIGHT, Root, partition_field};
 use redis::aio::ConnectionManager;
 
 use crate::error::{Error, Result};
@@ -37,6 +38,13 @@ pub type Traces = HashMap<String, String>;
 /// Where each partition resumes: `(topic, partition)` to the next offset. A partition that is
 /// missing starts from the beginning.
 pub type ResumePositions = HashMap<(String, i32), i64>;
+
+/// Where a generation's partitions resume, and the ownership epochs seen up to there.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Resume {
+    pub positions: ResumePositions,
+    pub fence: Fence,
+}
 
 /// What applying a batch to the active generation did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -494,11 +502,11 @@ impl RedisReadModel {
     /// Where each partition resumes in this process's generation. Blocking, with a short
     /// timeout: it runs inside the consumer's rebalance callback. On error the caller starts
     /// from the beginning, which is always safe.
-    pub fn resume_positions_blocking(&self) -> Result<ResumePositions> {
-        self.resume_positions_of_blocking(&self.generation())
+    pub fn resume_blocking(&self) -> Result<Resume> {
+        self.resume_of_blocking(&self.generation())
     }
 
-    fn resume_positions_of_blocking(&self, generation: &str) -> Result<ResumePositions> {
+    fn resume_of_blocking(&self, generation: &str) -> Result<Resume> {
         let timeout = Duration::from_secs(2);
         let mut connection = self.client.get_connection_with_timeout(timeout)?;
         connection.set_read_timeout(Some(timeout))?;
@@ -510,6 +518,11 @@ impl RedisReadModel {
 
     /// Where each partition resumes in `generation`.
     pub async fn resume_positions(&self, generation: &str) -> Result<ResumePositions> {
+        Ok(self.resume(generation).await?.positions)
+    }
+
+    /// Where each partition resumes in `generation`, with the epochs seen up to there.
+    pub async fn resume(&self, generation: &str) -> Result<Resume> {
         let fields: HashMap<String, i64> = redis::cmd("HGETALL")
             .arg(self.root.generation(generation).resume())
             .query_async(&mut self.connection.clone())
@@ -565,12 +578,33 @@ impl RedisReadModel {
     }
 }
 
-fn parse_resume(fields: HashMap<String, i64>) -> ResumePositions {
-    fields
-        .into_iter()
-        .filter_map(|(field, offset)| {
-            let (topic, partition) = field.rsplit_once(':')?;
-            Some(((topic.to_owned(), partition.parse().ok()?), offset))
-        })
-        .collect()
+fn parse_resume(fields: HashMap<String, i64>) -> Resume {
+    let mut resume = Resume::default();
+    let mut epochs: BTreeMap<(String, i32), BTreeMap<i32, u64>> = BTreeMap::new();
+    for (field, value) in fields {
+        if let Some(fenced) = field.strip_prefix(FENCE_FIELD_PREFIX) {
+            let parsed = fenced.rsplit_once('|').and_then(|(at, shard)| {
+                let (topic, partition) = at.rsplit_once(':')?;
+                Some((topic, partition.parse().ok()?, shard.parse().ok()?))
+            });
+            if let (Some((topic, partition, shard)), Ok(epoch)) = (parsed, u64::try_from(value)) {
+                let _ = epochs
+                    .entry((topic.to_owned(), partition))
+                    .or_default()
+                    .insert(shard, epoch);
+            }
+            continue;
+        }
+        if let Some((topic, partition)) = field.rsplit_once(':')
+            && let Ok(partition) = partition.parse()
+        {
+            let _ = resume
+                .positions
+                .insert((topic.to_owned(), partition), value);
+        }
+    }
+    for ((topic, partition), epochs) in &epochs {
+        resume.fence.restore(topic, *partition, epochs);
+    }
+    resume
 }

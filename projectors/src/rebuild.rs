@@ -9,12 +9,13 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressStyle};
 use podium_runtime::KafkaArgs;
 use podium_schemas::Codec;
+use podium_schemas::fence::Fence;
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::message::OwnedMessage;
 use rdkafka::{Message, Offset, TopicPartitionList};
 
 use crate::error::{Error, Result};
-use crate::projector::next_offsets;
+use crate::projector::{admitted, next_offsets};
 use crate::read_model::{RedisReadModel, Sourced, new_generation};
 
 /// How a rebuild runs.
@@ -116,13 +117,23 @@ pub async fn rebuild(
     );
 
     let codec = Codec::new();
+    // From the beginning: the fence starts empty, as for every replay.
+    let mut fence = Fence::default();
     let mut read: HashMap<(String, i32), i64> = HashMap::new();
     let (mut events, mut undecodable) = (0u64, 0u64);
     let mut near_head = 0;
     let mut checked = Instant::now();
     loop {
         let batch = next_batch(&consumer, options.batch_max).await?;
-        apply(store, &to, &codec, &batch, &mut events, &mut undecodable).await?;
+        apply(
+            store,
+            &to,
+            (&codec, &mut fence),
+            &batch,
+            &mut events,
+            &mut undecodable,
+        )
+        .await?;
         for m in &batch {
             let _ = read.insert((m.topic().to_owned(), m.partition()), m.offset() + 1);
         }
@@ -162,11 +173,11 @@ pub async fn rebuild(
     })
 }
 
-/// Folds one batch into `to`.
+/// Folds one batch's admitted records into `to`, and stores the epochs seen with its positions.
 async fn apply(
     store: &RedisReadModel,
     to: &str,
-    codec: &Codec,
+    (codec, fence): (&Codec, &mut Fence),
     batch: &[OwnedMessage],
     events: &mut u64,
     undecodable: &mut u64,
@@ -174,8 +185,9 @@ async fn apply(
     if batch.is_empty() {
         return Ok(());
     }
-    let mut decoded = Vec::with_capacity(batch.len());
-    for m in batch {
+    let admitted = admitted(fence, batch);
+    let mut decoded = Vec::with_capacity(admitted.len());
+    for m in admitted {
         match codec.decode(m.payload().unwrap_or_default()) {
             Ok(event) => decoded.push(Sourced {
                 topic: m.topic().to_owned(),
@@ -189,7 +201,9 @@ async fn apply(
             }
         }
     }
-    let _ = store.apply_to(to, &decoded, &next_offsets(batch)).await?;
+    let _ = store
+        .apply_to(to, &decoded, &next_offsets(batch, fence))
+        .await?;
     *events += u64::try_from(decoded.len()).unwrap_or(0);
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! What every Podium binary shares: Kafka client settings, telemetry and the shutdown signal.
 
+pub mod fencing;
 pub mod health;
 pub mod metrics;
 pub mod problem;

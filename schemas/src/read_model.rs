@@ -148,6 +148,15 @@ pub fn partition_field(topic: &str, partition: i32) -> String {
     format!("{topic}:{partition}")
 }
 
+/// The field of the resume hash holding the highest epoch of `shard` seen in a partition
+/// (ADR 0011): stored with the partition's resume position, in the same `HSET`.
+pub fn fence_field(topic: &str, partition: i32, shard: i32) -> String {
+    format!("{FENCE_FIELD_PREFIX}{topic}:{partition}|{shard}")
+}
+
+/// What starts every [`fence_field`].
+pub const FENCE_FIELD_PREFIX: &str = "fence|";
+
 /// The multiplier that packs points above the elapsed-ms sum in one score.
 pub const POINTS_WEIGHT: i64 = ELAPSED_RANGE;
 
