@@ -25,6 +25,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use podium_runtime::KafkaArgs;
 use podium_schemas::Codec;
 use podium_schemas::events::Millis;
+use podium_schemas::fence::{Fence, Verdict};
 use podium_schemas::topics::Topics;
 use serde::{Deserialize, Serialize};
 
@@ -259,6 +260,13 @@ struct Checkpoint {
     read: u64,
     written: u64,
     undecodable: u64,
+    /// Records left out as void (ADR 0011).
+    #[serde(default)]
+    void: u64,
+    /// The epochs seen in the range being read, up to `next` (`Fence::encode_epochs`): a
+    /// resumed export judges the rest as an export that never stopped.
+    #[serde(default)]
+    epochs: String,
 }
 
 /// `<output>.checkpoint`.
@@ -381,6 +389,8 @@ impl Sink<'_> {
 /// An export under way.
 struct Run<'s> {
     codec: Codec,
+    /// The epochs seen in each partition read so far.
+    fence: Fence,
     avro: &'s ExportSchema,
     sink: Sink<'s>,
     state: Checkpoint,
@@ -418,6 +428,16 @@ impl Run<'_> {
     }
 
     fn write(&mut self, record: &LogRecord) -> Result<()> {
+        // A claim marker is not an event; an export that starts at a partition's start (every
+        // export without --from) leaves out what the projectors void.
+        match record.judge(&mut self.fence) {
+            Verdict::Count => {}
+            Verdict::Claim => return Ok(()),
+            Verdict::Void => {
+                self.state.void += 1;
+                return Ok(());
+            }
+        }
         let selection = &self.state.selection;
         if selection.from.is_some_and(|from| record.timestamp < from)
             || selection.to.is_some_and(|to| record.timestamp >= to)
@@ -463,6 +483,12 @@ impl Run<'_> {
         self.state.range = range;
         self.state.next = next;
         self.state.bytes = bytes;
+        self.state.epochs = self
+            .state
+            .ranges
+            .get(range)
+            .map(|r| Fence::encode_epochs(&self.fence.of_partition(&r.topic, r.partition)))
+            .unwrap_or_default();
         if let Some(path) = &self.checkpoint {
             self.state.save(path)?;
         }
@@ -533,6 +559,8 @@ pub fn export(kafka: &KafkaArgs, options: &ExportOptions) -> Result<ExportReport
                 read: 0,
                 written: 0,
                 undecodable: 0,
+                void: 0,
+                epochs: String::new(),
             }
         }
     };
@@ -569,8 +597,17 @@ pub fn export(kafka: &KafkaArgs, options: &ExportOptions) -> Result<ExportReport
         "export started"
     );
 
+    let mut fence = Fence::default();
+    if let Some(range) = state.ranges.get(state.range) {
+        fence.restore(
+            &range.topic,
+            range.partition,
+            &Fence::decode_epochs(&state.epochs),
+        );
+    }
     let mut run = Run {
         codec: Codec::new(),
+        fence,
         avro: &avro,
         sink,
         checkpoint,

@@ -13,6 +13,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use podium_runtime::KafkaArgs;
 use podium_schemas::domain::QuizView;
 use podium_schemas::events::Millis;
+use podium_schemas::fence::{Fence, Verdict};
 use podium_schemas::{Codec, Event};
 
 use crate::error::{Error, Result};
@@ -54,6 +55,9 @@ pub struct QuizHistory {
     pub answers: Vec<Event>,
     /// Records of the topics that could not be decoded (they may belong to any quiz).
     pub undecodable: u64,
+    /// Records every reader voids: appended by a command-side owner that had lost its shard
+    /// (ADR 0011). They may belong to any quiz.
+    pub void: u64,
 }
 
 impl QuizHistory {
@@ -81,9 +85,19 @@ impl QuizHistory {
             quiz_id: quiz_id.to_owned(),
             ..Self::default()
         };
+        // From each partition's start: the fence voids what the projectors void.
+        let mut fence = Fence::default();
         for marks in &partitions {
             log.read(&marks.topic, marks.partition, marks.low, marks.high, |record| {
                 bar.inc(1);
+                match record.judge(&mut fence) {
+                    Verdict::Count => {}
+                    Verdict::Claim => return Ok(Flow::Continue),
+                    Verdict::Void => {
+                        history.void += 1;
+                        return Ok(Flow::Continue);
+                    }
+                }
                 match codec.decode(&record.payload) {
                     Ok(event) if event.quiz_id() == quiz_id => history.push(event),
                     Ok(_) => {}

@@ -6,11 +6,13 @@
 use std::time::{Duration, Instant};
 
 use podium_runtime::KafkaArgs;
+use podium_runtime::fencing::header_text;
 use podium_schemas::events::Millis;
-use podium_schemas::topics::HEADER_EVENT_ID;
+use podium_schemas::fence::{Fence, HEADER_EPOCH, HEADER_SHARD, SHARD_CLAIMED, Stamp, Verdict};
+use podium_schemas::topics::{HEADER_EVENT_ID, HEADER_EVENT_TYPE};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{BorrowedMessage, Headers};
+use rdkafka::message::BorrowedMessage;
 use rdkafka::{Message, Offset, TopicPartitionList};
 
 use crate::error::{Error, Result};
@@ -33,18 +35,18 @@ pub struct LogRecord {
     pub key: Option<String>,
     /// The `event_id` header, when present.
     pub event_id: Option<String>,
+    /// The owner's stamp, in a group of command-side instances (ADR 0011).
+    pub stamp: Option<Stamp>,
+    /// Whether the record is a claim marker, not an event.
+    pub claim: bool,
     pub payload: Vec<u8>,
 }
 
 impl LogRecord {
     fn of(m: &BorrowedMessage<'_>) -> Self {
-        let event_id = m.headers().and_then(|headers| {
-            headers
-                .iter()
-                .find(|h| h.key == HEADER_EVENT_ID)
-                .and_then(|h| h.value)
-                .map(|v| String::from_utf8_lossy(v).into_owned())
-        });
+        let event_id = header_text(m, HEADER_EVENT_ID).map(str::to_owned);
+        let stamp = Stamp::parse(header_text(m, HEADER_SHARD), header_text(m, HEADER_EPOCH));
+        let claim = header_text(m, HEADER_EVENT_TYPE) == Some(SHARD_CLAIMED);
         Self {
             topic: m.topic().to_owned(),
             partition: m.partition(),
@@ -52,8 +54,17 @@ impl LogRecord {
             timestamp: m.timestamp().to_millis().unwrap_or(-1),
             key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
             event_id,
+            stamp,
+            claim,
             payload: m.payload().unwrap_or_default().to_vec(),
         }
+    }
+
+    /// Judges the record, read in its partition's order, as every reader does: a read that
+    /// starts mid-partition does not know the epochs before it, so only a read from a
+    /// partition's start voids exactly what the projectors void.
+    pub fn judge(&self, fence: &mut Fence) -> Verdict {
+        fence.judge(&self.topic, self.partition, self.stamp, self.claim)
     }
 }
 

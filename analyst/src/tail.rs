@@ -4,6 +4,7 @@ use std::io::Write;
 
 use podium_runtime::KafkaArgs;
 use podium_schemas::Codec;
+use podium_schemas::fence::{Fence, Verdict};
 use rdkafka::Offset;
 
 use crate::error::Result;
@@ -41,7 +42,12 @@ pub fn tail(kafka: &KafkaArgs, options: &TailOptions, out: &mut impl Write) -> R
     if options.limit == Some(0) {
         return Ok(());
     }
+    // From where the tail starts: records voided by a marker before it are not known as void.
+    let mut fence = Fence::default();
     log.follow(&starts, |record| {
+        if record.judge(&mut fence) != Verdict::Count {
+            return Ok(Flow::Continue);
+        }
         let line = match codec.decode(&record.payload) {
             Ok(event) => {
                 if options

@@ -39,6 +39,10 @@ pub enum Error {
     RateLimited(std::time::Duration),
     #[error(transparent)]
     Append(#[from] AppendError),
+    /// The quiz's shard is moving between instances, or this instance lost it: the retry
+    /// reaches its owner (ADR 0011).
+    #[error("the quiz is moving to another instance; retry the same request: it counts once")]
+    QuizMoved,
     /// The store of snapshots and finished quizzes failed.
     #[error("the quiz records are unavailable: {0}")]
     Snapshots(String),
@@ -99,6 +103,7 @@ impl Error {
             Error::Append(AppendError::Backpressure) => (S::SERVICE_UNAVAILABLE, "event_log_busy"),
             Error::Append(_) => (S::SERVICE_UNAVAILABLE, "event_log_unavailable"),
             Error::Snapshots(_) => (S::SERVICE_UNAVAILABLE, "quiz_records_unavailable"),
+            Error::QuizMoved => (S::SERVICE_UNAVAILABLE, "quiz_moved"),
             Error::Internal(_) => (S::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -124,7 +129,9 @@ impl Error {
                 problem.with("original", crate::http::AnswerResult::of(a, None))
             }
             Error::InvalidToken => problem.header(header::WWW_AUTHENTICATE, "Bearer"),
-            Error::Append(_) | Error::Snapshots(_) => problem.header(header::RETRY_AFTER, "1"),
+            Error::Append(_) | Error::Snapshots(_) | Error::QuizMoved => {
+                problem.header(header::RETRY_AFTER, "1")
+            }
             _ => problem,
         }
     }

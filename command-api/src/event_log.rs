@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use podium_runtime::KafkaArgs;
+use podium_schemas::fence::{Fence, HEADER_EPOCH, HEADER_SHARD, SHARD_CLAIMED, Stamp, Verdict};
 use podium_schemas::topics::{self, Topics};
 use podium_schemas::{Codec, Event};
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -36,6 +37,9 @@ pub enum AppendError {
 pub struct Entry {
     pub id: uuid::Uuid,
     pub event: Event,
+    /// Which owner of the quiz's shard appends it, when instances share the quizzes (ADR 0011);
+    /// none for a single instance. A lifecycle entry with a stamp goes to its shard's partition.
+    pub stamp: Option<Stamp>,
 }
 
 impl Entry {
@@ -44,7 +48,15 @@ impl Entry {
         Self {
             id: uuid::Uuid::now_v7(),
             event,
+            stamp: None,
         }
+    }
+
+    /// The entry as the owner under `stamp` appends it.
+    #[must_use]
+    pub fn stamped(mut self, stamp: Option<Stamp>) -> Self {
+        self.stamp = stamp;
+        self
     }
 }
 
@@ -81,6 +93,8 @@ pub struct LogRead {
     /// Partitions whose given position was beyond their end (the topic was recreated) or before
     /// their start (retention removed records), as `topic/partition: position not in low..high`.
     pub out_of_range: Vec<String>,
+    /// Records left out because an owner that had lost its shard appended them (ADR 0011).
+    pub void: usize,
 }
 
 /// Appends events durably and reads them back.
@@ -125,6 +139,20 @@ pub trait EventLog: Send + Sync + Debug + 'static {
 
     /// Waits until everything handed to the log has been acknowledged or has failed.
     async fn flush(&self);
+
+    /// Appends a claim marker for `stamp` to its shard's lifecycle partition and to every
+    /// answers partition, and waits until every one is acknowledged: from then on, every reader
+    /// voids what an earlier owner of the shard appends (ADR 0011). A log with one reader and
+    /// one writer has nothing to fence.
+    async fn claim(&self, stamp: Stamp) -> Result<(), AppendError> {
+        let _ = stamp;
+        Ok(())
+    }
+
+    /// How many shards the quizzes are spread over: the lifecycle topic's partitions.
+    async fn shard_count(&self) -> Result<i32, AppendError> {
+        Ok(1)
+    }
 }
 
 /// The event log in process memory, for tests of the layers above the log.
@@ -393,7 +421,7 @@ impl KafkaEventLog {
         let topic = self.topics.topic_of(event);
         let event_id = entry.id.to_string();
         let traceparent = traceparent();
-        let headers = OwnedHeaders::new()
+        let mut headers = OwnedHeaders::new()
             .insert(Header {
                 key: topics::HEADER_EVENT_TYPE,
                 value: Some(event.event_type()),
@@ -406,10 +434,30 @@ impl KafkaEventLog {
                 key: topics::HEADER_TRACEPARENT,
                 value: Some(&traceparent),
             });
-        let record = FutureRecord::to(topic)
+        let stamp = entry
+            .stamp
+            .map(|s| (s.shard, s.shard.to_string(), s.epoch.to_string()));
+        if let Some((_, shard, epoch)) = &stamp {
+            headers = headers
+                .insert(Header {
+                    key: HEADER_SHARD,
+                    value: Some(shard),
+                })
+                .insert(Header {
+                    key: HEADER_EPOCH,
+                    value: Some(epoch),
+                });
+        }
+        let mut record = FutureRecord::to(topic)
             .key(&key)
             .payload(&payload)
             .headers(headers);
+        // Owners and readers agree on a quiz's shard because its lifecycle goes there by name.
+        if let Some((shard, _, _)) = stamp
+            && topic == self.topics.lifecycle
+        {
+            record = record.partition(shard);
+        }
         let (number, producer) = self.producer();
         let started = Instant::now();
         // send_result never waits for queue space: a full queue is refused at once.
@@ -483,8 +531,20 @@ impl EventLog for KafkaEventLog {
         let read = tokio::task::spawn_blocking(move || {
             let codec = Codec::new();
             let mut read = LogRead::default();
+            // Every read starts with no epochs seen: right for a read from the start, and for
+            // a snapshot's tail while no instance stamps (one instance). Groups read from the
+            // start (ADR 0011).
+            let mut fence = Fence::default();
             for topic in topics.all() {
-                read_topic(&config, topic, &from, timeout, stall, &codec, &mut read)?;
+                let reading = Reading {
+                    config: &config,
+                    topic,
+                    from: &from,
+                    timeout,
+                    stall,
+                    codec: &codec,
+                };
+                reading.read(&mut fence, &mut read)?;
             }
             if !read.out_of_range.is_empty() {
                 read.records.clear();
@@ -505,99 +565,194 @@ impl EventLog for KafkaEventLog {
         let timeout = self.ack_timeout;
         let _ = tokio::task::spawn_blocking(move || producer.flush(timeout)).await;
     }
+
+    async fn claim(&self, stamp: Stamp) -> Result<(), AppendError> {
+        let answers = self.partitions_of(self.topics.answers.clone()).await?;
+        let (shard, epoch) = (stamp.shard.to_string(), stamp.epoch.to_string());
+        let key = format!("shard/{shard}");
+        let (_, producer) = self.producer();
+        let markers = std::iter::once((self.topics.lifecycle.as_str(), stamp.shard)).chain(
+            answers
+                .into_iter()
+                .map(|p| (self.topics.answers.as_str(), p)),
+        );
+        let mut deliveries = Vec::new();
+        for (topic, partition) in markers {
+            let headers = OwnedHeaders::new()
+                .insert(Header {
+                    key: topics::HEADER_EVENT_TYPE,
+                    value: Some(SHARD_CLAIMED),
+                })
+                .insert(Header {
+                    key: HEADER_SHARD,
+                    value: Some(&shard),
+                })
+                .insert(Header {
+                    key: HEADER_EPOCH,
+                    value: Some(&epoch),
+                });
+            let record = FutureRecord::to(topic)
+                .partition(partition)
+                .key(&key)
+                .payload(&[][..])
+                .headers(headers);
+            match producer.send_result(record) {
+                Ok(delivery) => deliveries.push(delivery),
+                Err((e, _)) => return Err(AppendError::Failed(e.to_string())),
+            }
+        }
+        for delivery in deliveries {
+            match delivery.await {
+                Ok(Ok(_)) => {}
+                Ok(Err((e, _))) => return Err(AppendError::Failed(e.to_string())),
+                Err(_) => return Err(AppendError::Failed("the producer was dropped".into())),
+            }
+        }
+        Ok(())
+    }
+
+    async fn shard_count(&self) -> Result<i32, AppendError> {
+        let partitions = self.partitions_of(self.topics.lifecycle.clone()).await?;
+        i32::try_from(partitions.len())
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| AppendError::Failed("the lifecycle topic has no partitions".into()))
+    }
+}
+
+impl KafkaEventLog {
+    /// The partitions of `topic`, from the broker's metadata.
+    async fn partitions_of(&self, topic: String) -> Result<Vec<i32>, AppendError> {
+        let (_, producer) = self.producer();
+        let timeout = self.ack_timeout.max(Duration::from_secs(10));
+        tokio::task::spawn_blocking(move || {
+            let metadata = producer
+                .client()
+                .fetch_metadata(Some(&topic), timeout)
+                .map_err(|e| AppendError::Failed(format!("reading {topic}'s metadata: {e}")))?;
+            Ok(metadata
+                .topics()
+                .iter()
+                .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+                .collect())
+        })
+        .await
+        .map_err(|e| AppendError::Failed(e.to_string()))?
+    }
 }
 
 /// How often a long replay reports its progress.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
-/// Reads one topic from `from` (or each partition's start) to its end as of now. A long log
-/// takes as long as it takes: the read gives up only when no record arrived for `stall`.
-fn read_topic(
-    config: &ClientConfig,
-    topic: &str,
-    from: &Positions,
+/// A read of one topic.
+struct Reading<'a> {
+    config: &'a ClientConfig,
+    topic: &'a str,
+    from: &'a Positions,
     timeout: Duration,
     stall: Duration,
-    codec: &Codec,
-    out: &mut LogRead,
-) -> Result<(), AppendError> {
-    let failed = |e: KafkaError| AppendError::Failed(format!("reading {topic}: {e}"));
-    let consumer: BaseConsumer = config.create().map_err(failed)?;
-    let metadata = consumer
-        .fetch_metadata(Some(topic), timeout)
-        .map_err(failed)?;
-    let partitions: Vec<i32> = metadata
-        .topics()
-        .iter()
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect();
-    let mut assignment = TopicPartitionList::new();
-    let mut remaining = std::collections::HashMap::new();
-    let mut total = 0;
-    for p in partitions {
-        let (low, high) = consumer
-            .fetch_watermarks(topic, p, timeout)
+    codec: &'a Codec,
+}
+
+impl Reading<'_> {
+    /// Reads one topic from `from` (or each partition's start) to its end as of now, leaving out
+    /// what `fence` voids. A long log takes as long as it takes: the read gives up only when no
+    /// record arrived for `stall`.
+    fn read(&self, fence: &mut Fence, out: &mut LogRead) -> Result<(), AppendError> {
+        let Self {
+            config,
+            topic,
+            from,
+            timeout,
+            stall,
+            codec,
+        } = *self;
+        let failed = |e: KafkaError| AppendError::Failed(format!("reading {topic}: {e}"));
+        let consumer: BaseConsumer = config.create().map_err(failed)?;
+        let metadata = consumer
+            .fetch_metadata(Some(topic), timeout)
             .map_err(failed)?;
-        let start = match from.get(&(topic.to_owned(), p)) {
-            Some(&start) if (low..=high).contains(&start) => start,
-            Some(&start) => {
-                out.out_of_range
-                    .push(format!("{topic}/{p}: {start} not in {low}..{high}"));
-                high
-            }
-            None => low,
-        };
-        let _ = out.end.insert((topic.to_owned(), p), high);
-        if high > start {
-            assignment
-                .add_partition_offset(topic, p, Offset::Offset(start))
+        let partitions: Vec<i32> = metadata
+            .topics()
+            .iter()
+            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+            .collect();
+        let mut assignment = TopicPartitionList::new();
+        let mut remaining = std::collections::HashMap::new();
+        let mut total = 0;
+        for p in partitions {
+            let (low, high) = consumer
+                .fetch_watermarks(topic, p, timeout)
                 .map_err(failed)?;
-            let _ = remaining.insert(p, high);
-            total += high - start;
-        }
-    }
-    if remaining.is_empty() || !out.out_of_range.is_empty() {
-        return Ok(());
-    }
-    consumer.assign(&assignment).map_err(failed)?;
-    let started = Instant::now();
-    let (mut read, mut last_record, mut reported) = (0i64, Instant::now(), Instant::now());
-    while !remaining.is_empty() {
-        if last_record.elapsed() > stall {
-            return Err(AppendError::Failed(format!(
-                "reading {topic}: no record for {stall:?}, {} partitions not read to their end ({read} of {total} records read)",
-                remaining.len()
-            )));
-        }
-        if reported.elapsed() >= PROGRESS_EVERY {
-            reported = Instant::now();
-            tracing::info!(topic, read, total, elapsed = ?started.elapsed(), "reading the log");
-        }
-        let Some(message) = consumer.poll(Duration::from_millis(200)) else {
-            continue;
-        };
-        let message = message.map_err(failed)?;
-        read += 1;
-        last_record = Instant::now();
-        let (p, offset) = (message.partition(), message.offset());
-        if remaining.get(&p).is_some_and(|&high| offset + 1 >= high) {
-            let _ = remaining.remove(&p);
-        }
-        let payload = message.payload().unwrap_or_default();
-        let event = match codec.decode(payload) {
-            Ok(event) => Some(event),
-            Err(e) => {
-                tracing::warn!(topic, partition = p, offset, error = %e, "skipping undecodable record");
-                None
+            let start = match from.get(&(topic.to_owned(), p)) {
+                Some(&start) if (low..=high).contains(&start) => start,
+                Some(&start) => {
+                    out.out_of_range
+                        .push(format!("{topic}/{p}: {start} not in {low}..{high}"));
+                    high
+                }
+                None => low,
+            };
+            let _ = out.end.insert((topic.to_owned(), p), high);
+            if high > start {
+                assignment
+                    .add_partition_offset(topic, p, Offset::Offset(start))
+                    .map_err(failed)?;
+                let _ = remaining.insert(p, high);
+                total += high - start;
             }
-        };
-        out.records.push(Recorded {
-            topic: topic.to_owned(),
-            partition: p,
-            offset,
-            payload: payload.to_vec(),
-            event,
-        });
+        }
+        if remaining.is_empty() || !out.out_of_range.is_empty() {
+            return Ok(());
+        }
+        consumer.assign(&assignment).map_err(failed)?;
+        let started = Instant::now();
+        let (mut read, mut last_record, mut reported) = (0i64, Instant::now(), Instant::now());
+        while !remaining.is_empty() {
+            if last_record.elapsed() > stall {
+                return Err(AppendError::Failed(format!(
+                    "reading {topic}: no record for {stall:?}, {} partitions not read to their end ({read} of {total} records read)",
+                    remaining.len()
+                )));
+            }
+            if reported.elapsed() >= PROGRESS_EVERY {
+                reported = Instant::now();
+                tracing::info!(topic, read, total, elapsed = ?started.elapsed(), "reading the log");
+            }
+            let Some(message) = consumer.poll(Duration::from_millis(200)) else {
+                continue;
+            };
+            let message = message.map_err(failed)?;
+            read += 1;
+            last_record = Instant::now();
+            let (p, offset) = (message.partition(), message.offset());
+            if remaining.get(&p).is_some_and(|&high| offset + 1 >= high) {
+                let _ = remaining.remove(&p);
+            }
+            match podium_runtime::fencing::judge(fence, &message) {
+                Verdict::Count => {}
+                Verdict::Claim => continue,
+                Verdict::Void => {
+                    out.void += 1;
+                    continue;
+                }
+            }
+            let payload = message.payload().unwrap_or_default();
+            let event = match codec.decode(payload) {
+                Ok(event) => Some(event),
+                Err(e) => {
+                    tracing::warn!(topic, partition = p, offset, error = %e, "skipping undecodable record");
+                    None
+                }
+            };
+            out.records.push(Recorded {
+                topic: topic.to_owned(),
+                partition: p,
+                offset,
+                payload: payload.to_vec(),
+                event,
+            });
+        }
+        Ok(())
     }
-    Ok(())
 }

@@ -43,6 +43,8 @@ pub struct AppState {
     pub tokens: Tokens,
     pub clock: Arc<dyn Clock>,
     pub limits: Limits,
+    /// Forwarding to other instances' quizzes, in a group (ADR 0011).
+    pub routing: Option<crate::routing::Router>,
 }
 
 /// The rate limits of the command API.
@@ -78,7 +80,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 pub fn router(state: AppState) -> Router {
     let (routes, document) = documented_routes().split_for_parts();
     let document = Arc::new(document);
-    let routes = routes
+    let mut routes = routes
         .route(
             "/openapi.json",
             get(move || serve_document(document.clone())),
@@ -86,11 +88,18 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .fallback(|| async { Error::NotFound })
         .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(axum::middleware::from_fn_with_state(
-            state.limits.per_client.clone(),
-            per_client,
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
+    if let Some(routing) = state.routing.clone() {
+        // Inside the per-client limit, which names the client the forward passes on.
+        routes = routes.layer(axum::middleware::from_fn_with_state(
+            routing,
+            crate::routing::route_to_owner,
         ));
+    }
+    let routes = routes.layer(axum::middleware::from_fn_with_state(
+        state.limits.per_client.clone(),
+        per_client,
+    ));
     podium_runtime::metrics::with_request_metrics(routes, "command-api")
         .layer(podium_runtime::telemetry::request_tracing())
         .with_state(state)

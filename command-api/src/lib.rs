@@ -7,6 +7,8 @@ pub mod event_log;
 pub mod http;
 pub mod openapi;
 pub mod quizzes;
+pub mod routing;
+pub mod shards;
 pub mod snapshots;
 
 use std::net::SocketAddr;
@@ -24,6 +26,8 @@ use crate::clock::{Clock, SystemClock};
 use crate::event_log::{EventLog, KafkaEventLog};
 use crate::http::{AppState, Limits};
 use crate::quizzes::Quizzes;
+use crate::routing::Router;
+use crate::shards::Shards;
 use crate::snapshots::{RedisSnapshotStore, SnapshotStore, Snapshotter};
 use podium_runtime::health::Health;
 use podium_runtime::metrics::AdminServer;
@@ -93,6 +97,28 @@ pub struct Config {
     #[command(flatten)]
     pub redis: podium_runtime::RedisArgs,
 
+    /// `single`: this instance owns every quiz (one instance, the local default). `group`:
+    /// instances share the quizzes through the Kafka consumer group `podium-command` (ADR 0011).
+    /// Each owns the shards (lifecycle partitions) the group assigns it and forwards the
+    /// others' commands to their owners. A dead instance's shards move within the session
+    /// timeout. A group needs Redis, and takes no snapshots yet: a claim reads the whole log.
+    #[arg(long, env = "PODIUM_COMMAND_INSTANCES", value_enum, default_value_t = Instances::Single)]
+    pub instances: Instances,
+
+    /// Where the other instances of a group reach this one, as a base URL; by default
+    /// `http://` and the listen address.
+    #[arg(long, env = "PODIUM_COMMAND_ADVERTISE_URL")]
+    pub advertise_url: Option<String>,
+
+    /// How long a group member may go unheard before its shards move to the others: most of
+    /// the failover window.
+    #[arg(
+        long,
+        env = "PODIUM_COMMAND_SESSION_TIMEOUT_MS",
+        default_value_t = 6000
+    )]
+    pub session_timeout_ms: u64,
+
     /// Address of the admin listener (`/metrics`, `/livez`, `/readyz`), apart from the public
     /// one; `off` for none.
     #[arg(
@@ -101,6 +127,13 @@ pub struct Config {
         default_value = "127.0.0.1:9465"
     )]
     pub admin_listen: String,
+}
+
+/// How many instances share the quizzes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Instances {
+    Single,
+    Group,
 }
 
 /// Where the command side keeps its snapshots.
@@ -121,6 +154,15 @@ pub struct App {
     snapshot_interval: Duration,
     drain: Duration,
     admin: AdminServer,
+    group: Option<Group>,
+}
+
+/// This instance's membership of a group, and what follows it.
+#[derive(Debug)]
+struct Group {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    member: std::thread::JoinHandle<()>,
+    claims: tokio::task::JoinHandle<()>,
 }
 
 impl App {
@@ -160,6 +202,9 @@ impl App {
     ) -> anyhow::Result<Self> {
         // Before the replay, which waits for the broker: a bad secret is said at once.
         let tokens = config.tokens.tokens()?;
+        if config.instances == Instances::Group {
+            return Self::in_group(config, log, clock, tokens).await;
+        }
         let store = snapshot_store(config).await;
         // A gap in the acknowledged appends stands at least as long as an append can take to
         // be reported: only then is the log read to fill it.
@@ -171,14 +216,8 @@ impl App {
             quizzes: quizzes.clone(),
             tokens,
             clock,
-            limits: Limits {
-                per_client: config.client_rate.limit(),
-                quizzes_per_client: RateLimiter::new(Rate::per_minute(config.quizzes_per_minute)),
-                answers_per_player: RateLimiter::new(Rate::per_second(
-                    config.answers_per_player,
-                    config.answers_per_player.saturating_mul(2),
-                )),
-            },
+            limits: limits(config),
+            routing: None,
         };
         let listener = TcpListener::bind(config.listen).await?;
         Ok(Self {
@@ -190,6 +229,66 @@ impl App {
             snapshot_interval: Duration::from_millis(config.snapshot_interval_ms.max(100)),
             drain: config.drain.deadline(),
             admin: AdminServer::default(),
+            group: None,
+        })
+    }
+
+    /// An instance of a group: binds first, so it can say where it is, joins the group, and
+    /// takes on the quizzes of each shard the group gives it.
+    async fn in_group(
+        config: &Config,
+        log: Arc<dyn EventLog>,
+        clock: Arc<dyn Clock>,
+        tokens: podium_runtime::tokens::Tokens,
+    ) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind(config.listen).await?;
+        let address = match &config.advertise_url {
+            Some(url) => url.trim_end_matches('/').to_owned(),
+            None => format!("http://{}", listener.local_addr()?),
+        };
+        let count = log.shard_count().await?;
+        let (shards, moves) = Shards::connect(
+            config.redis.client()?,
+            &config.redis.namespace,
+            address,
+            count,
+        )
+        .await?;
+        let quizzes = Quizzes::in_group(log.clone(), clock.clone(), shards.clone());
+        let claims = tokio::spawn(shards::follow_moves(
+            moves,
+            shards.clone(),
+            quizzes.clone(),
+            log.clone(),
+        ));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let member = shards.join_group(
+            &config.kafka,
+            Duration::from_millis(config.session_timeout_ms),
+            stop.clone(),
+        )?;
+        let forward_timeout = Duration::from_millis(config.ack_timeout_ms * 2);
+        let state = AppState {
+            quizzes: quizzes.clone(),
+            tokens,
+            clock,
+            limits: limits(config),
+            routing: Some(Router::new(shards, quizzes.clone(), forward_timeout)?),
+        };
+        Ok(Self {
+            listener,
+            router: http::router(state),
+            log,
+            quizzes,
+            snapshotter: None,
+            snapshot_interval: Duration::from_millis(config.snapshot_interval_ms.max(100)),
+            drain: config.drain.deadline(),
+            admin: AdminServer::default(),
+            group: Some(Group {
+                stop,
+                member,
+                claims,
+            }),
         })
     }
 
@@ -222,6 +321,13 @@ impl App {
         )
         .await?;
         self.quizzes.stop_clocks().await;
+        if let Some(group) = self.group {
+            // Leaves the group at once, so the others take the shards without waiting for the
+            // session to time out.
+            group.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            let _ = tokio::task::spawn_blocking(move || group.member.join()).await;
+            group.claims.abort();
+        }
         // What was acknowledged is in the log already; this bounds the wait for the rest.
         self.log.flush().await;
         // A last snapshot, so the next start reads little: bounded by the drain.
@@ -235,6 +341,18 @@ impl App {
         }
         self.admin.stop().await;
         Ok(())
+    }
+}
+
+/// The command API's rate limits, as configured.
+fn limits(config: &Config) -> Limits {
+    Limits {
+        per_client: config.client_rate.limit(),
+        quizzes_per_client: RateLimiter::new(Rate::per_minute(config.quizzes_per_minute)),
+        answers_per_player: RateLimiter::new(Rate::per_second(
+            config.answers_per_player,
+            config.answers_per_player.saturating_mul(2),
+        )),
     }
 }
 

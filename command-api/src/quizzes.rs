@@ -36,7 +36,9 @@ use tokio::task::JoinSet;
 use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::event_log::{AppendError, Entry, EventLog, Position, Positions};
+use crate::shards::Shards;
 use crate::snapshots::{AckSender, Acked, Saved, SnapshotStore, Snapshotter};
+use podium_schemas::fence::Stamp;
 
 /// A quiz in memory.
 #[derive(Debug)]
@@ -51,6 +53,10 @@ struct LiveQuiz {
     /// The last offset acknowledged per partition: a snapshot covering them holds every event
     /// this instance recorded for the quiz.
     acked: SyncMutex<HashMap<(String, i32), i64>>,
+    /// In a group, the epoch of the claim this state was restored under (0 for one instance).
+    /// Its records are stamped with it, and refused once the shard's epoch here differs: a
+    /// request decided against a state of an earlier claim never counts under a later one.
+    epoch: u64,
 }
 
 #[derive(Debug)]
@@ -84,6 +90,10 @@ fn changes_answer(event: &Event, question: i32, player_id: &str) -> bool {
 
 impl LiveQuiz {
     fn new(quiz: Quiz) -> Arc<Self> {
+        Self::claimed(quiz, 0)
+    }
+
+    fn claimed(quiz: Quiz, epoch: u64) -> Arc<Self> {
         Arc::new(Self {
             state: Mutex::new(Live {
                 quiz,
@@ -95,6 +105,7 @@ impl LiveQuiz {
             host_turn: Mutex::new(()),
             turns: SyncMutex::new(HashMap::new()),
             acked: SyncMutex::default(),
+            epoch,
         })
     }
 
@@ -215,6 +226,9 @@ pub struct Quizzes {
     restored: Restored,
     /// Where the snapshotter hears of every acknowledged append; none without snapshots.
     acks: Option<AckSender>,
+    /// The shards this instance owns, when instances share the quizzes (ADR 0011); none for a
+    /// single instance, which owns every quiz.
+    shards: Option<Arc<Shards>>,
 }
 
 /// How many finished quizzes read back from the store are kept at hand (a podium reloaded by
@@ -362,12 +376,113 @@ impl Quizzes {
             leaving: SyncMutex::default(),
             finished: SyncMutex::default(),
             restored,
+            shards: None,
         });
         for (quiz_id, deadline) in open {
             this.arm_question_clock(quiz_id, deadline);
         }
         metrics::gauge!("podium_command_quizzes_in_memory").set(this.in_memory() as f64);
         Ok((this, snapshotter))
+    }
+
+    /// An instance of a group: it holds no quiz until the group gives it shards, which
+    /// [`Quizzes::adopt`] restores from the log.
+    pub fn in_group(
+        log: Arc<dyn EventLog>,
+        clock: Arc<dyn Clock>,
+        shards: Arc<Shards>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            log,
+            clock,
+            by_id: RwLock::default(),
+            by_code: RwLock::default(),
+            clocks: SyncMutex::default(),
+            store: None,
+            leaving: SyncMutex::default(),
+            finished: SyncMutex::default(),
+            restored: Restored::default(),
+            acks: None,
+            shards: Some(shards),
+        })
+    }
+
+    /// Takes on a shard's quizzes from `read`, a read of the whole log made after the shard's
+    /// claim markers were acknowledged, then re-arms their open questions' clocks. Returns how
+    /// many quizzes it holds.
+    pub fn adopt(self: &Arc<Self>, claim: Stamp, read: &crate::event_log::LogRead) -> usize {
+        let shard = claim.shard;
+        let Some(shards) = &self.shards else {
+            return 0;
+        };
+        let mut quizzes: HashMap<String, Quiz> = HashMap::new();
+        for event in read.records.iter().filter_map(|r| r.event.as_ref()) {
+            let quiz_id = event.quiz_id();
+            if shards.of(quiz_id) != shard {
+                continue;
+            }
+            match event {
+                Event::QuizCreated(created) => {
+                    let _ = quizzes
+                        .entry(quiz_id.to_owned())
+                        .or_insert_with(|| Quiz::created(created));
+                }
+                other => match quizzes.get_mut(quiz_id) {
+                    Some(quiz) => quiz.evolve(other),
+                    None => tracing::warn!(quiz_id, "event for an unknown quiz"),
+                },
+            }
+        }
+        let adopted = quizzes.len();
+        let open: Vec<(String, Millis)> = quizzes
+            .values()
+            .filter_map(|q| q.open_deadline().map(|d| (q.quiz_id.clone(), d)))
+            .collect();
+        if let (Ok(mut by_id), Ok(mut by_code)) = (self.by_id.write(), self.by_code.write()) {
+            for (quiz_id, quiz) in quizzes {
+                let _ = by_code.insert(quiz.join_code.clone(), quiz_id.clone());
+                let _ = by_id.insert(quiz_id, LiveQuiz::claimed(quiz, claim.epoch));
+            }
+            metrics::gauge!("podium_command_quizzes_in_memory").set(by_id.len() as f64);
+        }
+        for (quiz_id, deadline) in open {
+            self.arm_question_clock(quiz_id, deadline);
+        }
+        adopted
+    }
+
+    /// Lets a shard's quizzes go, once the group gave the shard to another instance.
+    pub fn drop_shard(&self, shard: i32) {
+        let Some(shards) = &self.shards else {
+            return;
+        };
+        if let (Ok(mut by_id), Ok(mut by_code)) = (self.by_id.write(), self.by_code.write()) {
+            by_id.retain(|quiz_id, _| shards.of(quiz_id) != shard);
+            by_code.retain(|_, quiz_id| quiz_id.is_empty() || shards.of(quiz_id) != shard);
+            metrics::gauge!("podium_command_quizzes_in_memory").set(by_id.len() as f64);
+        }
+    }
+
+    /// The stamp this instance appends a quiz's records under: none for a single instance.
+    /// With `live`, only under the claim that state was restored under.
+    fn stamp(&self, quiz_id: &str, live: Option<&LiveQuiz>) -> Result<Option<Stamp>> {
+        let Some(shards) = &self.shards else {
+            return Ok(None);
+        };
+        let stamp = shards.stamp(quiz_id)?;
+        match live {
+            Some(live) if live.epoch != stamp.epoch => Err(Error::QuizMoved),
+            _ => Ok(Some(stamp)),
+        }
+    }
+
+    /// After an acknowledged append under `stamp`: whether this instance still owned the shard
+    /// then (ADR 0011). Otherwise the client retries and reaches the new owner.
+    async fn confirm(&self, stamp: Option<Stamp>) -> Result<()> {
+        match (&self.shards, stamp) {
+            (Some(shards), Some(stamp)) => shards.confirm(stamp).await,
+            _ => Ok(()),
+        }
     }
 
     /// The snapshot and the log after it; `Err` says why the whole log must be read instead.
@@ -479,6 +594,11 @@ impl Quizzes {
     }
 
     async fn find(&self, quiz_id: &str) -> Result<Found> {
+        if let Some(shards) = &self.shards
+            && !shards.owns(shards.of(quiz_id))
+        {
+            return Err(Error::QuizMoved);
+        }
         if let Ok(live) = self.live(quiz_id) {
             return Ok(Found::Live(live));
         }
@@ -531,6 +651,9 @@ impl Quizzes {
         if let Some(quiz_id) = in_memory {
             return Ok(quiz_id);
         }
+        if let Some(shards) = &self.shards {
+            return shards.quiz_of_code(&code).await?.ok_or(Error::QuizNotFound);
+        }
         match &self.store {
             Some(store) => store.quiz_of_code(&code).await?.ok_or(Error::QuizNotFound),
             None => Err(Error::QuizNotFound),
@@ -553,9 +676,33 @@ impl Quizzes {
         }
     }
 
+    /// A new quiz's id: in a group, one of a shard this instance owns (a create is never
+    /// forwarded once it is here), and a join code no instance has given.
+    async fn new_quiz_id(&self) -> Result<(String, String)> {
+        let Some(shards) = &self.shards else {
+            return Ok((uuid::Uuid::now_v7().to_string(), self.reserve_join_code()?));
+        };
+        if shards.owned().is_empty() {
+            return Err(Error::QuizMoved);
+        }
+        let quiz_id = std::iter::repeat_with(|| uuid::Uuid::now_v7().to_string())
+            .take(10_000)
+            .find(|id| shards.owns(shards.of(id)))
+            .ok_or(Error::QuizMoved)?;
+        loop {
+            let code = self.reserve_join_code()?;
+            if shards.take_code(&code, &quiz_id).await? {
+                return Ok((quiz_id, code));
+            }
+            // Another instance gave it: free the reservation here and draw again.
+            if let Ok(mut codes) = self.by_code.write() {
+                let _ = codes.remove(&code);
+            }
+        }
+    }
+
     pub async fn create(&self, draft: &QuizDraft) -> Result<QuizCreated> {
-        let quiz_id = uuid::Uuid::now_v7().to_string();
-        let code = self.reserve_join_code()?;
+        let (quiz_id, code) = self.new_quiz_id().await?;
         let release = |this: &Self| {
             if let Ok(mut codes) = this.by_code.write() {
                 let _ = codes.remove(&code);
@@ -568,9 +715,13 @@ impl Quizzes {
                 return Err(rejection.into());
             }
         };
-        let entry = Entry::new(Event::QuizCreated(created.clone()));
+        let stamp = self.stamp(&quiz_id, None)?;
+        let entry = Entry::new(Event::QuizCreated(created.clone())).stamped(stamp);
         match self.log.append(&entry).await {
-            Ok(position) => self.acked(None, &position, &entry.event),
+            Ok(position) => {
+                self.acked(None, &position, &entry.event);
+                self.confirm(entry.stamp).await?;
+            }
             // Nothing was appended: the code is free again.
             Err(e @ AppendError::Backpressure) => {
                 release(self);
@@ -580,11 +731,10 @@ impl Quizzes {
             // the code stays reserved, so no other quiz takes it. The host creates it again.
             Err(e) => return Err(e.into()),
         }
-        let _ = self
-            .by_id
-            .write()
-            .map_err(poisoned)?
-            .insert(quiz_id.clone(), LiveQuiz::new(Quiz::created(&created)));
+        let _ = self.by_id.write().map_err(poisoned)?.insert(
+            quiz_id.clone(),
+            LiveQuiz::claimed(Quiz::created(&created), stamp.map_or(0, |s| s.epoch)),
+        );
         let _ = self
             .by_code
             .write()
@@ -628,10 +778,20 @@ impl Quizzes {
                 Entry::new(events[0].clone())
             }
         };
+        let entry = entry.stamped(self.stamp(quiz_id, Some(&live))?);
         let appended = self.log.append(&entry).await;
+        let confirmed = match &appended {
+            Ok(_) => self.confirm(entry.stamp).await,
+            Err(_) => Ok(()),
+        };
         let mut state = live.state.lock().await;
         if let Ok(position) = &appended {
             self.acked(Some(&live), position, &entry.event);
+        }
+        if let Err(moved) = confirmed {
+            // The new owner restores the join from the log, or not: the client's retry finds out.
+            let _ = state.pending_names.remove(&key);
+            return Err(moved);
         }
         if let Err(e) = appended {
             if matches!(e, AppendError::Backpressure) {
@@ -716,10 +876,20 @@ impl Quizzes {
         if entries.is_empty() {
             return Ok(());
         }
+        let stamp = self.stamp(quiz_id, Some(live))?;
+        let entries: Vec<Entry> = entries.into_iter().map(|e| e.stamped(stamp)).collect();
         live.state.lock().await.pending = entries.iter().map(|e| e.event.clone()).collect();
         let outcomes = self.log.append_all(&entries).await;
+        // One check after every acknowledgement covers them all.
+        let confirmed = if outcomes.iter().any(std::result::Result::is_ok) {
+            self.confirm(stamp).await
+        } else {
+            Ok(())
+        };
         let mut state = live.state.lock().await;
         state.pending.clear();
+        // The shard moved: the new owner holds what of this counts; nothing evolves here.
+        confirmed?;
         for (i, outcome) in outcomes.into_iter().enumerate() {
             if let Ok(position) = &outcome {
                 self.acked(Some(live), position, &entries[i].event);
@@ -763,8 +933,10 @@ impl Quizzes {
         let turn = live.turn_of(&command.player_id)?;
         let mut in_doubt = turn.lock().await;
         if let Some(entry) = in_doubt.as_ref() {
-            let position = self.log.append(entry).await?;
+            let entry = entry.clone().stamped(self.stamp(quiz_id, Some(&live))?);
+            let position = self.log.append(&entry).await?;
             self.acked(Some(&live), &position, &entry.event);
+            self.confirm(entry.stamp).await?;
             live.state.lock().await.quiz.evolve(&entry.event);
             *in_doubt = None;
         }
@@ -797,9 +969,13 @@ impl Quizzes {
                     return Err(Error::Internal("an answer decided other events".into()));
                 };
                 let answer = answer.clone();
-                let entry = Entry::new(events[0].clone());
+                let entry =
+                    Entry::new(events[0].clone()).stamped(self.stamp(quiz_id, Some(&live))?);
                 match self.log.append(&entry).await {
-                    Ok(position) => self.acked(Some(&live), &position, &entry.event),
+                    Ok(position) => {
+                        self.acked(Some(&live), &position, &entry.event);
+                        self.confirm(entry.stamp).await?;
+                    }
                     Err(e) => {
                         if !matches!(e, AppendError::Backpressure) {
                             *in_doubt = Some(entry);
@@ -841,7 +1017,8 @@ impl Quizzes {
                 let Some(this) = this.upgrade() else { return };
                 let at = this.clock.now();
                 match this.host(&quiz_id, Command::CloseDue { at }).await {
-                    Ok(_) | Err(Error::QuizNotFound) => return,
+                    // Gone, or now another instance's: its owner re-armed the clock.
+                    Ok(_) | Err(Error::QuizNotFound | Error::QuizMoved) => return,
                     Err(e) => {
                         // The log is unreachable: keep trying, the question must close.
                         tracing::warn!(quiz_id, error = %e, "closing a question at its deadline failed; retrying");

@@ -109,6 +109,7 @@ async fn an_answer_whose_client_went_away_is_recorded_in_full_and_its_retry_repe
             quizzes_per_client: RateLimiter::new(off),
             answers_per_player: RateLimiter::new(off),
         },
+        routing: None,
     })
     .layer(MockConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40_000))));
 

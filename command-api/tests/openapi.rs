@@ -37,6 +37,7 @@ async fn app() -> Result<Router> {
             quizzes_per_client: RateLimiter::new(off),
             answers_per_player: RateLimiter::new(off),
         },
+        routing: None,
     };
     // The per-client limit reads the peer address, which a served app gets from its listener.
     Ok(router(state).layer(MockConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40_000)))))

@@ -14,9 +14,9 @@ use anyhow::{Context, Result};
 use podium_command_api::clock::{Clock, ManualClock, SystemClock};
 use podium_command_api::event_log::KafkaEventLog;
 use podium_runtime::KafkaArgs;
+use podium_runtime::rate_limit::ClientRateArgs;
 use podium_schemas::fence::{Fence, HEADER_EPOCH, HEADER_SHARD, SHARD_CLAIMED, Stamp, Verdict};
 use podium_schemas::topics::HEADER_EVENT_TYPE;
-use podium_runtime::rate_limit::ClientRateArgs;
 use podium_testkit::{Broker, Redis, unique};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -180,6 +180,9 @@ impl Stack {
             snapshots: podium_command_api::SnapshotMode::Redis,
             snapshot_interval_ms: 300,
             redis: self.redis_args(),
+            instances: podium_command_api::Instances::Single,
+            advertise_url: None,
+            session_timeout_ms: 6000,
         }
     }
 
@@ -416,21 +419,24 @@ pub async fn fold_of_log(
     let mut fence = Fence::default();
     let events: Vec<podium_schemas::Event> = records
         .iter()
-        .filter(|r| {
-            let header = |name: &str| {
-                r.headers
-                    .iter()
-                    .find(|(k, _)| k == name)
-                    .map(|(_, v)| v.as_str())
-            };
-            let claim = header(HEADER_EVENT_TYPE) == Some(SHARD_CLAIMED);
-            let stamp = Stamp::parse(header(HEADER_SHARD), header(HEADER_EPOCH));
-            fence.judge(&r.topic, r.partition, stamp, claim)
-                == Verdict::Count
-        })
+        .filter(|r| judge(&mut fence, r) == Verdict::Count)
         .filter_map(|r| codec.decode(&r.payload).ok())
         .collect();
     Ok(podium_schemas::domain::ReadModels::fold(&events))
+}
+
+/// Judges a record read back by `read_log`, in its partition's order, as every reader does.
+pub fn judge(fence: &mut Fence, record: &podium_testkit::LogRecord) -> Verdict {
+    let header = |name: &str| {
+        record
+            .headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let claim = header(HEADER_EVENT_TYPE) == Some(SHARD_CLAIMED);
+    let stamp = Stamp::parse(header(HEADER_SHARD), header(HEADER_EPOCH));
+    fence.judge(&record.topic, record.partition, stamp, claim)
 }
 
 /// Waits up to `within` until every quiz of `expected` reads in Redis exactly as the fold has

@@ -18,6 +18,7 @@ use anyhow::{Context, Result, bail};
 use podium_runtime::KafkaArgs;
 use podium_schemas::domain::ReadModels;
 use podium_schemas::events::AnswerSubmitted;
+use podium_schemas::fence::{Fence, Verdict};
 use podium_schemas::{Codec, Event, topics};
 use podium_testkit::{Broker, Redis, eventually, free_port, read_log, unique, workspace_binary};
 use tempfile::TempDir;
@@ -228,6 +229,16 @@ impl Processes {
     /// group member id), on ports of its own; returns the URL of its listener. It shares the
     /// broker, Redis, topics and namespace with the first.
     pub async fn start_instance(&mut self, service: Service, name: &str) -> Result<String> {
+        self.start_instance_with(service, name, &[]).await
+    }
+
+    /// [`Processes::start_instance`] with variables of its own added to its environment.
+    pub async fn start_instance_with(
+        &mut self,
+        service: Service,
+        name: &str,
+        env: &[(&str, &str)],
+    ) -> Result<String> {
         let (port, admin) = match self.instances.get(name) {
             Some(instance) => (instance.port, instance.admin),
             None => (free_port()?, free_port()?),
@@ -238,8 +249,9 @@ impl Processes {
         } else {
             admin
         };
-        let instance_id = [("PODIUM_PROJECTOR_INSTANCE_ID", name)];
-        let child = self.spawn(service, name, port, admin, &instance_id).await?;
+        let mut own_env = vec![("PODIUM_PROJECTOR_INSTANCE_ID", name)];
+        own_env.extend_from_slice(env);
+        let child = self.spawn(service, name, port, admin, &own_env).await?;
         let _ = self.instances.insert(
             name.to_owned(),
             Instance {
@@ -257,6 +269,14 @@ impl Processes {
             child.kill().await?;
         }
         Ok(())
+    }
+
+    /// The process id of an instance started by [`Processes::start_instance`].
+    pub fn instance_pid(&self, name: &str) -> Option<u32> {
+        self.instances
+            .get(name)
+            .and_then(|i| i.child.as_ref())
+            .and_then(Child::id)
     }
 
     /// Everything an instance started by [`Processes::start_instance`] logged.
@@ -389,15 +409,41 @@ impl Processes {
         }
     }
 
-    /// Every answer in the log, by (quiz, player, question), in log order within a key, each
-    /// with its `event_id` header.
+    /// Every answer in the log that readers count, by (quiz, player, question), in log order
+    /// within a key, each with its `event_id` header; and how many records readers void,
+    /// appended by an owner that had lost its shard (ADR 0011). Markers are in every answers
+    /// partition, so the answers topic alone is judged as every reader judges it.
     pub async fn answers_in_log(
         &self,
     ) -> Result<HashMap<(String, String, i32), Vec<(Option<String>, AnswerSubmitted)>>> {
+        Ok(self.judged_answers().await?.0)
+    }
+
+    /// Records of the answers topic that every reader voids.
+    pub async fn void_answers(&self) -> Result<usize> {
+        Ok(self.judged_answers().await?.1)
+    }
+
+    #[allow(clippy::type_complexity)]
+    async fn judged_answers(
+        &self,
+    ) -> Result<(
+        HashMap<(String, String, i32), Vec<(Option<String>, AnswerSubmitted)>>,
+        usize,
+    )> {
         let records = read_log(self.broker.bootstrap(), &[&self.kafka.topics().answers]).await?;
         let codec = Codec::new();
         let mut answers: HashMap<_, Vec<_>> = HashMap::new();
+        let (mut fence, mut void) = (Fence::default(), 0);
         for record in records {
+            match crate::judge(&mut fence, &record) {
+                Verdict::Count => {}
+                Verdict::Void => {
+                    void += 1;
+                    continue;
+                }
+                Verdict::Claim => continue,
+            }
             if let Ok(Event::AnswerSubmitted(a)) = codec.decode(&record.payload) {
                 let id = record
                     .headers
@@ -410,7 +456,7 @@ impl Processes {
                     .push((id, a));
             }
         }
-        Ok(answers)
+        Ok((answers, void))
     }
 
     /// Checks acknowledged answers against the log: each is there, with the points the player

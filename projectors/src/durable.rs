@@ -2,6 +2,12 @@
 //! read model (ScyllaDB). Recording is idempotent, so Kafka's committed offsets are enough here:
 //! a crash or rebalance redelivers at most what was not committed, and re-recording it changes
 //! nothing.
+//!
+//! It applies the readers' fencing rule (ADR 0011) from where this process started reading.
+//! Its resume positions are Kafka's, which carry no epochs: after a restart, an answer a
+//! deposed owner appended after a claim marker that lies before the committed offset would be
+//! recorded. Groups of command-side instances are therefore not yet run with the durable
+//! projector (docs/operations.md).
 
 use std::sync::Arc;
 
@@ -15,13 +21,15 @@ use tracing::Instrument;
 
 use crate::backoff::Backoff;
 use crate::error::Result;
-use crate::projector::{Batching, ConsumerErrors, fill_batch, store_offsets};
+use crate::projector::{Batching, ConsumerErrors, admitted, fill_batch, store_offsets};
+use podium_schemas::fence::Fence;
 
 pub struct DurableProjector {
     consumer: StreamConsumer<DefaultConsumerContext>,
     store: Arc<dyn DurableStore>,
     codec: Codec,
     batching: Batching,
+    fence: std::sync::Mutex<Fence>,
 }
 
 impl std::fmt::Debug for DurableProjector {
@@ -53,6 +61,7 @@ impl DurableProjector {
             store,
             codec: Codec::new(),
             batching,
+            fence: std::sync::Mutex::default(),
         })
     }
 
@@ -87,8 +96,12 @@ impl DurableProjector {
 
     /// Undecodable records are skipped here: the read-model projector dead-letters them.
     fn decode(&self, batch: &[OwnedMessage]) -> Vec<Sourced> {
-        batch
-            .iter()
+        let mut fence = self
+            .fence
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        admitted(&mut fence, batch)
+            .into_iter()
             .filter_map(|m| {
                 let event = self.codec.decode(m.payload().unwrap_or_default()).ok()?;
                 Some(Sourced {

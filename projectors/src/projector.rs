@@ -150,7 +150,11 @@ impl ConsumerContext for ResumeContext {
 
 /// A partition's epochs as they were at its resume position.
 fn restore_fence(fence: &mut Fence, resume: &Resume, topic: &str, partition: i32) {
-    fence.restore(topic, partition, &resume.fence.of_partition(topic, partition));
+    fence.restore(
+        topic,
+        partition,
+        &resume.fence.of_partition(topic, partition),
+    );
 }
 
 fn start_offset(resume: &ResumePositions, topic: &str, partition: i32) -> Offset {
@@ -213,7 +217,12 @@ pub(crate) fn admitted<'a>(fence: &mut Fence, batch: &'a [OwnedMessage]) -> Vec<
             Verdict::Count => true,
             Verdict::Void => {
                 metrics::counter!("podium_projector_void_records_total").increment(1);
-                tracing::info!(topic = m.topic(), partition = m.partition(), offset = m.offset(), "record of a deposed owner left out");
+                tracing::info!(
+                    topic = m.topic(),
+                    partition = m.partition(),
+                    offset = m.offset(),
+                    "record of a deposed owner left out"
+                );
                 false
             }
             Verdict::Claim => false,

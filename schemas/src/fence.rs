@@ -83,7 +83,11 @@ impl Fence {
         let Some(stamp) = stamp else {
             // A marker always carries its stamp; one without is not Podium's and counts as
             // nothing.
-            return if claim { Verdict::Claim } else { Verdict::Count };
+            return if claim {
+                Verdict::Claim
+            } else {
+                Verdict::Count
+            };
         };
         let highest = self
             .highest
@@ -93,7 +97,11 @@ impl Fence {
             return if claim { Verdict::Claim } else { Verdict::Void };
         }
         *highest = stamp.epoch;
-        if claim { Verdict::Claim } else { Verdict::Count }
+        if claim {
+            Verdict::Claim
+        } else {
+            Verdict::Count
+        }
     }
 
     /// The epochs seen in one partition, by shard: what a reader stores with its position.
@@ -193,7 +201,11 @@ mod tests {
             let stored = Fence::encode_epochs(&first.of_partition("t", 4));
             let mut resumed = Fence::default();
             resumed.restore("t", 4, &Fence::decode_epochs(&stored));
-            verdicts.extend(log[cut..].iter().map(|(s, c)| resumed.judge("t", 4, *s, *c)));
+            verdicts.extend(
+                log[cut..]
+                    .iter()
+                    .map(|(s, c)| resumed.judge("t", 4, *s, *c)),
+            );
             assert_eq!(verdicts, all, "resumed at {cut}");
         }
     }

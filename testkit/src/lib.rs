@@ -620,13 +620,18 @@ pub struct Gateway {
 impl Gateway {
     /// `command` and each of `queries` are `host:port`.
     pub async fn start(command: &str, queries: &[&str]) -> Result<Self> {
+        Self::start_many(&[command], queries).await
+    }
+
+    /// [`Gateway::start`] with several command APIs, which share the quizzes (ADR 0011).
+    pub async fn start_many(commands: &[&str], queries: &[&str]) -> Result<Self> {
         let nginx = program("NGINX_BIN", "nginx")?;
         let dir = tempfile::Builder::new()
             .prefix("podium-gateway")
             .tempdir()?;
         let port = free_port()?;
         let port_text = port.to_string();
-        let command_servers = format!("server {command};");
+        let command_servers: String = commands.iter().map(|c| format!("server {c}; ")).collect();
         let query_servers: String = queries.iter().map(|q| format!("server {q}; ")).collect();
         let web_root = web_root().display().to_string();
         let routes = render_gateway(&[

@@ -1,0 +1,253 @@
+//! Several command APIs sharing the quizzes (ADR 0011), as real processes behind Debian's
+//! nginx, with two projectors and two query APIs:
+//!
+//! - an instance killed with `kill -9` mid-burst: its shards move to the others, every quiz
+//!   goes on, every acknowledged answer is in the log once and the read models equal a pure
+//!   fold of the log;
+//! - an owner paused with `SIGSTOP` while its records wait in its producer: once resumed it
+//!   sends them, and every reader voids them; no client was told they counted.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, ensure};
+use podium_e2e::game::{
+    Acks, Game, answer_all, answered_to, create, host, nothing_lost_nothing_doubled, play_question,
+};
+use podium_e2e::processes::{Processes, Service};
+use podium_schemas::topics::LIFECYCLE_PARTITIONS;
+use podium_testkit::{Gateway, eventually};
+
+fn host_port(url: &str) -> &str {
+    url.trim_start_matches("http://")
+}
+
+/// Every service's environment: command APIs in a group, which notices a silent member
+/// within three seconds.
+fn group_env() -> Vec<(String, String)> {
+    vec![
+        ("PODIUM_COMMAND_INSTANCES".into(), "group".into()),
+        ("PODIUM_COMMAND_SESSION_TIMEOUT_MS".into(), "3000".into()),
+    ]
+}
+
+/// Shards each command API serves: the first, then the named instances; `None` for one that
+/// does not answer.
+async fn shards_owned(stack: &Processes, others: &[&str]) -> Vec<Option<f64>> {
+    let mut owned = vec![
+        stack
+            .metric(Service::CommandApi, "podium_command_shards_owned", "")
+            .await
+            .ok(),
+    ];
+    for name in others {
+        owned.push(
+            stack
+                .instance_metric(name, "podium_command_shards_owned")
+                .await
+                .ok(),
+        );
+    }
+    owned
+}
+
+/// Waits until the named instances (`None` for the first) hold every shard between them, each
+/// at least one.
+async fn shards_spread_over(stack: &Processes, others: &[&str], alive: &[bool]) -> Result<()> {
+    eventually(
+        "every shard is served by the live instances",
+        Duration::from_secs(90),
+        || async {
+            let owned = shards_owned(stack, others).await;
+            let mut total = 0.0;
+            for (held, alive) in owned.iter().zip(alive) {
+                if *alive {
+                    let held = (*held)?;
+                    if held < 1.0 {
+                        return None;
+                    }
+                    total += held;
+                }
+            }
+            (total == f64::from(LIFECYCLE_PARTITIONS)).then_some(())
+        },
+    )
+    .await
+    .with_context(|| stack.logs())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_command_apis_share_the_quizzes_and_one_killed_mid_burst_loses_nothing() -> Result<()>
+{
+    let mut stack = Processes::start_with(None, group_env()).await?;
+    let second = stack
+        .start_instance(Service::CommandApi, "command-b")
+        .await?;
+    let third = stack
+        .start_instance(Service::CommandApi, "command-c")
+        .await?;
+    let _ = stack
+        .start_instance(Service::Projector, "projector-1")
+        .await?;
+    let second_query = stack
+        .start_instance(Service::QueryApi, "query-api-1")
+        .await?;
+    let (first, first_query) = (stack.command_url(), stack.query_url());
+    let gateway = Gateway::start_many(
+        &[host_port(&first), host_port(&second), host_port(&third)],
+        &[host_port(&first_query), host_port(&second_query)],
+    )
+    .await?;
+    let others = ["command-b", "command-c"];
+    shards_spread_over(&stack, &others, &[true, true, true]).await?;
+    let client = stack.client_at(&gateway.url());
+
+    // Created, joined and played through the gateway: each request lands on any instance, and
+    // those that do not own the quiz forward it.
+    let acks = Acks::default();
+    let mut games: Vec<Game> = Vec::new();
+    for _ in 0..6 {
+        games.push(create(&client, 30, 3).await?);
+    }
+    for game in &games {
+        play_question(&client, game, 1, &acks).await?;
+    }
+    let forwarded = stack
+        .metric(Service::CommandApi, "podium_command_forwarded_total", "")
+        .await
+        .unwrap_or(0.0);
+    eprintln!("the first instance forwarded {forwarded} requests");
+
+    // Question 2: the second instance dies while the answers and host commands come in.
+    for game in &games {
+        host(&client, game, "questions/2/start").await?;
+    }
+    let killed_at = std::sync::Mutex::new(None);
+    let burst = async {
+        let answers = futures::future::try_join_all(
+            games.iter().map(|game| answer_all(&client, game, 2, &acks)),
+        );
+        let _ = answers.await?;
+        anyhow::Ok(Instant::now())
+    };
+    let kill = async {
+        eventually("the burst to begin", Duration::from_secs(60), || async {
+            (answered_to(&acks, 2) >= 20).then_some(())
+        })
+        .await?;
+        let before = answered_to(&acks, 2);
+        stack.kill_instance("command-b").await?;
+        *killed_at
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Instant::now());
+        anyhow::Ok(before)
+    };
+    let (burst, killed) = tokio::join!(burst, kill);
+    let (done, before) = (burst?, killed?);
+    let killed_at = killed_at
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .context("the instance was killed")?;
+    ensure!(
+        before < games.len() * 30,
+        "the burst was over ({before} answers) before the instance died"
+    );
+    // Recorded, not asserted: the bench measures the failover window.
+    eprintln!(
+        "killed after {before} answers; the burst finished {:?} after the kill",
+        done.saturating_duration_since(killed_at)
+    );
+    shards_spread_over(&stack, &others, &[true, false, true]).await?;
+    eprintln!(
+        "the survivors served every shard {:?} after the kill",
+        killed_at.elapsed()
+    );
+
+    // Every quiz goes on.
+    for game in &games {
+        host(&client, game, "questions/2/close").await?;
+        play_question(&client, game, 3, &acks).await?;
+        host(&client, game, "finish").await?;
+    }
+    nothing_lost_nothing_doubled(&stack, &acks).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_paused_owner_resumed_after_its_shards_moved_adds_nothing_that_counts() -> Result<()> {
+    let mut stack = Processes::start_with(None, group_env()).await?;
+    // Its records wait a second and a half in its producer, and it never gives up on them: a
+    // pause now leaves records that it sends after it lost its shards.
+    let paused = stack
+        .start_instance_with(
+            Service::CommandApi,
+            "command-b",
+            &[
+                ("PODIUM_PRODUCER_LINGER_MS", "1500"),
+                ("PODIUM_ACK_TIMEOUT_MS", "60000"),
+            ],
+        )
+        .await?;
+    let others = ["command-b"];
+    shards_spread_over(&stack, &others, &[true, true]).await?;
+    let pid = stack
+        .instance_pid("command-b")
+        .context("the second instance runs")?;
+
+    // A quiz created on the instance to pause is in a shard it owns.
+    let to_paused = stack.client_at(&paused);
+    let acks = Acks::default();
+    let game = create(&to_paused, 40, 3).await?;
+    play_question(&to_paused, &game, 1, &acks).await?;
+    host(&to_paused, &game, "questions/2/start").await?;
+
+    let burst = answer_all(&to_paused, &game, 2, &acks);
+    let pause = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        signal("-STOP", pid).await?;
+        let stopped = Instant::now();
+        // The first instance takes every shard once the group misses the paused one.
+        shards_spread_over(&stack, &others, &[true, false]).await?;
+        eprintln!(
+            "the first instance served every shard {:?} after the pause",
+            stopped.elapsed()
+        );
+        signal("-CONT", pid).await
+    };
+    let (answered, paused_then_resumed) = tokio::join!(burst, pause);
+    paused_then_resumed?;
+    answered?;
+
+    let first = stack.client();
+    host(&first, &game, "questions/2/close").await?;
+    play_question(&first, &game, 3, &acks).await?;
+    host(&first, &game, "finish").await?;
+
+    let void = stack.void_answers().await?;
+    let fenced = stack
+        .instance_metric("command-b", "podium_command_appends_fenced_total")
+        .await
+        .unwrap_or(0.0);
+    eprintln!(
+        "{void} answers in the log are void; the paused owner refused {fenced} acknowledgements"
+    );
+    ensure!(
+        void > 0,
+        "the paused owner's queued answers should have reached the log after the claim markers, as void records:\n{}",
+        stack.logs()
+    );
+    ensure!(
+        fenced > 0.0,
+        "the paused owner should have refused to acknowledge what it appended after losing its shard"
+    );
+    nothing_lost_nothing_doubled(&stack, &acks).await
+}
+
+/// Sends a signal to a process, as `kill` does.
+async fn signal(which: &str, pid: u32) -> Result<()> {
+    let status = tokio::process::Command::new("kill")
+        .arg(which)
+        .arg(pid.to_string())
+        .status()
+        .await?;
+    ensure!(status.success(), "kill {which} {pid}: {status}");
+    Ok(())
+}
