@@ -8,6 +8,7 @@ pub mod baseline;
 /// players answering each question as it starts, the host moving on when all are back.
 pub const PEER_PLAYERS: usize = 50;
 pub mod chaos;
+pub mod failover;
 pub mod ingest;
 pub mod measure;
 pub mod mock_broker;
@@ -56,6 +57,18 @@ pub enum Command {
     /// record how long each recovery takes: until answers are accepted again and until the
     /// read models equal a fold of the log. Results go to <out>/chaos.json.
     Chaos {
+        /// Where the services' binaries are; by default, beside this one.
+        #[arg(long)]
+        bin_dir: Option<PathBuf>,
+
+        /// Directory for the JSON results.
+        #[arg(long, default_value = "bench-results")]
+        out: PathBuf,
+    },
+    /// Three command APIs in a group (ADR 0011); kill -9 one while its quizzes are answered, and
+    /// record how long until an answer to one of them is accepted through a survivor, and until
+    /// the survivors serve every shard. Results go to <out>/failover.json.
+    Failover {
         /// Where the services' binaries are; by default, beside this one.
         #[arg(long)]
         bin_dir: Option<PathBuf>,
@@ -296,6 +309,21 @@ pub async fn chaos(bin_dir: Option<&PathBuf>, out: &std::path::Path) -> Result<(
     let report = chaos::run(&bin_dir, revision).await?;
     std::fs::create_dir_all(out)?;
     let path = out.join("chaos.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
+    report.print_table();
+    println!("results: {}", path.display());
+    Ok(())
+}
+
+/// The failover run: prints a table and writes `<out>/failover.json`.
+pub async fn failover(bin_dir: Option<&PathBuf>, out: &std::path::Path) -> Result<()> {
+    let bin_dir = services_dir(bin_dir)?;
+    let revision = report::revision();
+    eprintln!("podium-bench: failover run, revision {revision}");
+    step("starting three command APIs in a group, then killing one");
+    let report = failover::run(&bin_dir, revision).await?;
+    std::fs::create_dir_all(out)?;
+    let path = out.join("failover.json");
     std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
     report.print_table();
     println!("results: {}", path.display());

@@ -169,3 +169,100 @@ async fn kafka_event_log_meets_the_contract() -> Result<()> {
     let log = KafkaEventLog::new(&kafka, Duration::from_secs(10), 1000)?;
     contract(Arc::new(log)).await
 }
+
+/// The fencing of ADR 0011 on a real broker: a stamped lifecycle record lands in its shard's
+/// partition, which is the partition librdkafka's default partitioner gives its key; a claim
+/// puts markers in the shard's lifecycle partition and in every answers partition; and a read
+/// of the log leaves out what the earlier owner appends after the claim, and keeps what it
+/// appended before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_event_log_fences_a_deposed_owner() -> Result<()> {
+    use podium_schemas::fence::{Stamp, shard_of};
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+
+    let broker = Broker::start().await?;
+    let kafka = KafkaArgs::new(broker.bootstrap(), format!("{}.", unique("fence")));
+    broker
+        .create_topics(&kafka.topics().with_partitions())
+        .await?;
+    let log = KafkaEventLog::new(&kafka, Duration::from_secs(10), 1000)?;
+    let shards = log.shard_count().await?;
+    assert_eq!(shards, podium_schemas::topics::LIFECYCLE_PARTITIONS);
+
+    // Single instances put lifecycle records where the default partitioner does: the shard.
+    let plain: FutureProducer = kafka.client_config().create()?;
+    for _ in 0..30 {
+        let quiz = uuid::Uuid::now_v7().to_string();
+        let delivered = plain
+            .send(
+                FutureRecord::to(&kafka.topics().lifecycle)
+                    .key(&quiz)
+                    .payload("x"),
+                Duration::from_secs(10),
+            )
+            .await
+            .map_err(|(e, _)| e)?;
+        assert_eq!(delivered.partition, shard_of(&quiz, shards), "quiz {quiz}");
+    }
+
+    let quiz = uuid::Uuid::now_v7().to_string();
+    let shard = shard_of(&quiz, shards);
+    let old = Some(Stamp { shard, epoch: 1 });
+    let joined_at = log
+        .append(&Entry::new(joined(&quiz, "a")).stamped(old))
+        .await?;
+    assert_eq!(
+        joined_at.partition, shard,
+        "a stamped lifecycle record goes to its shard"
+    );
+    let _ = log
+        .append(&Entry::new(answered(&quiz, "a", 1)).stamped(old))
+        .await?;
+    log.claim(Stamp { shard, epoch: 2 }).await?;
+    // The deposed owner goes on after the claim: none of it counts.
+    let _ = log
+        .append(&Entry::new(answered(&quiz, "a", 2)).stamped(old))
+        .await?;
+    let _ = log
+        .append(&Entry::new(joined(&quiz, "b")).stamped(old))
+        .await?;
+    // The new owner's records count.
+    let new = Some(Stamp { shard, epoch: 2 });
+    let _ = log
+        .append(&Entry::new(answered(&quiz, "a", 3)).stamped(new))
+        .await?;
+
+    let read = log.read_from(&Positions::new()).await?;
+    let events: Vec<Event> = read.records.into_iter().filter_map(|r| r.event).collect();
+    assert_eq!(
+        events,
+        vec![
+            joined(&quiz, "a"),
+            answered(&quiz, "a", 1),
+            answered(&quiz, "a", 3)
+        ]
+    );
+    assert_eq!(read.void, 2, "the deposed owner's two records are void");
+    // One marker in the lifecycle partition, one in each answers partition.
+    let markers = podium_testkit::read_log(
+        broker.bootstrap(),
+        &[&kafka.topics().lifecycle, &kafka.topics().answers],
+    )
+    .await?
+    .into_iter()
+    .filter(|r| {
+        r.headers
+            .iter()
+            .any(|(k, v)| k == "event_type" && v == podium_schemas::fence::SHARD_CLAIMED)
+    })
+    .map(|r| (r.topic, r.partition))
+    .collect::<Vec<_>>();
+    let mut expected = vec![(kafka.topics().lifecycle.clone(), shard)];
+    expected.extend(
+        (0..podium_schemas::topics::ANSWERS_PARTITIONS)
+            .map(|p| (kafka.topics().answers.clone(), p)),
+    );
+    expected.sort();
+    assert_eq!(markers, expected);
+    Ok(())
+}

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Sets everything up, builds the release binaries, and runs a benchmark profile against a stack
 # of its own (nisshi, Redis and the three services on free ports; the demo stack is left alone).
-# Usage: bench.sh [quick|full|smoke|chaos|restart|settings] [podium-bench flags]. quick takes
+# Usage: bench.sh [quick|full|smoke|chaos|failover|restart|settings] [podium-bench flags]. quick takes
 # about 10 minutes, full about 30. It prints a table, and writes bench-results/<profile>.json and .svg.
 # chaos (about a minute) breaks the stack part by part and records how long each recovery takes,
-# in bench-results/chaos.json. restart (about 5 minutes) restarts the command API on logs of
+# in bench-results/chaos.json. failover (about a minute) kills one of three command APIs in a
+# group and records how long until its quizzes are answered again, in bench-results/failover.json.
+# restart (about 5 minutes) restarts the command API on logs of
 # 100,000 and 1,000,000 events, in bench-results/restart.json. settings (about 2 minutes) tries
 # the producer's linger (and, with --partitions 1,3,6,12, the answers topic's partitions), in
 # bench-results/settings.json. See docs/performance.md.
@@ -16,7 +18,7 @@ cd "$REPO_ROOT"
 
 case "${1:-}" in
   -h|--help)
-    sed -n '2,9p' "$0" | sed 's/^# //'
+    sed -n '2,11p' "$0" | sed 's/^# //'
     echo
     exec cargo run --release --locked --quiet -p podium-bench -- --help
     ;;
@@ -31,7 +33,7 @@ cargo build --release --locked --quiet --bins
 # The fan-out phase holds 10,000 streams: a descriptor each on both ends of loopback.
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
-if [ "$profile" = chaos ] || [ "$profile" = restart ] || [ "$profile" = settings ]; then
+if [ "$profile" = chaos ] || [ "$profile" = failover ] || [ "$profile" = restart ] || [ "$profile" = settings ]; then
   exec target/release/podium-bench "$profile" --out "$REPO_ROOT/bench-results" "$@"
 fi
 exec target/release/podium-bench --profile "$profile" --out "$REPO_ROOT/bench-results" "$@"

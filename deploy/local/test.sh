@@ -50,3 +50,4 @@ smoke="$(mktemp -d)"
 trap 'rm -rf "$smoke"' EXIT
 target/debug/podium-bench --profile smoke --out "$smoke"
 target/debug/podium-bench restart --events 5000 --out "$smoke"
+target/debug/podium-bench failover --out "$smoke"
