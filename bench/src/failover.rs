@@ -7,10 +7,9 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use podium_e2e::game::{Game, create, host};
 use podium_e2e::processes::{Processes, Service};
-use podium_schemas::topics::LIFECYCLE_PARTITIONS;
 use serde::Serialize;
 
 /// The instances besides the first.
@@ -62,49 +61,6 @@ impl FailoverReport {
     }
 }
 
-/// Shards each instance serves, the first first; `None` where one does not answer.
-async fn shards_owned(stack: &Processes) -> Vec<Option<f64>> {
-    let mut owned = vec![
-        stack
-            .metric(Service::CommandApi, "podium_command_shards_owned", "")
-            .await
-            .ok(),
-    ];
-    for name in OTHERS {
-        owned.push(
-            stack
-                .instance_metric(name, "podium_command_shards_owned")
-                .await
-                .ok(),
-        );
-    }
-    owned
-}
-
-/// Waits until the live instances serve every shard between them, each at least one.
-async fn settled(stack: &Processes, alive: &[bool], limit: Duration) -> Result<Duration> {
-    let started = Instant::now();
-    loop {
-        let owned = shards_owned(stack).await;
-        let held: Option<Vec<f64>> = owned
-            .iter()
-            .zip(alive)
-            .filter(|(_, alive)| **alive)
-            .map(|(held, _)| held.filter(|h| *h >= 1.0))
-            .collect();
-        if held.is_some_and(|h| h.iter().sum::<f64>() == f64::from(LIFECYCLE_PARTITIONS)) {
-            return Ok(started.elapsed());
-        }
-        if started.elapsed() > limit {
-            bail!(
-                "the shards were not spread over the live instances in {limit:?}: {owned:?}\n{}",
-                stack.logs()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 pub async fn run(bin_dir: &Path, revision: String) -> Result<FailoverReport> {
     let env = vec![("PODIUM_COMMAND_INSTANCES".to_owned(), "group".to_owned())];
     let mut stack = Processes::start_with(Some(bin_dir.to_path_buf()), env).await?;
@@ -112,7 +68,9 @@ pub async fn run(bin_dir: &Path, revision: String) -> Result<FailoverReport> {
     for name in OTHERS {
         urls.push(stack.start_instance(Service::CommandApi, name).await?);
     }
-    let _ = settled(&stack, &[true, true, true], Duration::from_secs(90)).await?;
+    let _ = stack
+        .command_shards_settled(&OTHERS, &[true, true, true], Duration::from_secs(90))
+        .await?;
 
     // Each instance creates quizzes in its own shards; every quiz's first question is open.
     let mut games: Vec<Vec<Game>> = Vec::new();
@@ -137,7 +95,9 @@ pub async fn run(bin_dir: &Path, revision: String) -> Result<FailoverReport> {
     let answer = survivor.answer(&game.quiz_id, token, 1, 1).await?;
     let first_answer_ms = killed.elapsed().as_millis();
     ensure!(answer.choice == 1, "the answer was recorded as {answer:?}");
-    let _ = settled(&stack, &[true, false, true], Duration::from_secs(90)).await?;
+    let _ = stack
+        .command_shards_settled(&OTHERS, &[true, false, true], Duration::from_secs(90))
+        .await?;
     let all_shards_ms = killed.elapsed().as_millis();
 
     Ok(FailoverReport {

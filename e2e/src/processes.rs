@@ -279,6 +279,48 @@ impl Processes {
             .and_then(Child::id)
     }
 
+    /// Waits until the live command APIs of a group (the first, then the instances named in
+    /// `others`, as `alive` says) serve every shard between them, each at least one; returns
+    /// how long it took. A paused instance is not asked: it would hold the request.
+    pub async fn command_shards_settled(
+        &self,
+        others: &[&str],
+        alive: &[bool],
+        limit: Duration,
+    ) -> Result<Duration> {
+        let started = Instant::now();
+        loop {
+            let mut held = Vec::new();
+            for (i, _) in alive.iter().enumerate().filter(|(_, alive)| **alive) {
+                let owned = match i.checked_sub(1) {
+                    None => {
+                        self.metric(Service::CommandApi, "podium_command_shards_owned", "")
+                            .await
+                    }
+                    Some(other) => {
+                        let name = others.get(other).context("an instance per flag")?;
+                        self.instance_metric(name, "podium_command_shards_owned")
+                            .await
+                    }
+                };
+                held.push(owned.ok());
+            }
+            let spread = held.iter().all(|h| h.is_some_and(|h| h >= 1.0))
+                && held.iter().flatten().sum::<f64>()
+                    == f64::from(podium_schemas::topics::LIFECYCLE_PARTITIONS);
+            if spread {
+                return Ok(started.elapsed());
+            }
+            if started.elapsed() > limit {
+                bail!(
+                    "the shards were not spread over the live command APIs in {limit:?} ({held:?}):\n{}",
+                    self.logs()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Everything an instance started by [`Processes::start_instance`] logged.
     pub fn log_of_instance(&self, name: &str) -> String {
         std::fs::read_to_string(self.logs.path().join(format!("{name}.log"))).unwrap_or_default()

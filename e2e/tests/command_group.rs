@@ -16,7 +16,6 @@ use podium_e2e::game::{
     Acks, Game, answer_all, answered_to, create, host, nothing_lost_nothing_doubled, play_question,
 };
 use podium_e2e::processes::{Processes, Service};
-use podium_schemas::topics::LIFECYCLE_PARTITIONS;
 use podium_testkit::{Gateway, eventually};
 
 fn host_port(url: &str) -> &str {
@@ -29,50 +28,13 @@ fn group_env() -> Vec<(String, String)> {
     vec![("PODIUM_COMMAND_INSTANCES".into(), "group".into())]
 }
 
-/// Shards each live command API serves: the first, then the named instances; `None` for one
-/// that does not answer, or is not alive (a paused process would hold the scrape).
-async fn shards_owned(stack: &Processes, others: &[&str], alive: &[bool]) -> Vec<Option<f64>> {
-    let mut owned = Vec::new();
-    for (i, alive) in alive.iter().enumerate() {
-        let held = match (i, *alive) {
-            (_, false) => None,
-            (0, true) => stack
-                .metric(Service::CommandApi, "podium_command_shards_owned", "")
-                .await
-                .ok(),
-            (i, true) => stack
-                .instance_metric(others[i - 1], "podium_command_shards_owned")
-                .await
-                .ok(),
-        };
-        owned.push(held);
-    }
-    owned
-}
-
-/// Waits until the live instances (the first, then `others`, as `alive` says) hold every shard
-/// between them, each at least one.
+/// Waits until the live instances (the first, then `others`, as `alive` says) serve every
+/// shard between them.
 async fn shards_spread_over(stack: &Processes, others: &[&str], alive: &[bool]) -> Result<()> {
-    eventually(
-        "every shard is served by the live instances",
-        Duration::from_secs(90),
-        || async {
-            let owned = shards_owned(stack, others, alive).await;
-            let mut total = 0.0;
-            for (held, alive) in owned.iter().zip(alive) {
-                if *alive {
-                    let held = (*held)?;
-                    if held < 1.0 {
-                        return None;
-                    }
-                    total += held;
-                }
-            }
-            (total == f64::from(LIFECYCLE_PARTITIONS)).then_some(())
-        },
-    )
-    .await
-    .with_context(|| stack.logs())
+    let _ = stack
+        .command_shards_settled(others, alive, Duration::from_secs(90))
+        .await?;
+    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
