@@ -169,6 +169,12 @@ pub struct RunArgs {
     /// so 0 shows ingest without most of those stalls.
     #[arg(long)]
     pub small_quizzes: Option<usize>,
+
+    /// Runs the command API as a group of one (`PODIUM_COMMAND_INSTANCES=group`, ADR 0011): it
+    /// owns every shard, stamps what it appends and checks its epoch after every
+    /// acknowledgement, so the figures show what sharing the quizzes costs one instance.
+    #[arg(long)]
+    pub command_group: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
@@ -204,6 +210,8 @@ pub struct Plan {
     pub read_in_flight: usize,
     pub streams: usize,
     pub fan_out_probes: usize,
+    /// `single`, or `group` (`--command-group`).
+    pub command_instances: &'static str,
 }
 
 impl Plan {
@@ -228,6 +236,7 @@ impl Plan {
                 read_in_flight: 8,
                 streams: 50,
                 fan_out_probes: 3,
+                command_instances: "single",
             },
             Profile::Quick => Self {
                 profile: Profile::Quick,
@@ -247,6 +256,7 @@ impl Plan {
                 read_in_flight: 32,
                 streams: 1_000,
                 fan_out_probes: 10,
+                command_instances: "single",
             },
             Profile::Full => Self {
                 profile: Profile::Full,
@@ -266,6 +276,7 @@ impl Plan {
                 read_in_flight: 32,
                 streams: 10_000,
                 fan_out_probes: 20,
+                command_instances: "single",
             },
         };
         if let Some(n) = args.concurrency {
@@ -279,6 +290,9 @@ impl Plan {
         }
         if let Some(n) = args.small_quizzes {
             plan.small_quizzes = n;
+        }
+        if args.command_group {
+            plan.command_instances = "group";
         }
         plan
     }
@@ -378,6 +392,7 @@ pub async fn settings(
         streams: None,
         read_players: None,
         small_quizzes: None,
+        command_group: false,
     });
     plan.baseline = Duration::from_secs(seconds.max(1));
     let mut settings = Vec::new();
@@ -463,6 +478,7 @@ pub async fn run(args: &RunArgs) -> Result<Results> {
         stack::Settings {
             max_streams: plan.streams + 1_000,
             broker: stack::BrokerKind::Nisshi,
+            command_instances: plan.command_instances,
         },
     )
     .await?;
@@ -755,6 +771,7 @@ async fn ceiling(plan: &Plan, bin_dir: &std::path::Path) -> Result<report::Ceili
         stack::Settings {
             max_streams: 1_000,
             broker: stack::BrokerKind::Mock,
+            command_instances: plan.command_instances,
         },
     )
     .await?;

@@ -20,6 +20,8 @@ pub struct Settings {
     pub max_streams: usize,
     /// Which broker the stack runs on.
     pub broker: BrokerKind,
+    /// `PODIUM_COMMAND_INSTANCES` of the command API.
+    pub command_instances: &'static str,
 }
 
 /// The broker under the stack.
@@ -127,6 +129,10 @@ impl Stack {
             ),
             ("PODIUM_COMMAND_LISTEN", format!("127.0.0.1:{command_port}")),
             ("PODIUM_QUERY_LISTEN", format!("127.0.0.1:{query_port}")),
+            (
+                "PODIUM_COMMAND_INSTANCES",
+                settings.command_instances.to_owned(),
+            ),
         ];
         for name in ["podium-projector", "podium-command-api", "podium-query-api"] {
             let program = binary(bin_dir, name)?;
