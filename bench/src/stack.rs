@@ -91,6 +91,7 @@ impl Stack {
             .map(char::from)
             .collect();
         let command_port = free_port()?;
+        let command_admin_port = free_port()?;
         let query_port = free_port()?;
         let projector_metrics_port = free_port()?;
         let mut stack = Self {
@@ -121,7 +122,15 @@ impl Stack {
                 "PODIUM_PROJECTOR_METRICS_LISTEN",
                 format!("127.0.0.1:{projector_metrics_port}"),
             ),
-            ("PODIUM_COMMAND_ADMIN_LISTEN", "off".into()),
+            // On for a group, whose shards are waited for below.
+            (
+                "PODIUM_COMMAND_ADMIN_LISTEN",
+                if settings.command_instances == "group" {
+                    format!("127.0.0.1:{command_admin_port}")
+                } else {
+                    "off".into()
+                },
+            ),
             ("PODIUM_QUERY_ADMIN_LISTEN", "off".into()),
             (
                 "PODIUM_SSE_MAX_CONNECTIONS",
@@ -152,6 +161,9 @@ impl Stack {
         }
         stack.wait_until_up(command_port).await?;
         stack.wait_until_up(query_port).await?;
+        if settings.command_instances == "group" {
+            stack.wait_for_shards(command_admin_port).await?;
+        }
         Ok(stack)
     }
 
@@ -185,6 +197,31 @@ impl Stack {
             };
         }
         Ok(started.elapsed())
+    }
+
+    /// Waits until a command API in a group serves every shard: before, it creates no quiz.
+    async fn wait_for_shards(&mut self, admin_port: u16) -> Result<()> {
+        let url = format!("http://127.0.0.1:{admin_port}/metrics");
+        let http = reqwest::Client::new();
+        let started = Instant::now();
+        loop {
+            self.check()?;
+            let text = match http.get(&url).send().await {
+                Ok(response) => response.text().await.unwrap_or_default(),
+                Err(_) => String::new(),
+            };
+            let owned = text
+                .lines()
+                .find(|line| line.starts_with("podium_command_shards_owned "))
+                .and_then(|line| line.rsplit(' ').next()?.parse::<f64>().ok());
+            if owned == Some(f64::from(podium_schemas::topics::LIFECYCLE_PARTITIONS)) {
+                return Ok(());
+            }
+            if started.elapsed() > Duration::from_secs(60) {
+                bail!("the command API did not claim every shard in 60 s");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     async fn wait_until_up(&mut self, port: u16) -> Result<()> {
