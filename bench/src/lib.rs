@@ -321,10 +321,20 @@ pub async fn chaos(bin_dir: Option<&PathBuf>, out: &std::path::Path) -> Result<(
     eprintln!("podium-bench: chaos run, revision {revision}");
     step("starting the stack, then breaking it one part at a time");
     let report = chaos::run(&bin_dir, revision).await?;
+    save_report(out, "chaos", &report, |r| r.print_table())
+}
+
+/// Writes a run's report to `<out>/<name>.json`, then prints its table and where it went.
+fn save_report<R: serde::Serialize>(
+    out: &std::path::Path,
+    name: &str,
+    report: &R,
+    print_table: impl FnOnce(&R),
+) -> Result<()> {
     std::fs::create_dir_all(out)?;
-    let path = out.join("chaos.json");
-    std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
-    report.print_table();
+    let path = out.join(format!("{name}.json"));
+    std::fs::write(&path, serde_json::to_string_pretty(report)?)?;
+    print_table(report);
     println!("results: {}", path.display());
     Ok(())
 }
@@ -336,12 +346,7 @@ pub async fn failover(bin_dir: Option<&PathBuf>, out: &std::path::Path) -> Resul
     eprintln!("podium-bench: failover run, revision {revision}");
     step("starting three command APIs in a group, then killing one");
     let report = failover::run(&bin_dir, revision).await?;
-    std::fs::create_dir_all(out)?;
-    let path = out.join("failover.json");
-    std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
-    report.print_table();
-    println!("results: {}", path.display());
-    Ok(())
+    save_report(out, "failover", &report, |r| r.print_table())
 }
 
 /// The restart run: prints a table and writes `<out>/restart.json`.
@@ -354,12 +359,7 @@ pub async fn restart(
     let revision = report::revision();
     eprintln!("podium-bench: restart run, revision {revision}");
     let report = restart::run(&bin_dir, events, revision).await?;
-    std::fs::create_dir_all(out)?;
-    let path = out.join("restart.json");
-    std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
-    report.print_table();
-    println!("results: {}", path.display());
-    Ok(())
+    save_report(out, "restart", &report, |r| r.print_table())
 }
 
 /// One combination of the settings run.
