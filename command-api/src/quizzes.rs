@@ -408,12 +408,17 @@ impl Quizzes {
     }
 
     /// Takes on a shard's quizzes from `read`, a read of the whole log made after the shard's
-    /// claim markers were acknowledged, then re-arms their open questions' clocks. Returns how
-    /// many quizzes it holds.
-    pub fn adopt(self: &Arc<Self>, claim: Stamp, read: &crate::event_log::LogRead) -> usize {
+    /// claim markers were acknowledged. Returns how many quizzes it holds, and their open
+    /// questions' deadlines: the caller re-arms those clocks once the shard is served here,
+    /// since a clock that fires before would find the quiz not yet this instance's.
+    pub fn adopt(
+        self: &Arc<Self>,
+        claim: Stamp,
+        read: &crate::event_log::LogRead,
+    ) -> (usize, Vec<(String, Millis)>) {
         let shard = claim.shard;
         let Some(shards) = &self.shards else {
-            return 0;
+            return (0, Vec::new());
         };
         let mut quizzes: HashMap<String, Quiz> = HashMap::new();
         for event in read.records.iter().filter_map(|r| r.event.as_ref()) {
@@ -445,10 +450,15 @@ impl Quizzes {
             }
             metrics::gauge!("podium_command_quizzes_in_memory").set(by_id.len() as f64);
         }
+        (adopted, open)
+    }
+
+    /// Re-arms the clocks of open questions: each closes its question at its deadline, or at
+    /// once if that has passed.
+    pub fn arm_clocks(self: &Arc<Self>, open: Vec<(String, Millis)>) {
         for (quiz_id, deadline) in open {
             self.arm_question_clock(quiz_id, deadline);
         }
-        adopted
     }
 
     /// Lets a shard's quizzes go, once the group gave the shard to another instance.

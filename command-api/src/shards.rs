@@ -374,8 +374,9 @@ async fn claim(
     // After every marker: the read holds every record an earlier owner got acknowledged.
     let read = log.read_from(&Positions::new()).await?;
     for stamp in epochs {
-        let adopted = quizzes.adopt(stamp, &read);
+        let (adopted, open) = quizzes.adopt(stamp, &read);
         if shards.claimed(stamp.shard, stamp.epoch) {
+            quizzes.arm_clocks(open);
             metrics::histogram!("podium_command_claim_seconds")
                 .record(started.elapsed().as_secs_f64());
             tracing::info!(shard = stamp.shard, epoch = stamp.epoch, quizzes = adopted, void = read.void, elapsed = ?started.elapsed(), "shard claimed");
