@@ -311,25 +311,17 @@ impl Quizzes {
         let mut looked_up = HashSet::new();
         for event in read.records.iter().filter_map(|r| r.event.as_ref()) {
             let quiz_id = event.quiz_id();
-            if let Event::QuizCreated(created) = event {
-                let _ = quizzes
-                    .entry(quiz_id.to_owned())
-                    .or_insert_with(|| Quiz::created(created));
-                continue;
-            }
             // A record after the snapshot for a quiz that finished before it (a late answer):
             // the quiz comes back from its record until the next save holds the answer.
-            if !quizzes.contains_key(quiz_id)
+            if !matches!(event, Event::QuizCreated(_))
+                && !quizzes.contains_key(quiz_id)
                 && looked_up.insert(quiz_id.to_owned())
                 && let Some(store) = &store
                 && let Some(quiz) = store.record(quiz_id).await?.and_then(|r| r.fold(&codec))
             {
                 let _ = quizzes.insert(quiz_id.to_owned(), quiz);
             }
-            match quizzes.get_mut(quiz_id) {
-                Some(quiz) => quiz.evolve(event),
-                None => tracing::warn!(quiz_id, "event for an unknown quiz"),
-            }
+            fold_into(&mut quizzes, event);
         }
         let (mut snapshotter, acks) =
             Snapshotter::new(store.clone(), checkpoint.as_ref(), gap_wait);
@@ -356,10 +348,7 @@ impl Quizzes {
             .values()
             .map(|q| (q.join_code.clone(), q.quiz_id.clone()))
             .collect();
-        let open: Vec<(String, Millis)> = quizzes
-            .values()
-            .filter_map(|q| q.open_deadline().map(|d| (q.quiz_id.clone(), d)))
-            .collect();
+        let open = open_questions(&quizzes);
         let this = Arc::new(Self {
             log,
             clock,
@@ -378,9 +367,7 @@ impl Quizzes {
             restored,
             shards: None,
         });
-        for (quiz_id, deadline) in open {
-            this.arm_question_clock(quiz_id, deadline);
-        }
+        this.arm_clocks(open);
         metrics::gauge!("podium_command_quizzes_in_memory").set(this.in_memory() as f64);
         Ok((this, snapshotter))
     }
@@ -422,27 +409,12 @@ impl Quizzes {
         };
         let mut quizzes: HashMap<String, Quiz> = HashMap::new();
         for event in read.records.iter().filter_map(|r| r.event.as_ref()) {
-            let quiz_id = event.quiz_id();
-            if shards.of(quiz_id) != shard {
-                continue;
-            }
-            match event {
-                Event::QuizCreated(created) => {
-                    let _ = quizzes
-                        .entry(quiz_id.to_owned())
-                        .or_insert_with(|| Quiz::created(created));
-                }
-                other => match quizzes.get_mut(quiz_id) {
-                    Some(quiz) => quiz.evolve(other),
-                    None => tracing::warn!(quiz_id, "event for an unknown quiz"),
-                },
+            if shards.of(event.quiz_id()) == shard {
+                fold_into(&mut quizzes, event);
             }
         }
         let adopted = quizzes.len();
-        let open: Vec<(String, Millis)> = quizzes
-            .values()
-            .filter_map(|q| q.open_deadline().map(|d| (q.quiz_id.clone(), d)))
-            .collect();
+        let open = open_questions(&quizzes);
         if let (Ok(mut by_id), Ok(mut by_code)) = (self.by_id.write(), self.by_code.write()) {
             for (quiz_id, quiz) in quizzes {
                 let _ = by_code.insert(quiz.join_code.clone(), quiz_id.clone());
@@ -1045,6 +1017,31 @@ impl Quizzes {
             std::mem::take(&mut *self.clocks.lock().unwrap_or_else(PoisonError::into_inner));
         clocks.shutdown().await;
     }
+}
+
+/// Folds one event of the log into the quizzes being restored: a creation adds its quiz (once),
+/// anything else moves its quiz on.
+fn fold_into(quizzes: &mut HashMap<String, Quiz>, event: &Event) {
+    let quiz_id = event.quiz_id();
+    match event {
+        Event::QuizCreated(created) => {
+            let _ = quizzes
+                .entry(quiz_id.to_owned())
+                .or_insert_with(|| Quiz::created(created));
+        }
+        other => match quizzes.get_mut(quiz_id) {
+            Some(quiz) => quiz.evolve(other),
+            None => tracing::warn!(quiz_id, "event for an unknown quiz"),
+        },
+    }
+}
+
+/// The open questions of restored quizzes, with their deadlines: the clocks to re-arm.
+fn open_questions(quizzes: &HashMap<String, Quiz>) -> Vec<(String, Millis)> {
+    quizzes
+        .values()
+        .filter_map(|q| q.open_deadline().map(|d| (q.quiz_id.clone(), d)))
+        .collect()
 }
 
 fn appendable(decision: Decision) -> Vec<Event> {

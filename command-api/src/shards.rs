@@ -151,7 +151,7 @@ impl Shards {
     }
 
     fn key(&self, shard: i32) -> String {
-        format!("{}:shard:{shard}", self.prefix)
+        shard_key(&self.prefix, shard)
     }
 
     fn code_key(&self, code: &str) -> String {
@@ -387,6 +387,11 @@ async fn claim(
     Ok(())
 }
 
+/// The Redis hash of a shard's epoch and owner.
+fn shard_key(prefix: &str, shard: i32) -> String {
+    format!("{prefix}:shard:{shard}")
+}
+
 /// Answers epoch checks in batches: one pipelined read per batch, one batch at a time.
 async fn check_epochs(
     mut pending: mpsc::UnboundedReceiver<Check>,
@@ -403,7 +408,7 @@ async fn check_epochs(
         for shard in &shards {
             let _ = pipe
                 .cmd("HGET")
-                .arg(format!("{prefix}:shard:{shard}"))
+                .arg(shard_key(&prefix, *shard))
                 .arg("epoch");
         }
         let read: std::result::Result<Vec<Option<u64>>, _> =

@@ -80,27 +80,21 @@ impl Fence {
         stamp: Option<Stamp>,
         claim: bool,
     ) -> Verdict {
-        let Some(stamp) = stamp else {
-            // A marker always carries its stamp; one without is not Podium's and counts as
-            // nothing.
-            return if claim {
-                Verdict::Claim
-            } else {
-                Verdict::Count
-            };
-        };
-        let highest = self
-            .highest
-            .entry((topic.to_owned(), partition, stamp.shard))
-            .or_insert(0);
-        if stamp.epoch < *highest {
-            return if claim { Verdict::Claim } else { Verdict::Void };
-        }
-        *highest = stamp.epoch;
-        if claim {
-            Verdict::Claim
-        } else {
-            Verdict::Count
+        // Unstamped records come from one instance, where no other owner existed.
+        let stale = stamp.is_some_and(|stamp| {
+            let highest = self
+                .highest
+                .entry((topic.to_owned(), partition, stamp.shard))
+                .or_insert(0);
+            let stale = stamp.epoch < *highest;
+            *highest = (*highest).max(stamp.epoch);
+            stale
+        });
+        // A marker raises the epoch and is no event, whatever its own epoch.
+        match (claim, stale) {
+            (true, _) => Verdict::Claim,
+            (false, true) => Verdict::Void,
+            (false, false) => Verdict::Count,
         }
     }
 
