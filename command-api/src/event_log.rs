@@ -129,6 +129,14 @@ pub trait EventLog: Send + Sync + Debug + 'static {
     /// reads nothing and names the partition in [`LogRead::out_of_range`].
     async fn read_from(&self, from: &Positions) -> Result<LogRead, AppendError>;
 
+    /// As [`EventLog::read_from`], judging each record with `fence` as it stood at `from`: a
+    /// group member reads its shards' tail knowing their epochs (ADR 0012). A log that holds no
+    /// stamps has nothing to judge.
+    async fn read_fenced(&self, from: &Positions, fence: Fence) -> Result<LogRead, AppendError> {
+        let _ = fence;
+        self.read_from(from).await
+    }
+
     /// Every event recorded so far: all lifecycle events, then all answers. Within a record key
     /// the order is the order of appends. Records that cannot be decoded are skipped with a
     /// warning; the projectors dead-letter them.
@@ -519,6 +527,12 @@ impl EventLog for KafkaEventLog {
     }
 
     async fn read_from(&self, from: &Positions) -> Result<LogRead, AppendError> {
+        // With no epochs seen: right for a read from the start, and for a snapshot's tail
+        // while no instance stamps (one instance).
+        self.read_fenced(from, Fence::default()).await
+    }
+
+    async fn read_fenced(&self, from: &Positions, fence: Fence) -> Result<LogRead, AppendError> {
         let mut config = self.kafka.consumer_config();
         let _ = config
             .set("group.id", "podium-command-api-history")
@@ -531,10 +545,7 @@ impl EventLog for KafkaEventLog {
         let read = tokio::task::spawn_blocking(move || {
             let codec = Codec::new();
             let mut read = LogRead::default();
-            // Every read starts with no epochs seen: right for a read from the start, and for
-            // a snapshot's tail while no instance stamps (one instance). Groups read from the
-            // start (ADR 0011).
-            let mut fence = Fence::default();
+            let mut fence = fence;
             for topic in topics.all() {
                 let reading = Reading {
                     config: &config,

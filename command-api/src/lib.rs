@@ -8,6 +8,7 @@ pub mod http;
 pub mod openapi;
 pub mod quizzes;
 pub mod routing;
+pub mod shard_snapshots;
 pub mod shards;
 pub mod snapshots;
 
@@ -27,6 +28,7 @@ use crate::event_log::{EventLog, KafkaEventLog};
 use crate::http::{AppState, Limits};
 use crate::quizzes::Quizzes;
 use crate::routing::Router;
+use crate::shard_snapshots::ShardSnapshotter;
 use crate::shards::Shards;
 use crate::snapshots::{RedisSnapshotStore, SnapshotStore, Snapshotter};
 use podium_runtime::health::Health;
@@ -101,7 +103,8 @@ pub struct Config {
     /// instances share the quizzes through the Kafka consumer group `podium-command` (ADR 0011).
     /// Each owns the shards (lifecycle partitions) the group assigns it and forwards the
     /// others' commands to their owners. A dead instance's shards move within the session
-    /// timeout. A group needs Redis, and takes no snapshots yet: a claim reads the whole log.
+    /// timeout. A group needs Redis. Each shard has its own snapshot (ADR 0012): a claim reads
+    /// the log after it, and each member reads its shards' new records every snapshot interval.
     #[arg(long, env = "PODIUM_COMMAND_INSTANCES", value_enum, default_value_t = Instances::Single)]
     pub instances: Instances,
 
@@ -150,7 +153,7 @@ pub struct App {
     router: axum::Router,
     log: Arc<dyn EventLog>,
     quizzes: Arc<Quizzes>,
-    snapshotter: Option<Snapshotter>,
+    snapshots: Option<Snapshots>,
     snapshot_interval: Duration,
     drain: Duration,
     admin: AdminServer,
@@ -225,7 +228,7 @@ impl App {
             router: http::router(state),
             log,
             quizzes,
-            snapshotter: snapshots_on.then_some(snapshotter),
+            snapshots: snapshots_on.then(|| Snapshots::Single(Box::new(snapshotter))),
             snapshot_interval: Duration::from_millis(config.snapshot_interval_ms.max(100)),
             drain: config.drain.deadline(),
             admin: AdminServer::default(),
@@ -254,12 +257,19 @@ impl App {
             count,
         )
         .await?;
-        let quizzes = Quizzes::in_group(log.clone(), clock.clone(), shards.clone());
+        let store = snapshot_store(config).await;
+        let snapshots = Arc::new(tokio::sync::Mutex::new(ShardSnapshotter::new(
+            store.clone(),
+            count,
+        )));
+        let snapshots_on = store.is_some();
+        let quizzes = Quizzes::in_group(log.clone(), clock.clone(), shards.clone(), store);
         let claims = tokio::spawn(shards::follow_moves(
             moves,
             shards.clone(),
             quizzes.clone(),
             log.clone(),
+            snapshots.clone(),
         ));
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let member = shards.join_group(
@@ -280,7 +290,7 @@ impl App {
             router: http::router(state),
             log,
             quizzes,
-            snapshotter: None,
+            snapshots: snapshots_on.then_some(Snapshots::Group(snapshots)),
             snapshot_interval: Duration::from_millis(config.snapshot_interval_ms.max(100)),
             drain: config.drain.deadline(),
             admin: AdminServer::default(),
@@ -303,9 +313,9 @@ impl App {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let (stop_snapshots, stopped) = tokio::sync::watch::channel(false);
-        let snapshots = self.snapshotter.map(|snapshotter| {
+        let snapshots = self.snapshots.map(|snapshots| {
             tokio::spawn(keep_snapshots(
-                snapshotter,
+                snapshots,
                 self.log.clone(),
                 self.quizzes.clone(),
                 self.snapshot_interval,
@@ -321,16 +331,10 @@ impl App {
         )
         .await?;
         self.quizzes.stop_clocks().await;
-        if let Some(group) = self.group {
-            // Leaves the group at once, so the others take the shards without waiting for the
-            // session to time out.
-            group.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-            let _ = tokio::task::spawn_blocking(move || group.member.join()).await;
-            group.claims.abort();
-        }
         // What was acknowledged is in the log already; this bounds the wait for the rest.
         self.log.flush().await;
-        // A last snapshot, so the next start reads little: bounded by the drain.
+        // A last snapshot, so the next start, or the next owner of a shard, reads little:
+        // bounded by the drain.
         let _ = stop_snapshots.send(true);
         if let Some(snapshots) = snapshots
             && tokio::time::timeout(self.drain, snapshots).await.is_err()
@@ -338,6 +342,13 @@ impl App {
             tracing::warn!(
                 "the last snapshot took longer than the drain; the next start reads more of the log"
             );
+        }
+        if let Some(group) = self.group {
+            // Leaves the group at once, so the others take the shards without waiting for the
+            // session to time out.
+            group.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            let _ = tokio::task::spawn_blocking(move || group.member.join()).await;
+            group.claims.abort();
         }
         self.admin.stop().await;
         Ok(())
@@ -375,11 +386,30 @@ async fn snapshot_store(config: &Config) -> Option<Arc<dyn SnapshotStore>> {
     }
 }
 
-/// Every `interval`, takes the acknowledged appends (reading the log only to fill an old gap)
-/// and saves what changed; the finished quizzes a save holds then leave memory. Once `stop`
-/// turns true, one last round.
+/// What takes the snapshots: one instance's, cut at its acknowledged appends (ADR 0010), or a
+/// group member's, per shard (ADR 0012).
+#[derive(Debug)]
+enum Snapshots {
+    Single(Box<Snapshotter>),
+    Group(Arc<tokio::sync::Mutex<ShardSnapshotter>>),
+}
+
+impl Snapshots {
+    async fn catch_up(
+        &mut self,
+        log: &Arc<dyn EventLog>,
+    ) -> Result<Option<crate::snapshots::Saved>> {
+        match self {
+            Self::Single(snapshotter) => snapshotter.catch_up(log).await,
+            Self::Group(snapshotter) => snapshotter.lock().await.catch_up(log).await,
+        }
+    }
+}
+
+/// Every `interval`, catches up with the log and saves what changed; the finished quizzes a
+/// save holds then leave memory. Once `stop` turns true, one last round.
 async fn keep_snapshots(
-    mut snapshotter: Snapshotter,
+    mut snapshotter: Snapshots,
     log: Arc<dyn EventLog>,
     quizzes: Arc<Quizzes>,
     interval: Duration,

@@ -308,21 +308,12 @@ impl Quizzes {
             .flat_map(|c| &c.live)
             .filter_map(|(id, record)| Some((id.clone(), record.fold(&codec)?)))
             .collect();
-        let mut looked_up = HashSet::new();
-        for event in read.records.iter().filter_map(|r| r.event.as_ref()) {
-            let quiz_id = event.quiz_id();
-            // A record after the snapshot for a quiz that finished before it (a late answer):
-            // the quiz comes back from its record until the next save holds the answer.
-            if !matches!(event, Event::QuizCreated(_))
-                && !quizzes.contains_key(quiz_id)
-                && looked_up.insert(quiz_id.to_owned())
-                && let Some(store) = &store
-                && let Some(quiz) = store.record(quiz_id).await?.and_then(|r| r.fold(&codec))
-            {
-                let _ = quizzes.insert(quiz_id.to_owned(), quiz);
-            }
-            fold_into(&mut quizzes, event);
-        }
+        fold_tail(
+            &mut quizzes,
+            read.records.iter().filter_map(|r| r.event.as_ref()),
+            store.as_ref(),
+        )
+        .await?;
         let (mut snapshotter, acks) =
             Snapshotter::new(store.clone(), checkpoint.as_ref(), gap_wait);
         snapshotter.absorb(read);
@@ -378,6 +369,7 @@ impl Quizzes {
         log: Arc<dyn EventLog>,
         clock: Arc<dyn Clock>,
         shards: Arc<Shards>,
+        store: Option<Arc<dyn SnapshotStore>>,
     ) -> Arc<Self> {
         Arc::new(Self {
             log,
@@ -385,7 +377,7 @@ impl Quizzes {
             by_id: RwLock::default(),
             by_code: RwLock::default(),
             clocks: SyncMutex::default(),
-            store: None,
+            store,
             leaving: SyncMutex::default(),
             finished: SyncMutex::default(),
             restored: Restored::default(),
@@ -394,25 +386,15 @@ impl Quizzes {
         })
     }
 
-    /// Takes on a shard's quizzes from `read`, a read of the whole log made after the shard's
-    /// claim markers were acknowledged. Returns how many quizzes it holds, and their open
-    /// questions' deadlines: the caller re-arms those clocks once the shard is served here,
-    /// since a clock that fires before would find the quiz not yet this instance's.
+    /// Takes on a shard's quizzes, restored by a claim whose markers the log acknowledged first.
+    /// Returns how many it holds, and their open questions' deadlines: the caller re-arms those
+    /// clocks once the shard is served here, since a clock that fires before would find the
+    /// quiz not yet this instance's.
     pub fn adopt(
         self: &Arc<Self>,
         claim: Stamp,
-        read: &crate::event_log::LogRead,
+        quizzes: HashMap<String, Quiz>,
     ) -> (usize, Vec<(String, Millis)>) {
-        let shard = claim.shard;
-        let Some(shards) = &self.shards else {
-            return (0, Vec::new());
-        };
-        let mut quizzes: HashMap<String, Quiz> = HashMap::new();
-        for event in read.records.iter().filter_map(|r| r.event.as_ref()) {
-            if shards.of(event.quiz_id()) == shard {
-                fold_into(&mut quizzes, event);
-            }
-        }
         let adopted = quizzes.len();
         let open = open_questions(&quizzes);
         if let (Ok(mut by_id), Ok(mut by_code)) = (self.by_id.write(), self.by_code.write()) {
@@ -1021,6 +1003,31 @@ impl Quizzes {
 
 /// Folds one event of the log into the quizzes being restored: a creation adds its quiz (once),
 /// anything else moves its quiz on.
+/// Folds the log after a snapshot into the quizzes it held. A record for a quiz that finished
+/// before the snapshot (a late answer) brings the quiz back from its record, until the next save
+/// holds the answer.
+pub(crate) async fn fold_tail(
+    quizzes: &mut HashMap<String, Quiz>,
+    events: impl Iterator<Item = &Event>,
+    store: Option<&Arc<dyn SnapshotStore>>,
+) -> Result<()> {
+    let codec = Codec::new();
+    let mut looked_up = HashSet::new();
+    for event in events {
+        let quiz_id = event.quiz_id();
+        if !matches!(event, Event::QuizCreated(_))
+            && !quizzes.contains_key(quiz_id)
+            && looked_up.insert(quiz_id.to_owned())
+            && let Some(store) = store
+            && let Some(quiz) = store.record(quiz_id).await?.and_then(|r| r.fold(&codec))
+        {
+            let _ = quizzes.insert(quiz_id.to_owned(), quiz);
+        }
+        fold_into(quizzes, event);
+    }
+    Ok(())
+}
+
 fn fold_into(quizzes: &mut HashMap<String, Quiz>, event: &Event) {
     let quiz_id = event.quiz_id();
     match event {

@@ -24,8 +24,9 @@ use redis::aio::ConnectionManager;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{Error, Result};
-use crate::event_log::{EventLog, Positions};
+use crate::event_log::EventLog;
 use crate::quizzes::Quizzes;
+use crate::shard_snapshots::ShardSnapshotter;
 
 /// Raises a shard's epoch and names its owner, in one step: `KEYS[1]` the shard's hash,
 /// `ARGV[1]` the owner's address. Returns the new epoch.
@@ -313,36 +314,43 @@ impl Shards {
 }
 
 /// Claims the shards the group gives this instance and lets go of those it takes away, in the
-/// order the group said. A claim raises each shard's epoch, appends its markers, reads the log
-/// once for all of them and restores their quizzes; only then are they served here.
+/// order the group said. A claim raises each shard's epoch, appends its markers, reads each
+/// shard's snapshot and the log after it (once for all of them) and restores their quizzes;
+/// only then are they served here.
 pub async fn follow_moves(
     mut moves: mpsc::UnboundedReceiver<Move>,
     shards: Arc<Shards>,
     quizzes: Arc<Quizzes>,
     log: Arc<dyn EventLog>,
+    snapshots: Arc<tokio::sync::Mutex<ShardSnapshotter>>,
 ) {
     while let Some(first) = moves.recv().await {
         let mut to_claim = BTreeSet::new();
         let mut next = Some(first);
         while let Some(moved) = next {
+            let mut let_go = Vec::new();
             match moved {
                 Move::Assigned(given) => to_claim.extend(given),
                 Move::Reclaim(shard) => {
-                    quizzes.drop_shard(shard);
+                    let_go.push(shard);
                     let _ = to_claim.insert(shard);
                 }
                 Move::Revoked(taken) => {
                     for shard in taken {
                         let _ = to_claim.remove(&shard);
-                        quizzes.drop_shard(shard);
+                        let_go.push(shard);
                     }
                 }
+            }
+            for shard in let_go {
+                quizzes.drop_shard(shard);
+                snapshots.lock().await.release(shard);
             }
             next = moves.try_recv().ok();
         }
         let mut wait = Duration::from_millis(200);
         while !to_claim.is_empty() {
-            match claim(&to_claim, &shards, &quizzes, &log).await {
+            match claim(&to_claim, &shards, &quizzes, &log, &snapshots).await {
                 Ok(()) => break,
                 Err(e) => {
                     tracing::warn!(error = %e, shards = ?to_claim, "claiming shards failed; trying again");
@@ -360,6 +368,7 @@ async fn claim(
     shards: &Shards,
     quizzes: &Arc<Quizzes>,
     log: &Arc<dyn EventLog>,
+    snapshots: &tokio::sync::Mutex<ShardSnapshotter>,
 ) -> Result<()> {
     let started = std::time::Instant::now();
     let mut epochs = Vec::new();
@@ -372,16 +381,35 @@ async fn claim(
         log.claim(*stamp).await?;
     }
     // After every marker: the read holds every record an earlier owner got acknowledged.
-    let read = log.read_from(&Positions::new()).await?;
-    for stamp in epochs {
-        let (adopted, open) = quizzes.adopt(stamp, &read);
+    let mut snapshots = snapshots.lock().await;
+    let claimed = snapshots.claim(log, &epochs).await?;
+    for taken in claimed.taken {
+        let stamp = taken.stamp;
+        let (adopted, open) = quizzes.adopt(stamp, taken.quizzes);
         if shards.claimed(stamp.shard, stamp.epoch) {
             quizzes.arm_clocks(open);
+            let from = if taken.why_not.is_none() {
+                "snapshot"
+            } else {
+                "log"
+            };
             metrics::histogram!("podium_command_claim_seconds")
                 .record(started.elapsed().as_secs_f64());
-            tracing::info!(shard = stamp.shard, epoch = stamp.epoch, quizzes = adopted, void = read.void, elapsed = ?started.elapsed(), "shard claimed");
+            metrics::counter!("podium_command_claims_total", "from" => from).increment(1);
+            tracing::info!(
+                shard = stamp.shard,
+                epoch = stamp.epoch,
+                quizzes = adopted,
+                snapshot_quizzes = taken.snapshot_quizzes,
+                records_read = claimed.records_read,
+                void = claimed.void,
+                why_not = taken.why_not.as_deref().unwrap_or(""),
+                elapsed = ?started.elapsed(),
+                "shard claimed from the {from}"
+            );
         } else {
             quizzes.drop_shard(stamp.shard);
+            snapshots.release(stamp.shard);
         }
     }
     Ok(())

@@ -157,9 +157,31 @@ pub struct Save {
     pub started: Vec<String>,
     /// Quizzes that finished, with their join codes when known: they leave the set in play.
     pub finished: Vec<(String, Option<String>)>,
+    /// Whether `appended` holds each quiz's whole record (the first save after a read of the
+    /// log from its start), written in place of what the store held: appended to an older
+    /// copy, the records would repeat, and a fold of a repeated prefix is wrong.
+    pub whole_records: bool,
 }
 
-/// Where snapshots are kept. `load` and `save` are atomic.
+/// A shard's snapshot as the instance that claims the shard finds it (ADR 0012).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ShardCheckpoint {
+    /// The epoch of the owner that saved it. Its positions lie past that owner's claim markers,
+    /// so a reader of the log after them starts with this epoch for the shard.
+    pub epoch: u64,
+    pub checkpoint: Checkpoint,
+}
+
+/// One shard's part of a save, by the owner that claimed the shard under `epoch`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ShardSave {
+    pub shard: i32,
+    pub epoch: u64,
+    pub save: Save,
+}
+
+/// Where snapshots are kept. `load`, `save`, `claim_shard` and each shard's part of
+/// `save_shards` are atomic.
 #[async_trait]
 pub trait SnapshotStore: Send + Sync + Debug + 'static {
     /// The last save's positions and the records of the quizzes in play; `None` before the
@@ -172,6 +194,24 @@ pub trait SnapshotStore: Send + Sync + Debug + 'static {
     async fn quiz_of_code(&self, code: &str) -> Result<Option<String>>;
     /// Forgets every snapshot: they no longer match the log.
     async fn clear(&self) -> Result<()>;
+    /// Claims a shard's snapshot for the owner under `epoch`: from now on a save under an
+    /// earlier epoch is refused, so a deposed owner cannot write over what the new one read.
+    /// `None` before the shard's first save; an error if a later epoch claimed it already.
+    async fn claim_shard(&self, shard: i32, epoch: u64) -> Result<Option<ShardCheckpoint>>;
+    /// Saves the part of each shard whose claim is still the part's epoch, and returns the
+    /// shards saved; the others moved to another owner.
+    async fn save_shards(&self, saves: &[ShardSave]) -> Result<Vec<i32>>;
+}
+
+/// A claim under an epoch older than the shard's last: the shard moved on.
+fn claimed_later(shard: i32, epoch: u64, claimed: u64) -> Error {
+    tracing::info!(
+        shard,
+        epoch,
+        claimed,
+        "the shard's snapshot was claimed under a later epoch"
+    );
+    Error::QuizMoved
 }
 
 /// Snapshots in process memory, for tests of the layers above.
@@ -186,6 +226,55 @@ struct MemoryInner {
     in_play: HashSet<String>,
     records: HashMap<String, QuizRecord>,
     codes: HashMap<String, String>,
+    shards: HashMap<i32, MemoryShard>,
+}
+
+/// A shard's snapshot: the positions and quizzes in play of its own, the records shared.
+#[derive(Debug, Default)]
+struct MemoryShard {
+    claimed: u64,
+    saved: u64,
+    positions: Option<Positions>,
+    in_play: HashSet<String>,
+}
+
+impl MemoryInner {
+    /// A save's records and codes, and its quizzes in and out of `in_play`.
+    fn apply(
+        records: &mut HashMap<String, QuizRecord>,
+        codes: &mut HashMap<String, String>,
+        in_play: &mut HashSet<String>,
+        save: &Save,
+    ) {
+        for (id, appended) in &save.appended {
+            let record = records.entry(id.clone()).or_default();
+            if save.whole_records {
+                *record = QuizRecord::default();
+            }
+            record.lifecycle.extend(appended.lifecycle.iter().cloned());
+            record.answers.extend(appended.answers.iter().cloned());
+        }
+        in_play.extend(save.started.iter().cloned());
+        for (id, code) in &save.finished {
+            let _ = in_play.remove(id);
+            if let Some(code) = code {
+                let _ = codes.insert(code.clone(), id.clone());
+            }
+        }
+    }
+
+    fn checkpoint(&self, positions: &Positions, in_play: &HashSet<String>) -> Checkpoint {
+        Checkpoint {
+            positions: positions.clone(),
+            live: in_play
+                .iter()
+                .map(|id| {
+                    let record = self.records.get(id).cloned().unwrap_or_default();
+                    (id.clone(), record)
+                })
+                .collect(),
+        }
+    }
 }
 
 impl MemorySnapshotStore {
@@ -198,39 +287,65 @@ impl MemorySnapshotStore {
 impl SnapshotStore for MemorySnapshotStore {
     async fn load(&self) -> Result<Option<Checkpoint>> {
         let inner = self.inner();
-        Ok(inner.positions.clone().map(|positions| Checkpoint {
-            positions,
-            live: inner
-                .in_play
-                .iter()
-                .map(|id| {
-                    let record = inner.records.get(id).cloned().unwrap_or_default();
-                    (id.clone(), record)
-                })
-                .collect(),
-        }))
+        Ok(inner
+            .positions
+            .as_ref()
+            .map(|positions| inner.checkpoint(positions, &inner.in_play)))
     }
 
     async fn save(&self, save: &Save) -> Result<()> {
         let mut inner = self.inner();
+        let MemoryInner {
+            positions,
+            in_play,
+            records,
+            codes,
+            ..
+        } = &mut *inner;
         // Merged, as Redis merges the fields of its hash.
-        inner
-            .positions
+        positions
             .get_or_insert_default()
             .extend(save.positions.clone());
-        for (id, appended) in &save.appended {
-            let record = inner.records.entry(id.clone()).or_default();
-            record.lifecycle.extend(appended.lifecycle.iter().cloned());
-            record.answers.extend(appended.answers.iter().cloned());
-        }
-        inner.in_play.extend(save.started.iter().cloned());
-        for (id, code) in &save.finished {
-            let _ = inner.in_play.remove(id);
-            if let Some(code) = code {
-                let _ = inner.codes.insert(code.clone(), id.clone());
-            }
-        }
+        MemoryInner::apply(records, codes, in_play, save);
         Ok(())
+    }
+
+    async fn claim_shard(&self, shard: i32, epoch: u64) -> Result<Option<ShardCheckpoint>> {
+        let mut inner = self.inner();
+        let part = inner.shards.entry(shard).or_default();
+        if part.claimed > epoch {
+            return Err(claimed_later(shard, epoch, part.claimed));
+        }
+        part.claimed = epoch;
+        let part = &inner.shards[&shard];
+        Ok(part.positions.as_ref().map(|positions| ShardCheckpoint {
+            epoch: part.saved,
+            checkpoint: inner.checkpoint(positions, &part.in_play),
+        }))
+    }
+
+    async fn save_shards(&self, saves: &[ShardSave]) -> Result<Vec<i32>> {
+        let mut inner = self.inner();
+        let MemoryInner {
+            records,
+            codes,
+            shards,
+            ..
+        } = &mut *inner;
+        let mut saved = Vec::new();
+        for ShardSave { shard, epoch, save } in saves {
+            let part = shards.entry(*shard).or_default();
+            if part.claimed != *epoch {
+                continue;
+            }
+            part.saved = *epoch;
+            part.positions
+                .get_or_insert_default()
+                .extend(save.positions.clone());
+            MemoryInner::apply(records, codes, &mut part.in_play, save);
+            saved.push(*shard);
+        }
+        Ok(saved)
     }
 
     async fn record(&self, quiz_id: &str) -> Result<Option<QuizRecord>> {
@@ -253,6 +368,8 @@ pub struct RedisSnapshotStore {
     connection: ConnectionManager,
     prefix: String,
     load: redis::Script,
+    claim_shard: redis::Script,
+    save_shard: redis::Script,
 }
 
 impl Debug for RedisSnapshotStore {
@@ -274,13 +391,71 @@ end
 return {positions, in_play, records}
 ";
 
+/// A shard's claim: refused below the epoch that claimed it last; else the claim is raised and
+/// the shard's snapshot read, all at once. KEYS: the shard's hash (`claimed`, `saved`), its
+/// positions, its quizzes in play.
+const CLAIM_SHARD: &str = r"
+local claimed = tonumber(redis.call('HGET', KEYS[1], 'claimed') or '0')
+if claimed > tonumber(ARGV[1]) then
+  return {'refused', tostring(claimed)}
+end
+redis.call('HSET', KEYS[1], 'claimed', ARGV[1])
+local saved = redis.call('HGET', KEYS[1], 'saved') or '0'
+local positions = redis.call('HGETALL', KEYS[2])
+local in_play = redis.call('SMEMBERS', KEYS[3])
+local records = {}
+for i, id in ipairs(in_play) do
+  records[i] = redis.call('GET', ARGV[2] .. id) or ''
+end
+return {saved, positions, in_play, records}
+";
+
+/// One shard's part of a save, applied only while its claim is still the saver's epoch. KEYS
+/// as for the claim, then the codes of finished quizzes. ARGV: the epoch, the records' key
+/// prefix, then counted lists: positions (field, offset), quizzes started, quizzes finished
+/// (id, code or ''), and records appended (id, bytes) with how: `APPEND`, or `SET` for whole
+/// records.
+const SAVE_SHARD: &str = r"
+if tonumber(redis.call('HGET', KEYS[1], 'claimed') or '0') ~= tonumber(ARGV[1]) then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'saved', ARGV[1])
+local i = 3
+local n = tonumber(ARGV[i]); i = i + 1
+for _ = 1, n do redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]); i = i + 2 end
+n = tonumber(ARGV[i]); i = i + 1
+for _ = 1, n do redis.call('SADD', KEYS[3], ARGV[i]); i = i + 1 end
+n = tonumber(ARGV[i]); i = i + 1
+for _ = 1, n do
+  redis.call('SREM', KEYS[3], ARGV[i])
+  if ARGV[i + 1] ~= '' then redis.call('HSET', KEYS[4], ARGV[i + 1], ARGV[i]) end
+  i = i + 2
+end
+n = tonumber(ARGV[i]); i = i + 1
+local write = ARGV[i]; i = i + 1
+for _ = 1, n do redis.call(write, ARGV[2] .. ARGV[i], ARGV[i + 1]); i = i + 2 end
+return 1
+";
+
 impl RedisSnapshotStore {
     pub async fn connect(client: redis::Client, root: &str) -> Result<Self> {
         Ok(Self {
             connection: ConnectionManager::new(client).await?,
             prefix: format!("{{{root}:command}}"),
             load: redis::Script::new(LOAD),
+            claim_shard: redis::Script::new(CLAIM_SHARD),
+            save_shard: redis::Script::new(SAVE_SHARD),
         })
+    }
+
+    /// A shard's hash, its positions and its quizzes in play.
+    fn shard_keys(&self, shard: i32) -> [String; 3] {
+        let key = self.key(&format!("snapshot:{shard}"));
+        [
+            key.clone(),
+            format!("{key}:positions"),
+            format!("{key}:live"),
+        ]
     }
 
     fn key(&self, name: &str) -> String {
@@ -294,6 +469,27 @@ impl RedisSnapshotStore {
 
 fn field_of((topic, partition): &(String, i32)) -> String {
     format!("{topic}:{partition}")
+}
+
+/// Positions as Redis returns their hash.
+fn positions_of(fields: &HashMap<String, i64>) -> Result<Positions> {
+    fields
+        .iter()
+        .map(|(field, &offset)| {
+            position_of(field)
+                .map(|at| (at, offset))
+                .ok_or_else(|| Error::Snapshots(format!("a position names {field:?}")))
+        })
+        .collect()
+}
+
+/// Quizzes in play and their records, as a load reads them.
+fn live_of(in_play: Vec<String>, records: Vec<Vec<u8>>) -> Result<Vec<(String, QuizRecord)>> {
+    in_play
+        .into_iter()
+        .zip(records)
+        .map(|(id, bytes)| Ok((id, QuizRecord::decode(&bytes)?)))
+        .collect()
 }
 
 fn position_of(field: &str) -> Option<(String, i32)> {
@@ -315,20 +511,10 @@ impl SnapshotStore for RedisSnapshotStore {
         if positions.is_empty() {
             return Ok(None);
         }
-        let positions = positions
-            .iter()
-            .map(|(field, &offset)| {
-                position_of(field)
-                    .map(|at| (at, offset))
-                    .ok_or_else(|| Error::Snapshots(format!("a position names {field:?}")))
-            })
-            .collect::<Result<_>>()?;
-        let live = in_play
-            .into_iter()
-            .zip(records)
-            .map(|(id, bytes)| Ok((id, QuizRecord::decode(&bytes)?)))
-            .collect::<Result<_>>()?;
-        Ok(Some(Checkpoint { positions, live }))
+        Ok(Some(Checkpoint {
+            positions: positions_of(&positions)?,
+            live: live_of(in_play, records)?,
+        }))
     }
 
     async fn save(&self, save: &Save) -> Result<()> {
@@ -345,7 +531,11 @@ impl SnapshotStore for RedisSnapshotStore {
                 .ignore();
         }
         for (id, appended) in &save.appended {
-            let _ = pipe.append(self.record_key(id), appended.encode()).ignore();
+            if save.whole_records {
+                let _ = pipe.set(self.record_key(id), appended.encode()).ignore();
+            } else {
+                let _ = pipe.append(self.record_key(id), appended.encode()).ignore();
+            }
         }
         if !save.started.is_empty() {
             let _ = pipe.sadd(self.key("live"), &save.started).ignore();
@@ -388,17 +578,124 @@ impl SnapshotStore for RedisSnapshotStore {
         }
         Ok(())
     }
+
+    async fn claim_shard(&self, shard: i32, epoch: u64) -> Result<Option<ShardCheckpoint>> {
+        let mut redis = self.connection.clone();
+        let [hash, positions, live] = self.shard_keys(shard);
+        let reply: redis::Value = self
+            .claim_shard
+            .key(hash)
+            .key(positions)
+            .key(live)
+            .arg(epoch)
+            .arg(self.record_key(""))
+            .invoke_async(&mut redis)
+            .await?;
+        if let Ok((refused, claimed)) = redis::from_redis_value::<(String, u64)>(reply.clone())
+            && refused == "refused"
+        {
+            return Err(claimed_later(shard, epoch, claimed));
+        }
+        let (saved, positions, in_play, records): (
+            u64,
+            HashMap<String, i64>,
+            Vec<String>,
+            Vec<Vec<u8>>,
+        ) = redis::from_redis_value(reply)
+            .map_err(|e| Error::Snapshots(format!("a shard's snapshot reads as {e}")))?;
+        if positions.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(ShardCheckpoint {
+            epoch: saved,
+            checkpoint: Checkpoint {
+                positions: positions_of(&positions)?,
+                live: live_of(in_play, records)?,
+            },
+        }))
+    }
+
+    async fn save_shards(&self, saves: &[ShardSave]) -> Result<Vec<i32>> {
+        let mut redis = self.connection.clone();
+        let mut saved = Vec::new();
+        for ShardSave { shard, epoch, save } in saves {
+            let [hash, positions, live] = self.shard_keys(*shard);
+            let mut invocation = self.save_shard.key(hash);
+            let _ = invocation
+                .key(positions)
+                .key(live)
+                .key(self.key("codes"))
+                .arg(*epoch)
+                .arg(self.record_key(""))
+                .arg(save.positions.len());
+            for (at, offset) in &save.positions {
+                let _ = invocation.arg(field_of(at)).arg(*offset);
+            }
+            let _ = invocation.arg(save.started.len()).arg(&save.started);
+            let _ = invocation.arg(save.finished.len());
+            for (id, code) in &save.finished {
+                let _ = invocation.arg(id).arg(code.as_deref().unwrap_or(""));
+            }
+            let write = if save.whole_records { "SET" } else { "APPEND" };
+            let _ = invocation.arg(save.appended.len()).arg(write);
+            for (id, appended) in &save.appended {
+                let _ = invocation.arg(id).arg(appended.encode());
+            }
+            let applied: i64 = invocation.invoke_async(&mut redis).await?;
+            if applied == 1 {
+                saved.push(*shard);
+            }
+        }
+        Ok(saved)
+    }
 }
 
 /// A quiz the snapshotter follows.
 #[derive(Debug, Default)]
-struct Followed {
+pub(crate) struct Followed {
     /// Entries not saved yet.
-    unsaved: QuizRecord,
-    join_code: Option<String>,
+    pub(crate) unsaved: QuizRecord,
+    pub(crate) join_code: Option<String>,
     /// In the set in play in the store.
-    in_play: bool,
-    finished: bool,
+    pub(crate) in_play: bool,
+    pub(crate) finished: bool,
+}
+
+impl Followed {
+    /// A quiz in play whose record a snapshot holds.
+    pub(crate) fn saved(record: &QuizRecord, codec: &Codec) -> Self {
+        Self {
+            in_play: true,
+            join_code: record.join_code(codec),
+            ..Self::default()
+        }
+    }
+
+    /// Adds a record of the quiz, read or acknowledged.
+    pub(crate) fn add(&mut self, event: &Event, payload: Vec<u8>) {
+        match event {
+            Event::QuizCreated(created) => self.join_code = Some(created.join_code.clone()),
+            Event::QuizFinished(_) => self.finished = true,
+            _ => {}
+        }
+        // The topic follows from the event: answers on theirs, the rest on the lifecycle.
+        let is_lifecycle = !matches!(event, Event::AnswerSubmitted(_));
+        self.unsaved.push(is_lifecycle, payload);
+    }
+
+    /// Before a save: a quiz neither in play nor created since finished before (this is an
+    /// answer appended after its finish). Its entries go to its record, nothing else.
+    pub(crate) fn settle(&mut self) {
+        if !self.in_play && self.join_code.is_none() {
+            self.finished = true;
+        }
+    }
+
+    /// After a save that held it.
+    pub(crate) fn saved_now(&mut self) {
+        self.unsaved = QuizRecord::default();
+        self.in_play = true;
+    }
 }
 
 /// An append the log acknowledged, as the command side tells the snapshotter of it.
@@ -431,6 +728,9 @@ pub struct Snapshotter {
     /// append can take to be reported.
     gap_wait: Duration,
     unsaved: usize,
+    /// Until the first save after a start without a snapshot: the records followed are whole,
+    /// and replace any older copy in the store (one a group left, say).
+    whole: bool,
 }
 
 /// What one save did.
@@ -463,14 +763,7 @@ impl Snapshotter {
                 checkpoint
                     .live
                     .iter()
-                    .map(|(id, record)| {
-                        let followed = Followed {
-                            in_play: true,
-                            join_code: record.join_code(&codec),
-                            ..Followed::default()
-                        };
-                        (id.clone(), followed)
-                    })
+                    .map(|(id, record)| (id.clone(), Followed::saved(record, &codec)))
                     .collect(),
             ),
         };
@@ -483,6 +776,7 @@ impl Snapshotter {
             blocked: HashMap::new(),
             gap_wait,
             unsaved: 0,
+            whole: checkpoint.is_none(),
         };
         (snapshotter, sender)
     }
@@ -512,15 +806,10 @@ impl Snapshotter {
 
     fn add(&mut self, event: &Event, payload: Vec<u8>) {
         let quiz_id = event.quiz_id();
-        let followed = self.quizzes.entry(quiz_id.to_owned()).or_default();
-        match event {
-            Event::QuizCreated(created) => followed.join_code = Some(created.join_code.clone()),
-            Event::QuizFinished(_) => followed.finished = true,
-            _ => {}
-        }
-        // The topic follows from the event: answers on theirs, the rest on the lifecycle.
-        let is_lifecycle = !matches!(event, Event::AnswerSubmitted(_));
-        followed.unsaved.push(is_lifecycle, payload);
+        self.quizzes
+            .entry(quiz_id.to_owned())
+            .or_default()
+            .add(event, payload);
         self.unsaved += 1;
     }
 
@@ -605,14 +894,11 @@ impl Snapshotter {
         };
         let mut save = Save {
             positions: self.positions.clone(),
+            whole_records: self.whole,
             ..Save::default()
         };
         for followed in self.quizzes.values_mut() {
-            // Neither in play nor created since: a quiz that finished before (this is an
-            // answer appended after its finish). Its entries go to its record, nothing else.
-            if !followed.in_play && followed.join_code.is_none() {
-                followed.finished = true;
-            }
+            followed.settle();
         }
         for (id, followed) in &self.quizzes {
             if !followed.unsaved.is_empty() {
@@ -625,10 +911,10 @@ impl Snapshotter {
             }
         }
         store.save(&save).await?;
+        self.whole = false;
         self.quizzes.retain(|_, followed| !followed.finished);
         for followed in self.quizzes.values_mut() {
-            followed.unsaved = QuizRecord::default();
-            followed.in_play = true;
+            followed.saved_now();
         }
         self.unsaved = 0;
         Ok(Saved {

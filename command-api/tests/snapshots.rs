@@ -8,22 +8,24 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Result, ensure};
+use anyhow::{Context, Result, ensure};
 use podium_command_api::Error;
 use podium_command_api::clock::{Clock, ManualClock};
 use podium_command_api::event_log::{
     AppendError, Entry, EventLog, KafkaEventLog, LogRead, MemoryEventLog, Position, Positions,
 };
 use podium_command_api::quizzes::Quizzes;
+use podium_command_api::shard_snapshots::{Claimed, ShardSnapshotter};
 use podium_command_api::snapshots::{
-    Acked, Checkpoint, MemorySnapshotStore, QuizRecord, RedisSnapshotStore, Save, SnapshotStore,
-    Snapshotter,
+    Acked, Checkpoint, MemorySnapshotStore, QuizRecord, RedisSnapshotStore, Save, ShardSave,
+    SnapshotStore, Snapshotter,
 };
 use podium_runtime::KafkaArgs;
 use podium_schemas::domain::{AnswerCommand, Command, Quiz, QuizDraft, Rejection};
 
 mod support;
-use podium_schemas::events::Event;
+use podium_schemas::events::{Event, QuizFinished};
+use podium_schemas::fence::Stamp;
 use podium_testkit::{Broker, Redis, unique};
 
 const START: i64 = 1_700_000_000_000;
@@ -396,6 +398,7 @@ async fn store_contract(store: Arc<dyn SnapshotStore>) -> Result<()> {
             ],
             started: vec!["q1".into(), "q2".into()],
             finished: vec![],
+            whole_records: false,
         })
         .await?;
     let Checkpoint {
@@ -427,6 +430,7 @@ async fn store_contract(store: Arc<dyn SnapshotStore>) -> Result<()> {
             )],
             started: vec![],
             finished: vec![("q1".into(), Some("ABC123".into())), ("q9".into(), None)],
+            whole_records: false,
         })
         .await?;
     let checkpoint = store.load().await?.expect("saved");
@@ -451,8 +455,88 @@ async fn store_contract(store: Arc<dyn SnapshotStore>) -> Result<()> {
     );
     ensure!(store.record("q3").await?.is_none());
     ensure!(store.quiz_of_code("ABC123").await?.as_deref() == Some("q1"));
+
+    // A whole record, read from the log's start, replaces the stored copy: appended, it would
+    // repeat it.
+    let whole = record(&[(true, b"created"), (false, b"answer 1")]);
+    store
+        .save(&Save {
+            appended: vec![("q2".into(), whole.clone())],
+            whole_records: true,
+            ..Save::default()
+        })
+        .await?;
+    ensure!(store.record("q2").await? == Some(whole.clone()));
+
+    shard_contract(store.as_ref()).await?;
     store.clear().await?;
     ensure!(store.load().await?.is_none() && store.record("q1").await?.is_none());
+    Ok(())
+}
+
+/// Each shard's snapshot is claimed under an epoch, and a save under an older one is refused.
+async fn shard_contract(store: &dyn SnapshotStore) -> Result<()> {
+    let record = |payloads: &[(bool, &[u8])]| {
+        let mut record = QuizRecord::default();
+        for (is_lifecycle, payload) in payloads {
+            record.push(*is_lifecycle, payload.to_vec());
+        }
+        record
+    };
+    ensure!(
+        store.claim_shard(3, 1).await?.is_none(),
+        "a shard has no snapshot before its first save"
+    );
+    let positions: Positions = [
+        (("answers".to_owned(), 0), 5),
+        (("lifecycle".to_owned(), 3), 2),
+    ]
+    .into_iter()
+    .collect();
+    let part = |epoch, save| ShardSave {
+        shard: 3,
+        epoch,
+        save,
+    };
+    let first = Save {
+        positions: positions.clone(),
+        appended: vec![("q7".into(), record(&[(true, b"created 7")]))],
+        started: vec!["q7".into()],
+        ..Save::default()
+    };
+    ensure!(store.save_shards(&[part(1, first)]).await? == [3]);
+    let found = store.claim_shard(3, 2).await?.expect("saved");
+    ensure!(found.epoch == 1, "the epoch of the owner that saved it");
+    ensure!(found.checkpoint.positions == positions);
+    ensure!(found.checkpoint.live == [("q7".into(), record(&[(true, b"created 7")]))]);
+
+    // The deposed owner's save is refused whole; the new owner's goes in.
+    let late = Save {
+        appended: vec![("q7".into(), record(&[(true, b"late")]))],
+        ..Save::default()
+    };
+    ensure!(store.save_shards(&[part(1, late)]).await?.is_empty());
+    ensure!(store.record("q7").await? == Some(record(&[(true, b"created 7")])));
+    ensure!(
+        store.claim_shard(3, 1).await.is_err(),
+        "a claim older than the last is refused"
+    );
+    let finish = Save {
+        appended: vec![("q7".into(), record(&[(true, b"finished 7")]))],
+        finished: vec![("q7".into(), Some("XYZ789".into()))],
+        ..Save::default()
+    };
+    ensure!(store.save_shards(&[part(2, finish)]).await? == [3]);
+    let found = store.claim_shard(3, 2).await?.expect("saved");
+    ensure!(found.epoch == 2 && found.checkpoint.live.is_empty());
+    ensure!(store.quiz_of_code("XYZ789").await?.as_deref() == Some("q7"));
+    ensure!(
+        store.record("q7").await? == Some(record(&[(true, b"created 7"), (true, b"finished 7")]))
+    );
+    ensure!(
+        store.load().await?.map(|c| c.positions) != Some(positions),
+        "a shard's positions are its own"
+    );
     Ok(())
 }
 
@@ -558,5 +642,120 @@ async fn a_gap_is_timed_from_when_it_reaches_the_head_of_its_partition() -> Resu
     tokio::time::sleep(Duration::from_millis(60)).await;
     let saved = snapshotter.catch_up(&log).await?.expect("2 and 3 saved");
     ensure!(saved.read_the_log && saved.positions[&lifecycle] == 4);
+    Ok(())
+}
+
+/// How many records of each quiz a whole read of the log holds.
+async fn records_per_quiz(log: &Arc<dyn EventLog>) -> Result<HashMap<String, usize>> {
+    let mut counts = HashMap::new();
+    for event in log.history().await? {
+        *counts.entry(event.quiz_id().to_owned()).or_default() += 1;
+    }
+    Ok(counts)
+}
+
+/// A group member's snapshots (ADR 0012): the first claim reads the whole log and its first
+/// save replaces the records a single instance left; a later owner reads only the log after
+/// the snapshot, judged from the saved epoch, and restores what the whole log folds to; the
+/// deposed owner's save is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_claimed_after_its_snapshot_reads_only_the_log_after_it() -> Result<()> {
+    let broker = Broker::start().await?;
+    let redis = Redis::start().await?;
+    let parts = Parts {
+        log: kafka_log(&broker).await?,
+        store: redis_store(&redis).await?,
+        clock: Arc::new(ManualClock::new(START)),
+    };
+    let Parts { log, store, .. } = &parts;
+    // A single instance plays first and saves: its records are in the store.
+    let (single, mut snapshotter) = start(log, store, &parts.clock).await?;
+    let _ = play(&parts, &single, 4).await?;
+    ensure!(snapshotter.catch_up(log).await?.is_some());
+    let count = log.shard_count().await?;
+    let stamps = |epoch| {
+        (0..count)
+            .map(|shard| Stamp { shard, epoch })
+            .collect::<Vec<_>>()
+    };
+    let restored = |claimed: &Claimed| {
+        claimed
+            .taken
+            .iter()
+            .flat_map(|t| t.quizzes.clone())
+            .collect::<HashMap<_, _>>()
+    };
+
+    // Owner A claims every shard with no snapshot of them: it reads the whole log.
+    for stamp in stamps(1) {
+        log.claim(stamp).await?;
+    }
+    let mut a = ShardSnapshotter::new(Some(store.clone()), count);
+    let claimed = a.claim(log, &stamps(1)).await?;
+    ensure!(claimed.taken.iter().all(|t| t.why_not.is_some()));
+    ensure!(restored(&claimed) == folded(log).await?);
+    let saved = a.catch_up(log).await?.context("the first save")?;
+    ensure!(saved.finished.len() == 2, "quizzes 0 and 2 finished");
+    let counts = records_per_quiz(log).await?;
+    for (id, n) in &counts {
+        let record = store.record(id).await?.context("a record")?;
+        ensure!(
+            record.len() == *n,
+            "quiz {id}: {} entries saved for {n} in the log",
+            record.len()
+        );
+    }
+
+    // More play after A's snapshot; then B claims every shard, and A, deposed, appends a
+    // finish under its old epoch after B's markers.
+    let later = play(&parts, &single, 2).await?;
+    for stamp in stamps(2) {
+        log.claim(stamp).await?;
+    }
+    let (unfinished, _) = &later[1];
+    let stale = Entry::new(Event::QuizFinished(QuizFinished {
+        quiz_id: unfinished.clone(),
+        finished_at: parts.clock.now(),
+    }))
+    .stamped(Some(Stamp {
+        shard: podium_schemas::fence::shard_of(unfinished, count),
+        epoch: 1,
+    }));
+    let _ = log.append(&stale).await?;
+    let mut b = ShardSnapshotter::new(Some(store.clone()), count);
+    let claimed = b.claim(log, &stamps(2)).await?;
+    ensure!(
+        claimed.taken.iter().all(|t| t.why_not.is_none()),
+        "every shard was saved: {:?}",
+        claimed.taken.iter().map(|t| &t.why_not).collect::<Vec<_>>()
+    );
+    let whole = folded(log).await?;
+    ensure!(
+        claimed.records_read < log.history().await?.len(),
+        "the claim read only the log after the snapshots"
+    );
+    ensure!(claimed.void == 1, "the deposed owner's finish is void");
+    // Quizzes finished before the snapshot stay out; one that finished after it is held until
+    // a save holds its finish.
+    let expected: HashMap<_, _> = whole
+        .into_iter()
+        .filter(|(id, quiz)| !quiz.finished || later.iter().any(|(l, _)| l == id))
+        .collect();
+    let got = restored(&claimed);
+    ensure!(
+        got == expected,
+        "the claim restores what the whole log folds to, quizzes finished before left out: {:?} for {:?}",
+        got.keys().collect::<Vec<_>>(),
+        expected.keys().collect::<Vec<_>>()
+    );
+    ensure!(!expected[unfinished].finished);
+
+    // A's next save is refused, and A lets its shards go; B's goes in.
+    let before = store.record(unfinished).await?;
+    let _ = a.catch_up(log).await?;
+    ensure!(a.owned().is_empty(), "the deposed owner forgets its shards");
+    ensure!(store.record(unfinished).await? == before);
+    let saved = b.catch_up(log).await?.context("B's first save")?;
+    ensure!(saved.finished == [later[0].0.clone()]);
     Ok(())
 }

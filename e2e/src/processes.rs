@@ -583,12 +583,23 @@ impl Processes {
 
     /// One metric of an instance started by [`Processes::start_instance`].
     pub async fn instance_metric(&self, instance: &str, name: &str) -> Result<f64> {
+        self.instance_metric_with(instance, name, "").await
+    }
+
+    /// One metric of an instance, summed over the series whose labels hold each of `labels`
+    /// (comma-separated).
+    pub async fn instance_metric_with(
+        &self,
+        instance: &str,
+        name: &str,
+        labels: &str,
+    ) -> Result<f64> {
         let admin = self
             .instances
             .get(instance)
             .map(|i| format!("http://127.0.0.1:{}", i.admin))
             .with_context(|| format!("no instance {instance}"))?;
-        self.metric_at(&admin, name, "").await
+        self.metric_at(&admin, name, labels).await
     }
 
     async fn metric_at(&self, admin: &str, name: &str, labels: &str) -> Result<f64> {

@@ -23,9 +23,27 @@ fn host_port(url: &str) -> &str {
 }
 
 /// Every service's environment: command APIs in a group, which notices a silent member
-/// within its session timeout (6 s, the broker's least by Kafka's defaults).
+/// within its session timeout (6 s, the broker's least by Kafka's defaults), each saving its
+/// shards' snapshots every half second so that a claim finds one.
 fn group_env() -> Vec<(String, String)> {
-    vec![("PODIUM_COMMAND_INSTANCES".into(), "group".into())]
+    vec![
+        ("PODIUM_COMMAND_INSTANCES".into(), "group".into()),
+        ("PODIUM_SNAPSHOT_INTERVAL_MS".into(), "500".into()),
+    ]
+}
+
+/// A metric summed over the first command API and the named others.
+async fn command_metric(
+    stack: &Processes,
+    others: &[&str],
+    name: &str,
+    labels: &str,
+) -> Result<f64> {
+    let mut sum = stack.metric(Service::CommandApi, name, labels).await?;
+    for other in others {
+        sum += stack.instance_metric_with(other, name, labels).await?;
+    }
+    Ok(sum)
 }
 
 /// Waits until the live instances (the first, then `others`, as `alive` says) serve every
@@ -123,6 +141,21 @@ async fn three_command_apis_share_the_quizzes_and_one_killed_mid_burst_loses_not
         "the survivors served every shard {:?} after the kill",
         killed_at.elapsed()
     );
+    // The dead instance's shards were saved while it served them: the survivors read each
+    // shard's snapshot and the log after it, not the whole log (ADR 0012).
+    let from_snapshot = command_metric(
+        &stack,
+        &["command-c"],
+        "podium_command_claims_total",
+        r#"from="snapshot""#,
+    )
+    .await?;
+    eprintln!("the survivors made {from_snapshot} claims from a snapshot");
+    ensure!(
+        from_snapshot >= 1.0,
+        "no claim after the kill restored from a snapshot:\n{}",
+        stack.logs()
+    );
 
     // Every quiz goes on.
     for game in &games {
@@ -130,7 +163,26 @@ async fn three_command_apis_share_the_quizzes_and_one_killed_mid_burst_loses_not
         play_question(&client, game, 3, &acks).await?;
         host(&client, game, "finish").await?;
     }
-    nothing_lost_nothing_doubled(&stack, &acks).await
+    nothing_lost_nothing_doubled(&stack, &acks).await?;
+
+    // Finished, the quizzes leave the survivors' memory once a snapshot holds them.
+    eventually(
+        "finished quizzes to leave memory",
+        Duration::from_secs(30),
+        || async {
+            let held = command_metric(
+                &stack,
+                &["command-c"],
+                "podium_command_quizzes_in_memory",
+                "",
+            )
+            .await
+            .ok()?;
+            (held == 0.0).then_some(())
+        },
+    )
+    .await
+    .with_context(|| stack.logs())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
