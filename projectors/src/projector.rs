@@ -812,22 +812,57 @@ pub(crate) fn store_offsets<C: ConsumerContext + 'static>(
     consumer: &StreamConsumer<C>,
     batch: &[OwnedMessage],
 ) {
-    let mut offsets = TopicPartitionList::new();
+    if let Err(e) = consumer.store_offsets(&batch_offsets(batch)) {
+        tracing::debug!(error = %e, "offsets not stored");
+    }
+}
+
+/// Each partition's next offset after a batch, once per partition. A partition listed twice
+/// leaves every entry after the first without an offset, and librdkafka stores the last: the
+/// offsets of a batch with two records of one partition were never committed.
+fn batch_offsets(batch: &[OwnedMessage]) -> TopicPartitionList {
+    let mut next: BTreeMap<(&str, i32), i64> = BTreeMap::new();
     for m in batch {
-        if let Err(e) =
-            offsets.add_partition_offset(m.topic(), m.partition(), Offset::Offset(m.offset() + 1))
+        let offset = next.entry((m.topic(), m.partition())).or_default();
+        *offset = (*offset).max(m.offset() + 1);
+    }
+    let mut offsets = TopicPartitionList::new();
+    for ((topic, partition), offset) in next {
+        if let Err(e) = offsets
+            .add_partition(topic, partition)
+            .set_offset(Offset::Offset(offset))
         {
             tracing::debug!(error = %e, "offset not stored");
         }
     }
-    if let Err(e) = consumer.store_offsets(&offsets) {
-        tracing::debug!(error = %e, "offsets not stored");
-    }
+    offsets
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_batch_stores_each_partition_once_at_its_next_offset() {
+        let message = |partition, offset| {
+            OwnedMessage::new(
+                None,
+                None,
+                "answers".into(),
+                rdkafka::Timestamp::NotAvailable,
+                partition,
+                offset,
+                None,
+            )
+        };
+        let batch = [message(0, 4), message(1, 7), message(0, 5), message(0, 6)];
+        let stored: Vec<(i32, Offset)> = batch_offsets(&batch)
+            .elements()
+            .iter()
+            .map(|e| (e.partition(), e.offset()))
+            .collect();
+        assert_eq!(stored, [(0, Offset::Offset(7)), (1, Offset::Offset(8))]);
+    }
 
     #[test]
     fn a_member_starves_only_when_the_group_lags_and_stands_still_for_the_whole_patience() {
