@@ -27,7 +27,9 @@ pub use config::{Keyspace, ScyllaConfig, connect, parse_consistency};
 pub use error::{Error, Result};
 pub use memory::MemoryDurableStore;
 pub use migrations::{Migration, migrate, pending, split_statements};
-pub use model::{FinalResults, FinalStanding, QuizHistoryEntry, Sourced};
+pub use model::{
+    ClaimMarker, FinalResults, FinalStanding, QuizHistoryEntry, Sourced, epochs_before,
+};
 pub use scylla_store::ScyllaDurableStore;
 
 /// The port the durable projector writes through and the query side reads from.
@@ -46,4 +48,17 @@ pub trait DurableStore: Send + Sync + std::fmt::Debug {
 
     /// The finished quizzes the player scored in, most recently finished first.
     async fn history(&self, player_id: &str) -> Result<Vec<QuizHistoryEntry>>;
+
+    /// Records claim markers of one log partition (ADR 0011). Idempotent, like `record`; the
+    /// durable projector records a batch's markers before it stores the batch's offsets.
+    async fn record_claims(
+        &self,
+        topic: &str,
+        partition: i32,
+        markers: &[ClaimMarker],
+    ) -> Result<()>;
+
+    /// Every claim marker recorded for one log partition, in offset order: the durable
+    /// projector's fence where it resumes the partition ([`epochs_before`]).
+    async fn claims(&self, topic: &str, partition: i32) -> Result<Vec<ClaimMarker>>;
 }

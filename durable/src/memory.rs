@@ -9,11 +9,12 @@ use async_trait::async_trait;
 use podium_schemas::events::{AnswerSubmitted, Event, Millis};
 
 use crate::model::history_order;
-use crate::{DurableStore, FinalResults, QuizHistoryEntry, Result, Sourced};
+use crate::{ClaimMarker, DurableStore, FinalResults, QuizHistoryEntry, Result, Sourced};
 
 #[derive(Debug, Default)]
 pub struct MemoryDurableStore {
     quizzes: Mutex<HashMap<String, QuizFacts>>,
+    claims: Mutex<HashMap<(String, i32), BTreeSet<ClaimMarker>>>,
 }
 
 /// What the log said about one quiz: each fact keeps the value from its lowest offset, as the
@@ -150,5 +151,30 @@ impl DurableStore for MemoryDurableStore {
             .collect();
         entries.sort_by(history_order);
         Ok(entries)
+    }
+
+    async fn record_claims(
+        &self,
+        topic: &str,
+        partition: i32,
+        markers: &[ClaimMarker],
+    ) -> Result<()> {
+        self.claims
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry((topic.to_owned(), partition))
+            .or_default()
+            .extend(markers.iter().copied());
+        Ok(())
+    }
+
+    async fn claims(&self, topic: &str, partition: i32) -> Result<Vec<ClaimMarker>> {
+        Ok(self
+            .claims
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&(topic.to_owned(), partition))
+            .map(|markers| markers.iter().copied().collect())
+            .unwrap_or_default())
     }
 }

@@ -21,6 +21,10 @@ const EMBEDDED: &[(&str, &str)] = &[
         "0002_kicked_players.cql",
         include_str!("../../deploy/scylla/0002_kicked_players.cql"),
     ),
+    (
+        "0003_claim_markers.cql",
+        include_str!("../../deploy/scylla/0003_claim_markers.cql"),
+    ),
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,10 +1,29 @@
 //! What the durable read model holds, and the pure rules both adapters share.
 
 use std::cmp::Ordering;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use podium_schemas::domain::Standings;
 use podium_schemas::events::{AnswerSubmitted, Event, Millis};
+
+/// A command-side shard's claim marker (ADR 0011) and where it lies in the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ClaimMarker {
+    pub offset: i64,
+    pub shard: i32,
+    pub epoch: u64,
+}
+
+/// Each shard's highest epoch among the markers of a partition before `offset`: the fence of a
+/// reader that starts there, since every record of an epoch lies after that epoch's marker.
+pub fn epochs_before(markers: &[ClaimMarker], offset: i64) -> BTreeMap<i32, u64> {
+    let mut epochs = BTreeMap::new();
+    for marker in markers.iter().filter(|m| m.offset < offset) {
+        let epoch = epochs.entry(marker.shard).or_insert(0);
+        *epoch = (*epoch).max(marker.epoch);
+    }
+    epochs
+}
 
 /// An event with its position in the Kafka log.
 #[derive(Debug, Clone, PartialEq, Eq)]

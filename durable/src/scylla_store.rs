@@ -25,7 +25,8 @@ use scylla::statement::prepared::PreparedStatement;
 
 use crate::model::{first_wins_timestamp, history_order, snapshot_version};
 use crate::{
-    DurableStore, Error, FinalResults, FinalStanding, Keyspace, QuizHistoryEntry, Result, Sourced,
+    ClaimMarker, DurableStore, Error, FinalResults, FinalStanding, Keyspace, QuizHistoryEntry,
+    Result, Sourced,
 };
 
 /// Concurrent requests per batch: enough to hide round trips, few enough not to flood a shard.
@@ -57,6 +58,8 @@ struct Statements {
     select_quiz_answers: PreparedStatement,
     select_results: PreparedStatement,
     select_history: PreparedStatement,
+    insert_claim: PreparedStatement,
+    select_claims: PreparedStatement,
 }
 
 const ANSWER_COLUMNS: &str = "player_id, question, choice, received_at, elapsed_ms, correct, points, \
@@ -139,6 +142,16 @@ impl Statements {
                  FROM {ks}.player_history WHERE player_id = ?"
             ))
             .await?,
+            insert_claim: prepare(format!(
+                "INSERT INTO {ks}.claim_markers (topic, log_partition, log_offset, shard, epoch) \
+                 VALUES (?, ?, ?, ?, ?)"
+            ))
+            .await?,
+            select_claims: prepare(format!(
+                "SELECT log_offset, shard, epoch FROM {ks}.claim_markers \
+                 WHERE topic = ? AND log_partition = ?"
+            ))
+            .await?,
         })
     }
 }
@@ -187,6 +200,13 @@ struct ResultRow {
     points: Option<i64>,
     elapsed_ms: Option<i64>,
     answers: Option<i32>,
+}
+
+#[derive(Debug, DeserializeRow)]
+struct ClaimRow {
+    log_offset: i64,
+    shard: i32,
+    epoch: i64,
 }
 
 #[derive(Debug, DeserializeRow)]
@@ -459,5 +479,45 @@ impl DurableStore for ScyllaDurableStore {
             .collect::<Result<Vec<_>>>()?;
         entries.sort_by(history_order);
         Ok(entries)
+    }
+
+    async fn record_claims(
+        &self,
+        topic: &str,
+        partition: i32,
+        markers: &[ClaimMarker],
+    ) -> Result<()> {
+        for marker in markers {
+            let epoch = i64::try_from(marker.epoch)
+                .map_err(|_| Error::Corrupt(format!("epoch {} out of range", marker.epoch)))?;
+            let _ = self
+                .session
+                .execute_unpaged(
+                    &self.statements.insert_claim,
+                    (topic, partition, marker.offset, marker.shard, epoch),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn claims(&self, topic: &str, partition: i32) -> Result<Vec<ClaimMarker>> {
+        let rows: Vec<ClaimRow> = self
+            .session
+            .execute_iter(self.statements.select_claims.clone(), (topic, partition))
+            .await?
+            .rows_stream::<ClaimRow>()?
+            .try_collect()
+            .await?;
+        rows.into_iter()
+            .map(|row| {
+                Ok(ClaimMarker {
+                    offset: row.log_offset,
+                    shard: row.shard,
+                    epoch: u64::try_from(row.epoch)
+                        .map_err(|_| Error::Corrupt(format!("negative epoch {}", row.epoch)))?,
+                })
+            })
+            .collect()
     }
 }

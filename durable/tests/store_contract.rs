@@ -8,8 +8,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, ensure};
 use podium_durable::{
-    DurableStore, FinalResults, MemoryDurableStore, QuizHistoryEntry, ScyllaConfig,
-    ScyllaDurableStore, Sourced,
+    ClaimMarker, DurableStore, FinalResults, MemoryDurableStore, QuizHistoryEntry, ScyllaConfig,
+    ScyllaDurableStore, Sourced, epochs_before,
 };
 use podium_schemas::domain::Standings;
 use podium_schemas::events::{
@@ -424,6 +424,38 @@ async fn history_lists_each_finished_quiz_with_rank_and_points(
 }
 
 /// A ScyllaDB store in a fresh keyspace, or `None` (with a line saying so) without a node.
+/// Claim markers are kept per log partition, idempotently, and give the fence at any offset.
+async fn claim_markers_give_the_fence_where_a_partition_resumes(
+    store: &dyn DurableStore,
+) -> anyhow::Result<()> {
+    let marker = |offset, shard, epoch| ClaimMarker {
+        offset,
+        shard,
+        epoch,
+    };
+    let markers = [marker(3, 0, 1), marker(9, 1, 4), marker(20, 0, 2)];
+    store.record_claims("answers", 0, &markers).await?;
+    store.record_claims("answers", 0, &markers[1..]).await?;
+    store
+        .record_claims("answers", 1, &[marker(5, 0, 7)])
+        .await?;
+    let claims = store.claims("answers", 0).await?;
+    anyhow::ensure!(
+        claims == markers,
+        "recorded twice, kept once, in offset order: {claims:?}"
+    );
+    anyhow::ensure!(store.claims("lifecycle", 0).await?.is_empty());
+    let at = |offset| {
+        epochs_before(&claims, offset)
+            .into_iter()
+            .collect::<Vec<_>>()
+    };
+    anyhow::ensure!(at(3).is_empty(), "a marker counts only before the offset");
+    anyhow::ensure!(at(10) == [(0, 1), (1, 4)]);
+    anyhow::ensure!(at(21) == [(0, 2), (1, 4)]);
+    Ok(())
+}
+
 async fn scylla_store() -> anyhow::Result<Option<ScyllaDurableStore>> {
     let nodes: Vec<String> = std::env::var("SCYLLA_NODES")
         .unwrap_or_default()
@@ -488,4 +520,5 @@ contract!(
     results_appear_only_after_quiz_finished,
     answers_recorded_after_quiz_finished_end_up_in_results,
     history_lists_each_finished_quiz_with_rank_and_points,
+    claim_markers_give_the_fence_where_a_partition_resumes,
 );

@@ -15,12 +15,34 @@ pub fn header_text<'a, M: Message>(message: &'a M, name: &str) -> Option<&'a str
         .and_then(|h| std::str::from_utf8(h.value?).ok())
 }
 
-/// Judges a record, read in its partition's order, against the epochs seen so far.
-pub fn judge<M: Message>(fence: &mut Fence, message: &M) -> Verdict {
-    let claim = header_text(message, HEADER_EVENT_TYPE) == Some(SHARD_CLAIMED);
-    let stamp = Stamp::parse(
+/// A record's stamp, if it has one.
+fn stamp_of<M: Message>(message: &M) -> Option<Stamp> {
+    Stamp::parse(
         header_text(message, HEADER_SHARD),
         header_text(message, HEADER_EPOCH),
-    );
-    fence.judge(message.topic(), message.partition(), stamp, claim)
+    )
+}
+
+fn is_claim<M: Message>(message: &M) -> bool {
+    header_text(message, HEADER_EVENT_TYPE) == Some(SHARD_CLAIMED)
+}
+
+/// Judges a record, read in its partition's order, against the epochs seen so far.
+pub fn judge<M: Message>(fence: &mut Fence, message: &M) -> Verdict {
+    let claim = is_claim(message);
+    fence.judge(
+        message.topic(),
+        message.partition(),
+        stamp_of(message),
+        claim,
+    )
+}
+
+/// The stamp of a claim marker; `None` for any other record.
+pub fn claim_of<M: Message>(message: &M) -> Option<Stamp> {
+    if is_claim(message) {
+        stamp_of(message)
+    } else {
+        None
+    }
 }

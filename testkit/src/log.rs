@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use podium_schemas::fence::{HEADER_EPOCH, HEADER_SHARD, SHARD_CLAIMED, Stamp};
 use podium_schemas::topics::{HEADER_EVENT_TYPE, record_key};
 use podium_schemas::{Codec, Event};
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -49,6 +50,51 @@ impl EventWriter {
             Some(event.event_type()),
         )
         .await
+    }
+
+    /// Appends one event to a partition of `topic` as the owner under `stamp` does in a group
+    /// (ADR 0011), or the shard's claim marker when `event` is `None`.
+    pub async fn append_stamped(
+        &self,
+        topic: &str,
+        partition: i32,
+        event: Option<&Event>,
+        stamp: Stamp,
+    ) -> Result<()> {
+        let (shard, epoch) = (stamp.shard.to_string(), stamp.epoch.to_string());
+        let (key, payload, event_type) = match event {
+            Some(event) => (
+                record_key(event),
+                self.codec.encode(event)?,
+                event.event_type(),
+            ),
+            None => (format!("shard/{shard}"), Vec::new(), SHARD_CLAIMED),
+        };
+        let headers = OwnedHeaders::new()
+            .insert(Header {
+                key: HEADER_EVENT_TYPE,
+                value: Some(event_type),
+            })
+            .insert(Header {
+                key: HEADER_SHARD,
+                value: Some(&shard),
+            })
+            .insert(Header {
+                key: HEADER_EPOCH,
+                value: Some(&epoch),
+            });
+        let record = FutureRecord::to(topic)
+            .partition(partition)
+            .key(&key)
+            .payload(&payload)
+            .headers(headers);
+        let _ = self
+            .producer
+            .send(record, Duration::from_secs(30))
+            .await
+            .map_err(|(e, _)| e)
+            .with_context(|| format!("appending to {topic}/{partition}"))?;
+        Ok(())
     }
 
     /// Appends any bytes, with an optional `event_type` header: how poison gets into a log.
