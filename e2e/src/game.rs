@@ -30,13 +30,23 @@ fn text(v: &serde_json::Value, key: &str) -> String {
 /// Creates a quiz of `questions` questions (two minutes each, so no clock closes one during
 /// an outage) and joins `players` players.
 pub async fn create(stack: &Client, players: usize, questions: usize) -> Result<Game> {
+    create_timed(stack, players, questions, 120).await
+}
+
+/// As [`create`], each question open for `seconds` (5 at least).
+pub async fn create_timed(
+    stack: &Client,
+    players: usize,
+    questions: usize,
+    seconds: u32,
+) -> Result<Game> {
     let quiz = serde_json::json!({
         "title": unique("recovery"),
         "questions": (1..=questions).map(|n| serde_json::json!({
             "text": format!("question {n}"),
             "choices": ["a", "b", "c"],
             "correct_choice": 1,
-            "time_limit_seconds": 120
+            "time_limit_seconds": seconds
         })).collect::<Vec<_>>()
     });
     let (status, created) = stack

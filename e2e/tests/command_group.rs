@@ -1,9 +1,10 @@
 //! Several command APIs sharing the quizzes (ADR 0011), as real processes behind Debian's
 //! nginx, with two projectors and two query APIs:
 //!
-//! - an instance killed with `kill -9` mid-burst: its shards move to the others, every quiz
-//!   goes on, every acknowledged answer is in the log once and the read models equal a pure
-//!   fold of the log;
+//! - an instance killed with `kill -9` mid-burst: its shards move to the others, which restore
+//!   them from their snapshots and close the questions that ran out meanwhile; every quiz goes
+//!   on, every acknowledged answer is in the log once, the read models equal a pure fold of the
+//!   log, and finished quizzes leave memory;
 //! - an owner paused with `SIGSTOP` while its records wait in its producer, and resumed after
 //!   its shards moved: it sends them, every reader voids them, and it tells no client they
 //!   counted; every acknowledged answer is in the log once, and the read models equal a pure
@@ -13,7 +14,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 use podium_e2e::game::{
-    Acks, Game, answer_all, answered_to, create, host, nothing_lost_nothing_doubled, play_question,
+    Acks, Game, answer_all, answered_to, create, create_timed, host, nothing_lost_nothing_doubled,
+    play_question,
 };
 use podium_e2e::processes::{Processes, Service};
 use podium_testkit::{Gateway, eventually};
@@ -30,6 +32,27 @@ fn group_env() -> Vec<(String, String)> {
         ("PODIUM_COMMAND_INSTANCES".into(), "group".into()),
         ("PODIUM_SNAPSHOT_INTERVAL_MS".into(), "500".into()),
     ]
+}
+
+/// Whether one of `games` lies in a shard the instance at `url` owns.
+async fn owned_by(stack: &Processes, games: &[Game], url: &str) -> Result<bool> {
+    let mut redis = stack.redis.connection().await?;
+    for game in games {
+        let shard = podium_schemas::fence::shard_of(
+            &game.quiz_id,
+            podium_schemas::topics::LIFECYCLE_PARTITIONS,
+        );
+        let key = format!("{{{}:command}}:shard:{shard}", stack.namespace);
+        let owner: Option<String> = redis::cmd("HGET")
+            .arg(key)
+            .arg("owner")
+            .query_async(&mut redis)
+            .await?;
+        if owner.as_deref() == Some(url) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// A metric summed over the first command API and the named others.
@@ -97,9 +120,23 @@ async fn three_command_apis_share_the_quizzes_and_one_killed_mid_burst_loses_not
         .unwrap_or(0.0);
     eprintln!("the first instance forwarded {forwarded} requests");
 
+    // Quizzes with a question of five seconds, at least one of them the second instance's:
+    // their questions run out while it is dead, and its successor must close them at once.
+    let mut timed: Vec<Game> = Vec::new();
+    while !owned_by(&stack, &timed, &second).await? {
+        ensure!(
+            timed.len() < 30,
+            "no timed quiz landed on the second instance"
+        );
+        timed.push(create_timed(&client, 1, 1, 5).await?);
+    }
+
     // Question 2: the second instance dies while the answers and host commands come in.
     for game in &games {
         host(&client, game, "questions/2/start").await?;
+    }
+    for game in &timed {
+        host(&client, game, "questions/1/start").await?;
     }
     let killed_at = std::sync::Mutex::new(None);
     let burst = async {
@@ -156,6 +193,28 @@ async fn three_command_apis_share_the_quizzes_and_one_killed_mid_burst_loses_not
         "no claim after the kill restored from a snapshot:\n{}",
         stack.logs()
     );
+
+    // The timed questions close at their deadline, with nobody asking: the new owner re-armed
+    // the clocks of the open questions it took over, and closed the overdue ones.
+    for game in &timed {
+        eventually(
+            "a timed question to close",
+            Duration::from_secs(30),
+            || async {
+                let state: serde_json::Value =
+                    reqwest::get(format!("{}/v1/quizzes/{}", stack.query_url(), game.quiz_id))
+                        .await
+                        .ok()?
+                        .json()
+                        .await
+                        .ok()?;
+                (state["closed"].as_array().map_or(0, Vec::len) == 1).then_some(())
+            },
+        )
+        .await
+        .with_context(|| stack.logs())?;
+        host(&client, game, "finish").await?;
+    }
 
     // Every quiz goes on.
     for game in &games {

@@ -74,7 +74,8 @@ async fn recorded(store: &MemoryDurableStore, player: &str) -> bool {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_restarted_durable_projector_resumes_its_fence_from_the_markers_it_recorded() -> Result<()> {
+async fn a_restarted_durable_projector_resumes_its_fence_from_the_markers_it_recorded() -> Result<()>
+{
     let broker = Broker::start().await?;
     let kafka = KafkaArgs::new(broker.bootstrap(), format!("{}.", unique("durable")));
     let topics = kafka.topics();
