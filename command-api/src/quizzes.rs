@@ -289,6 +289,11 @@ impl Quizzes {
         gap_wait: Duration,
     ) -> Result<(Arc<Self>, Snapshotter)> {
         let started = Instant::now();
+        if let Some(store) = &store
+            && let Err(e) = store.forget_shards().await
+        {
+            tracing::warn!(error = %e, "forgetting a group's shard snapshots failed");
+        }
         let (checkpoint, read, mut restored) = match Self::from_snapshot(&log, store.as_ref()).await
         {
             Ok(found) => found,

@@ -201,6 +201,9 @@ pub trait SnapshotStore: Send + Sync + Debug + 'static {
     /// Saves the part of each shard whose claim is still the part's epoch, and returns the
     /// shards saved; the others moved to another owner.
     async fn save_shards(&self, saves: &[ShardSave]) -> Result<Vec<i32>>;
+    /// Forgets every shard's snapshot, when one instance starts to own every quiz: what a group
+    /// saved no longer follows the log that instance appends to.
+    async fn forget_shards(&self) -> Result<()>;
 }
 
 /// A claim under an epoch older than the shard's last: the shard moved on.
@@ -317,6 +320,9 @@ impl SnapshotStore for MemorySnapshotStore {
             return Err(claimed_later(shard, epoch, part.claimed));
         }
         part.claimed = epoch;
+        // One instance's snapshot no longer follows the log once a group appends to it.
+        inner.positions = None;
+        inner.in_play.clear();
         let part = &inner.shards[&shard];
         Ok(part.positions.as_ref().map(|positions| ShardCheckpoint {
             epoch: part.saved,
@@ -346,6 +352,11 @@ impl SnapshotStore for MemorySnapshotStore {
             saved.push(*shard);
         }
         Ok(saved)
+    }
+
+    async fn forget_shards(&self) -> Result<()> {
+        self.inner().shards.clear();
+        Ok(())
     }
 
     async fn record(&self, quiz_id: &str) -> Result<Option<QuizRecord>> {
@@ -393,13 +404,15 @@ return {positions, in_play, records}
 
 /// A shard's claim: refused below the epoch that claimed it last; else the claim is raised and
 /// the shard's snapshot read, all at once. KEYS: the shard's hash (`claimed`, `saved`), its
-/// positions, its quizzes in play.
+/// positions, its quizzes in play, then one instance's positions and quizzes in play, which no
+/// longer follow the log once a group appends to it.
 const CLAIM_SHARD: &str = r"
 local claimed = tonumber(redis.call('HGET', KEYS[1], 'claimed') or '0')
 if claimed > tonumber(ARGV[1]) then
   return {'refused', tostring(claimed)}
 end
 redis.call('HSET', KEYS[1], 'claimed', ARGV[1])
+redis.call('DEL', KEYS[4], KEYS[5])
 local saved = redis.call('HGET', KEYS[1], 'saved') or '0'
 local positions = redis.call('HGETALL', KEYS[2])
 local in_play = redis.call('SMEMBERS', KEYS[3])
@@ -446,6 +459,23 @@ impl RedisSnapshotStore {
             claim_shard: redis::Script::new(CLAIM_SHARD),
             save_shard: redis::Script::new(SAVE_SHARD),
         })
+    }
+
+    /// Deletes the keys that match `pattern`.
+    async fn delete_matching(&self, pattern: &str) -> Result<()> {
+        let mut redis = self.connection.clone();
+        let keys: Vec<String> = {
+            let mut iter = redis.scan_match::<_, String>(pattern).await?;
+            let mut keys = Vec::new();
+            while let Some(key) = futures::StreamExt::next(&mut iter).await {
+                keys.push(key?);
+            }
+            keys
+        };
+        for chunk in keys.chunks(500) {
+            let _: () = redis.del(chunk).await?;
+        }
+        Ok(())
     }
 
     /// A shard's hash, its positions and its quizzes in play.
@@ -563,18 +593,10 @@ impl SnapshotStore for RedisSnapshotStore {
     }
 
     async fn clear(&self) -> Result<()> {
-        let mut redis = self.connection.clone();
-        let pattern = self.key("*");
-        let keys: Vec<String> = {
-            let mut iter = redis.scan_match::<_, String>(&pattern).await?;
-            let mut keys = Vec::new();
-            while let Some(key) = futures::StreamExt::next(&mut iter).await {
-                keys.push(key?);
-            }
-            keys
-        };
-        for chunk in keys.chunks(500) {
-            let _: () = redis.del(chunk).await?;
+        // The snapshots only: a group's shard epochs and join codes stay, since a reader's fence
+        // must never see an epoch fall.
+        for name in ["positions", "live", "codes", "record:*", "snapshot:*"] {
+            self.delete_matching(&self.key(name)).await?;
         }
         Ok(())
     }
@@ -587,6 +609,8 @@ impl SnapshotStore for RedisSnapshotStore {
             .key(hash)
             .key(positions)
             .key(live)
+            .key(self.key("positions"))
+            .key(self.key("live"))
             .arg(epoch)
             .arg(self.record_key(""))
             .invoke_async(&mut redis)
@@ -613,6 +637,10 @@ impl SnapshotStore for RedisSnapshotStore {
                 live: live_of(in_play, records)?,
             },
         }))
+    }
+
+    async fn forget_shards(&self) -> Result<()> {
+        self.delete_matching(&self.key("snapshot:*")).await
     }
 
     async fn save_shards(&self, saves: &[ShardSave]) -> Result<Vec<i32>> {
