@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use podium_runtime::KafkaArgs;
-use podium_schemas::fence::{Fence, HEADER_EPOCH, HEADER_SHARD, SHARD_CLAIMED, Stamp, Verdict};
+use podium_schemas::fence::{Fence, Stamp, Verdict};
 use podium_schemas::topics::{self, Topics};
 use podium_schemas::{Codec, Event};
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -442,29 +442,18 @@ impl KafkaEventLog {
                 key: topics::HEADER_TRACEPARENT,
                 value: Some(&traceparent),
             });
-        let stamp = entry
-            .stamp
-            .map(|s| (s.shard, s.shard.to_string(), s.epoch.to_string()));
-        if let Some((_, shard, epoch)) = &stamp {
-            headers = headers
-                .insert(Header {
-                    key: HEADER_SHARD,
-                    value: Some(shard),
-                })
-                .insert(Header {
-                    key: HEADER_EPOCH,
-                    value: Some(epoch),
-                });
+        if let Some(stamp) = entry.stamp {
+            headers = podium_runtime::fencing::with_stamp(headers, stamp);
         }
         let mut record = FutureRecord::to(topic)
             .key(&key)
             .payload(&payload)
             .headers(headers);
         // Owners and readers agree on a quiz's shard because its lifecycle goes there by name.
-        if let Some((shard, _, _)) = stamp
+        if let Some(stamp) = entry.stamp
             && topic == self.topics.lifecycle
         {
-            record = record.partition(shard);
+            record = record.partition(stamp.shard);
         }
         let (number, producer) = self.producer();
         let started = Instant::now();
@@ -579,8 +568,7 @@ impl EventLog for KafkaEventLog {
 
     async fn claim(&self, stamp: Stamp) -> Result<(), AppendError> {
         let answers = self.partitions_of(self.topics.answers.clone()).await?;
-        let (shard, epoch) = (stamp.shard.to_string(), stamp.epoch.to_string());
-        let key = format!("shard/{shard}");
+        let key = format!("shard/{}", stamp.shard);
         let (_, producer) = self.producer();
         let markers = std::iter::once((self.topics.lifecycle.as_str(), stamp.shard)).chain(
             answers
@@ -589,19 +577,7 @@ impl EventLog for KafkaEventLog {
         );
         let mut deliveries = Vec::new();
         for (topic, partition) in markers {
-            let headers = OwnedHeaders::new()
-                .insert(Header {
-                    key: topics::HEADER_EVENT_TYPE,
-                    value: Some(SHARD_CLAIMED),
-                })
-                .insert(Header {
-                    key: HEADER_SHARD,
-                    value: Some(&shard),
-                })
-                .insert(Header {
-                    key: HEADER_EPOCH,
-                    value: Some(&epoch),
-                });
+            let headers = podium_runtime::fencing::marker_headers(stamp);
             let record = FutureRecord::to(topic)
                 .partition(partition)
                 .key(&key)

@@ -4,7 +4,7 @@
 use podium_schemas::fence::{Fence, HEADER_EPOCH, HEADER_SHARD, SHARD_CLAIMED, Stamp, Verdict};
 use podium_schemas::topics::HEADER_EVENT_TYPE;
 use rdkafka::Message;
-use rdkafka::message::Headers;
+use rdkafka::message::{Header, Headers, OwnedHeaders};
 
 /// A header's value as text, if the record has it and it is UTF-8.
 pub fn header_text<'a, M: Message>(message: &'a M, name: &str) -> Option<&'a str> {
@@ -45,4 +45,27 @@ pub fn claim_of<M: Message>(message: &M) -> Option<Stamp> {
     } else {
         None
     }
+}
+
+/// Adds the headers that say which owner, of which shard, appended a record.
+pub fn with_stamp(headers: OwnedHeaders, stamp: Stamp) -> OwnedHeaders {
+    let (shard, epoch) = (stamp.shard.to_string(), stamp.epoch.to_string());
+    headers
+        .insert(Header {
+            key: HEADER_SHARD,
+            value: Some(shard.as_str()),
+        })
+        .insert(Header {
+            key: HEADER_EPOCH,
+            value: Some(epoch.as_str()),
+        })
+}
+
+/// The headers of a claim marker for `stamp`.
+pub fn marker_headers(stamp: Stamp) -> OwnedHeaders {
+    let headers = OwnedHeaders::new().insert(Header {
+        key: HEADER_EVENT_TYPE,
+        value: Some(SHARD_CLAIMED),
+    });
+    with_stamp(headers, stamp)
 }

@@ -5,7 +5,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use podium_schemas::fence::{HEADER_EPOCH, HEADER_SHARD, SHARD_CLAIMED, Stamp};
+use podium_runtime::fencing::{marker_headers, with_stamp};
+use podium_schemas::fence::Stamp;
 use podium_schemas::topics::{HEADER_EVENT_TYPE, record_key};
 use podium_schemas::{Codec, Event};
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -61,28 +62,24 @@ impl EventWriter {
         event: Option<&Event>,
         stamp: Stamp,
     ) -> Result<()> {
-        let (shard, epoch) = (stamp.shard.to_string(), stamp.epoch.to_string());
-        let (key, payload, event_type) = match event {
-            Some(event) => (
-                record_key(event),
-                self.codec.encode(event)?,
-                event.event_type(),
+        let (key, payload, headers) = match event {
+            Some(event) => {
+                let headers = OwnedHeaders::new().insert(Header {
+                    key: HEADER_EVENT_TYPE,
+                    value: Some(event.event_type()),
+                });
+                (
+                    record_key(event),
+                    self.codec.encode(event)?,
+                    with_stamp(headers, stamp),
+                )
+            }
+            None => (
+                format!("shard/{}", stamp.shard),
+                Vec::new(),
+                marker_headers(stamp),
             ),
-            None => (format!("shard/{shard}"), Vec::new(), SHARD_CLAIMED),
         };
-        let headers = OwnedHeaders::new()
-            .insert(Header {
-                key: HEADER_EVENT_TYPE,
-                value: Some(event_type),
-            })
-            .insert(Header {
-                key: HEADER_SHARD,
-                value: Some(&shard),
-            })
-            .insert(Header {
-                key: HEADER_EPOCH,
-                value: Some(&epoch),
-            });
         let record = FutureRecord::to(topic)
             .partition(partition)
             .key(&key)
