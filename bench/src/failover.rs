@@ -17,6 +17,70 @@ const OTHERS: [&str; 2] = ["command-b", "command-c"];
 /// Quizzes created through each instance, so in its shards.
 const QUIZZES_EACH: usize = 2;
 const PLAYERS: usize = 20;
+/// How long the group may take to settle: on a long log, the first claims read all of it.
+const SETTLE: Duration = Duration::from_secs(900);
+
+/// The survivors' logs: the first instance's and the third's.
+fn survivors_logs(stack: &Processes) -> [(&'static str, String); 2] {
+    [
+        ("command-a", stack.log_of(Service::CommandApi)),
+        (OTHERS[1], stack.log_of_instance(OTHERS[1])),
+    ]
+}
+
+/// The claims a stretch of an instance's log reports.
+fn claims_in(by: &str, log: &str) -> Vec<Claim> {
+    log.lines()
+        .filter_map(|line| {
+            let (_, rest) = line.split_once("shard claimed from the ")?;
+            let field = |name: &str| {
+                line.split(&format!("{name}="))
+                    .nth(1)
+                    .and_then(|v| v.split_whitespace().next())
+                    .map(|v| v.trim_matches('"').to_owned())
+            };
+            Some(Claim {
+                by: by.to_owned(),
+                from: rest.split_whitespace().next()?.to_owned(),
+                records_read: field("records_read")?.parse().ok()?,
+                elapsed: field("elapsed").unwrap_or_default(),
+            })
+        })
+        .collect()
+}
+
+/// Waits until every shard has a snapshot, so that a claim after the kill can read one.
+async fn every_shard_saved(stack: &Processes) -> Result<()> {
+    let redis = stack.redis.connection().await?;
+    podium_testkit::eventually("every shard saved", SETTLE, || {
+        let mut redis = redis.clone();
+        async move {
+            for shard in 0..podium_schemas::topics::LIFECYCLE_PARTITIONS {
+                let key = format!("{{{}:command}}:snapshot:{shard}", stack.namespace);
+                let saved: Option<u64> = redis::cmd("HGET")
+                    .arg(key)
+                    .arg("saved")
+                    .query_async(&mut redis)
+                    .await
+                    .ok()?;
+                let _ = saved?;
+            }
+            Some(())
+        }
+    })
+    .await?;
+    Ok(())
+}
+
+/// A survivor's claim of a moved shard, as its log says.
+#[derive(Debug, Clone, Serialize)]
+pub struct Claim {
+    pub by: String,
+    /// `snapshot`, or `log` (read from the log's start).
+    pub from: String,
+    pub records_read: u64,
+    pub elapsed: String,
+}
 
 /// One kill and how long the move took.
 #[derive(Debug, Clone, Serialize)]
@@ -31,12 +95,16 @@ pub struct Failover {
     pub all_shards_ms: u128,
     /// Requests refused (`503 quiz_moved`, or no connection) and retried meanwhile.
     pub retried_requests: u64,
+    /// The survivors' claims of the moved shards.
+    pub claims: Vec<Claim>,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct FailoverReport {
     pub revision: String,
     pub instances: usize,
+    /// Events of finished quizzes in the log before the group started.
+    pub log_events: usize,
     /// The group's session timeout: a dead member is noticed after it.
     pub session_timeout_ms: u64,
     pub failovers: Vec<Failover>,
@@ -45,8 +113,8 @@ pub struct FailoverReport {
 impl FailoverReport {
     pub fn print_table(&self) {
         println!(
-            "\n{} command APIs in a group, session timeout {} ms",
-            self.instances, self.session_timeout_ms
+            "\n{} command APIs in a group, session timeout {} ms, {} events in the log before",
+            self.instances, self.session_timeout_ms, self.log_events
         );
         println!(
             "{:<12} {:>14} {:>18} {:>16} {:>9}",
@@ -57,20 +125,39 @@ impl FailoverReport {
                 "{:<12} {:>14} {:>18} {:>16} {:>9}",
                 f.killed, f.moved_quizzes, f.first_answer_ms, f.all_shards_ms, f.retried_requests
             );
+            for c in &f.claims {
+                println!(
+                    "  claimed by {} from the {}: {} records read in {}",
+                    c.by, c.from, c.records_read, c.elapsed
+                );
+            }
         }
     }
 }
 
-pub async fn run(bin_dir: &Path, revision: String) -> Result<FailoverReport> {
-    let env = vec![("PODIUM_COMMAND_INSTANCES".to_owned(), "group".to_owned())];
+pub async fn run(bin_dir: &Path, revision: String, log_events: usize) -> Result<FailoverReport> {
+    let env = vec![
+        ("PODIUM_COMMAND_INSTANCES".to_owned(), "group".to_owned()),
+        ("PODIUM_SNAPSHOT_INTERVAL_MS".to_owned(), "1000".to_owned()),
+    ];
     let mut stack = Processes::start_with(Some(bin_dir.to_path_buf()), env).await?;
+    if log_events > 0 {
+        // Only the command APIs are measured; the others would compete for the two cores.
+        stack.kill(Service::Projector).await?;
+        stack.kill(Service::QueryApi).await?;
+        stack.terminate(Service::CommandApi).await?;
+        let quizzes = crate::restart::write_log(&stack, log_events).await?;
+        eprintln!("  wrote {quizzes} finished quizzes");
+        stack.start_service(Service::CommandApi).await?;
+    }
     let mut urls = vec![stack.command_url()];
     for name in OTHERS {
         urls.push(stack.start_instance(Service::CommandApi, name).await?);
     }
     let _ = stack
-        .command_shards_settled(&OTHERS, &[true, true, true], Duration::from_secs(90))
+        .command_shards_settled(&OTHERS, &[true, true, true], SETTLE)
         .await?;
+    every_shard_saved(&stack).await?;
 
     // Each instance creates quizzes in its own shards; every quiz's first question is open.
     let mut games: Vec<Vec<Game>> = Vec::new();
@@ -90,6 +177,7 @@ pub async fn run(bin_dir: &Path, revision: String) -> Result<FailoverReport> {
     let moved = games.get(1).context("the second instance's quizzes")?;
     let game = moved.first().context("a quiz of the second instance")?;
     let (_, token) = game.players.first().context("a player")?;
+    let logged_before = survivors_logs(&stack).map(|(_, log)| log.len());
     stack.kill_instance(OTHERS[0]).await?;
     let killed = Instant::now();
     let answer = survivor.answer(&game.quiz_id, token, 1, 1).await?;
@@ -99,10 +187,16 @@ pub async fn run(bin_dir: &Path, revision: String) -> Result<FailoverReport> {
         .command_shards_settled(&OTHERS, &[true, false, true], Duration::from_secs(90))
         .await?;
     let all_shards_ms = killed.elapsed().as_millis();
+    let claims = survivors_logs(&stack)
+        .into_iter()
+        .zip(logged_before)
+        .flat_map(|((by, log), before)| claims_in(by, log.get(before..).unwrap_or_default()))
+        .collect();
 
     Ok(FailoverReport {
         revision,
         instances: urls.len(),
+        log_events,
         session_timeout_ms: 6000,
         failovers: vec![Failover {
             killed: OTHERS[0].to_owned(),
@@ -110,6 +204,7 @@ pub async fn run(bin_dir: &Path, revision: String) -> Result<FailoverReport> {
             first_answer_ms,
             all_shards_ms,
             retried_requests: survivor.refused(),
+            claims,
         }],
     })
 }

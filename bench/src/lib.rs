@@ -76,6 +76,12 @@ pub enum Command {
         /// Directory for the JSON results.
         #[arg(long, default_value = "bench-results")]
         out: PathBuf,
+
+        /// Events of finished quizzes written to the log before the group starts (0: none).
+        /// The survivors' claims read each shard's snapshot and the log after it (ADR 0012),
+        /// so the window should not grow with them; the report says what each claim read.
+        #[arg(long, default_value_t = 0)]
+        log_events: usize,
     },
     /// Restart the command API on logs of finished quizzes of each size, four ways (snapshots
     /// off, first start, after kill -9, after a clean stop), and record how long each start
@@ -340,12 +346,16 @@ fn save_report<R: serde::Serialize>(
 }
 
 /// The failover run: prints a table and writes `<out>/failover.json`.
-pub async fn failover(bin_dir: Option<&PathBuf>, out: &std::path::Path) -> Result<()> {
+pub async fn failover(
+    bin_dir: Option<&PathBuf>,
+    out: &std::path::Path,
+    log_events: usize,
+) -> Result<()> {
     let bin_dir = services_dir(bin_dir)?;
     let revision = report::revision();
     eprintln!("podium-bench: failover run, revision {revision}");
     step("starting three command APIs in a group, then killing one");
-    let report = failover::run(&bin_dir, revision).await?;
+    let report = failover::run(&bin_dir, revision, log_events).await?;
     save_report(out, "failover", &report, |r| r.print_table())
 }
 

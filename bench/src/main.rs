@@ -20,9 +20,11 @@ async fn main() -> anyhow::Result<()> {
             podium_bench::mock_broker::serve(&topic_prefix)
         }
         Some(Command::Chaos { bin_dir, out }) => podium_bench::chaos(bin_dir.as_ref(), &out).await,
-        Some(Command::Failover { bin_dir, out }) => {
-            podium_bench::failover(bin_dir.as_ref(), &out).await
-        }
+        Some(Command::Failover {
+            bin_dir,
+            out,
+            log_events,
+        }) => podium_bench::failover(bin_dir.as_ref(), &out, log_events).await,
         Some(Command::Restart {
             bin_dir,
             out,

@@ -135,7 +135,7 @@ async fn size(bin_dir: &Path, events: usize) -> Result<Size> {
 }
 
 /// Writes finished quizzes until the log holds at least `events`; returns how many.
-async fn write_log(stack: &Processes, events: usize) -> Result<usize> {
+pub(crate) async fn write_log(stack: &Processes, events: usize) -> Result<usize> {
     let writer = EventWriter::new(stack.broker.bootstrap())?;
     let topics = stack.kafka.topics();
     let (mut written, mut quizzes) = (0, 0);
