@@ -224,7 +224,8 @@ async fn three_command_apis_share_the_quizzes_and_one_killed_mid_burst_loses_not
     }
     nothing_lost_nothing_doubled(&stack, &acks).await?;
 
-    // Finished, the quizzes leave the survivors' memory once a snapshot holds them.
+    // Finished, the quizzes leave the survivors' memory once a snapshot holds them, and are
+    // answered from their records: a join by code, through any instance, is refused as finished.
     eventually(
         "finished quizzes to leave memory",
         Duration::from_secs(30),
@@ -241,7 +242,22 @@ async fn three_command_apis_share_the_quizzes_and_one_killed_mid_burst_loses_not
         },
     )
     .await
-    .with_context(|| stack.logs())
+    .with_context(|| stack.logs())?;
+    for game in &games {
+        let (status, reply) = client
+            .post_until_final(
+                "/v1/join",
+                None,
+                None,
+                &serde_json::json!({"join_code": game.join_code, "name": "late"}),
+            )
+            .await?;
+        ensure!(
+            status == 409 && reply["code"] == "quiz_finished",
+            "a join of a finished quiz that left memory: {status} {reply}"
+        );
+    }
+    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
