@@ -30,6 +30,9 @@ struct Owned {
     /// follows of each quiz is its whole record, which the save writes in place of any older
     /// copy (one left by a single instance, or by a snapshot since lost).
     whole: bool,
+    /// Whether this member saved the shard since it claimed it: the first round saves even a
+    /// quiet shard, so that its next owner finds a snapshot at the claim's positions.
+    saved: bool,
 }
 
 /// A claimed shard's quizzes, restored.
@@ -184,6 +187,7 @@ impl ShardSnapshotter {
                     epoch: stamp.epoch,
                     positions: Positions::new(),
                     whole: snapshot.is_err(),
+                    saved: false,
                 },
             );
             claimed.taken.push(Taken {
@@ -256,7 +260,10 @@ impl ShardSnapshotter {
                 read.out_of_range.join(", ")
             )));
         }
-        let moved = self.owned.values().any(|owned| owned.positions != read.end);
+        let due = self
+            .owned
+            .values()
+            .any(|owned| !owned.saved || owned.positions != read.end);
         for recorded in &read.records {
             let Some(event) = &recorded.event else {
                 continue;
@@ -275,7 +282,7 @@ impl ShardSnapshotter {
         }
         self.read_to(&read.end);
         let unsaved = self.quizzes.values().any(|q| !q.unsaved.is_empty());
-        if !moved && !unsaved {
+        if !due && !unsaved {
             return Ok(None);
         }
         let mut saved = self.save(store.as_ref(), &read.end).await?;
@@ -327,6 +334,7 @@ impl ShardSnapshotter {
             if applied.contains(&part.shard) {
                 if let Some(owned) = self.owned.get_mut(&part.shard) {
                     owned.whole = false;
+                    owned.saved = true;
                 }
                 finished.extend(part.save.finished.into_iter().map(|(id, _)| id));
             } else {

@@ -765,3 +765,26 @@ async fn a_shard_claimed_after_its_snapshot_reads_only_the_log_after_it() -> Res
     ensure!(saved.finished == [later[0].0.clone()]);
     Ok(())
 }
+
+/// A quiet shard is saved once after its claim, so its next owner starts from a snapshot.
+#[tokio::test]
+async fn a_quiet_shard_is_saved_once_after_its_claim() -> Result<()> {
+    let log: Arc<dyn EventLog> = Arc::new(MemoryEventLog::default());
+    let store: Arc<dyn SnapshotStore> = Arc::new(MemorySnapshotStore::default());
+    let mut a = ShardSnapshotter::new(Some(store.clone()), 1);
+    let claimed = a.claim(&log, &[Stamp { shard: 0, epoch: 1 }]).await?;
+    ensure!(claimed.taken[0].why_not.is_some(), "nothing saved yet");
+    ensure!(a.catch_up(&log).await?.is_some(), "the first round saves");
+    ensure!(
+        a.catch_up(&log).await?.is_none(),
+        "a quiet shard saved once"
+    );
+    let mut b = ShardSnapshotter::new(Some(store), 1);
+    let claimed = b.claim(&log, &[Stamp { shard: 0, epoch: 2 }]).await?;
+    ensure!(
+        claimed.taken[0].why_not.is_none(),
+        "the next owner starts from the snapshot: {:?}",
+        claimed.taken[0].why_not
+    );
+    Ok(())
+}
