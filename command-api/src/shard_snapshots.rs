@@ -130,38 +130,7 @@ impl ShardSnapshotter {
                 }
             }
         }
-        // Each claimed shard's records after its snapshot, in the log's order.
-        let mut tails: HashMap<i32, Vec<usize>> = HashMap::new();
-        for (index, recorded) in read.records.iter().enumerate() {
-            let Some(event) = &recorded.event else {
-                continue;
-            };
-            let shard = shard_of(event.quiz_id(), self.count);
-            let at = (recorded.topic.clone(), recorded.partition);
-            let start = match claiming.iter().find(|c| c.stamp.shard == shard) {
-                Some(Claiming {
-                    snapshot: Ok(found),
-                    ..
-                }) => found.checkpoint.positions.get(&at).copied(),
-                Some(_) => None,
-                None => match self.owned.get(&shard) {
-                    Some(owned) => owned.positions.get(&at).copied(),
-                    None => continue,
-                },
-            };
-            if recorded.offset < start.unwrap_or(0) {
-                continue;
-            }
-            if claiming.iter().any(|c| c.stamp.shard == shard) {
-                tails.entry(shard).or_default().push(index);
-            }
-            if self.store.is_some() {
-                self.quizzes
-                    .entry(event.quiz_id().to_owned())
-                    .or_default()
-                    .add(event, recorded.payload.clone());
-            }
-        }
+        let mut tails = self.follow(&read, &claiming);
         for Claiming { stamp, snapshot } in claiming {
             let mut quizzes = HashMap::new();
             let mut snapshot_quizzes = 0;
@@ -201,6 +170,44 @@ impl ShardSnapshotter {
         Ok(claimed)
     }
 
+    /// Follows the records of `read` past each shard's position, for the owned shards and those
+    /// being claimed; returns the indices of each claimed shard's records, in the log's order.
+    fn follow(&mut self, read: &LogRead, claiming: &[Claiming]) -> HashMap<i32, Vec<usize>> {
+        let mut tails: HashMap<i32, Vec<usize>> = HashMap::new();
+        for (index, recorded) in read.records.iter().enumerate() {
+            let Some(event) = &recorded.event else {
+                continue;
+            };
+            let shard = shard_of(event.quiz_id(), self.count);
+            let at = (recorded.topic.clone(), recorded.partition);
+            let claimed = claiming.iter().find(|c| c.stamp.shard == shard);
+            let start = match claimed {
+                Some(Claiming {
+                    snapshot: Ok(found),
+                    ..
+                }) => found.checkpoint.positions.get(&at).copied(),
+                Some(_) => None,
+                None => match self.owned.get(&shard) {
+                    Some(owned) => owned.positions.get(&at).copied(),
+                    None => continue,
+                },
+            };
+            if recorded.offset < start.unwrap_or(0) {
+                continue;
+            }
+            if claimed.is_some() {
+                tails.entry(shard).or_default().push(index);
+            }
+            if self.store.is_some() {
+                self.quizzes
+                    .entry(event.quiz_id().to_owned())
+                    .or_default()
+                    .add(event, recorded.payload.clone());
+            }
+        }
+        tails
+    }
+
     /// Every owned shard's records are now read to `end`.
     fn read_to(&mut self, end: &Positions) {
         for owned in self.owned.values_mut() {
@@ -227,16 +234,16 @@ impl ShardSnapshotter {
         let mut from = Positions::new();
         let mut fence = Fence::default();
         if !whole && let Some((first, ..)) = from_each.first() {
+            let epochs: BTreeMap<i32, u64> = from_each
+                .iter()
+                .map(|&(_, shard, epoch)| (shard, epoch))
+                .collect();
             // A partition that one of them has not read yet is read from its start.
             for at in first.keys() {
                 let starts: Option<Vec<i64>> =
                     from_each.iter().map(|(p, ..)| p.get(at).copied()).collect();
                 if let Some(start) = starts.and_then(|s| s.into_iter().min()) {
                     let _ = from.insert(at.clone(), start);
-                    let epochs: BTreeMap<i32, u64> = from_each
-                        .iter()
-                        .map(|&(_, shard, epoch)| (shard, epoch))
-                        .collect();
                     fence.restore(&at.0, at.1, &epochs);
                 }
             }
@@ -264,22 +271,7 @@ impl ShardSnapshotter {
             .owned
             .values()
             .any(|owned| !owned.saved || owned.positions != read.end);
-        for recorded in &read.records {
-            let Some(event) = &recorded.event else {
-                continue;
-            };
-            let shard = shard_of(event.quiz_id(), self.count);
-            let Some(owned) = self.owned.get(&shard) else {
-                continue;
-            };
-            let at = (recorded.topic.clone(), recorded.partition);
-            if recorded.offset >= owned.positions.get(&at).copied().unwrap_or(0) {
-                self.quizzes
-                    .entry(event.quiz_id().to_owned())
-                    .or_default()
-                    .add(event, recorded.payload.clone());
-            }
-        }
+        let _ = self.follow(&read, &[]);
         self.read_to(&read.end);
         let unsaved = self.quizzes.values().any(|q| !q.unsaved.is_empty());
         if !due && !unsaved {
