@@ -37,6 +37,8 @@ pub const MAX_IDEMPOTENCY_KEY_CHARS: usize = 128;
 /// Every error response is a problem document.
 const PROBLEM: &str = "application/problem+json";
 
+/// What the handlers share. The router holds it in an `Arc`: axum clones the state for every
+/// request, and a deep clone of the keys and clients cost allocations on each.
 #[derive(Clone, Debug)]
 pub struct AppState {
     pub quizzes: Arc<Quizzes>,
@@ -60,7 +62,7 @@ pub struct Limits {
 
 /// The documented routes. Each is routed by the same `#[utoipa::path]` that documents it, so the
 /// document cannot drift from the router.
-fn documented_routes() -> OpenApiRouter<AppState> {
+fn documented_routes() -> OpenApiRouter<Arc<AppState>> {
     OpenApiRouter::with_openapi(crate::openapi::ApiDoc::openapi())
         .routes(routes!(create_quiz).layer(DefaultBodyLimit::max(MAX_QUIZ_BODY_BYTES)))
         .routes(routes!(join))
@@ -102,7 +104,7 @@ pub fn router(state: AppState) -> Router {
     ));
     podium_runtime::metrics::with_request_metrics(routes, "command-api")
         .layer(podium_runtime::telemetry::request_tracing())
-        .with_state(state)
+        .with_state(Arc::new(state))
 }
 
 async fn serve_document(document: Arc<utoipa::openapi::OpenApi>) -> Result<Response> {
@@ -199,7 +201,7 @@ pub struct QuizCreatedResponse {
     )
 )]
 async fn create_quiz(
-    State(app): State<AppState>,
+    State(app): State<Arc<AppState>>,
     Extension(ClientIp(client)): Extension<ClientIp>,
     JsonBody(body): JsonBody<CreateQuizRequest>,
 ) -> Result<Response> {
@@ -282,7 +284,7 @@ pub struct JoinedResponse {
     )
 )]
 async fn join(
-    State(app): State<AppState>,
+    State(app): State<Arc<AppState>>,
     headers: HeaderMap,
     JsonBody(body): JsonBody<JoinRequest>,
 ) -> Result<Response> {
@@ -360,7 +362,7 @@ async fn to_completion<T: Send + 'static>(
     )
 )]
 async fn lock_joining(
-    State(app): State<AppState>,
+    State(app): State<Arc<AppState>>,
     Path(quiz_id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Json<QuizStatus>> {
@@ -393,7 +395,7 @@ async fn lock_joining(
     )
 )]
 async fn kick(
-    State(app): State<AppState>,
+    State(app): State<Arc<AppState>>,
     Path((quiz_id, player_id)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Json<QuizStatus>> {
@@ -443,7 +445,7 @@ async fn question_command(
     )
 )]
 async fn start_question(
-    State(app): State<AppState>,
+    State(app): State<Arc<AppState>>,
     Path((quiz_id, n)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Json<QuizStatus>> {
@@ -478,7 +480,7 @@ async fn start_question(
     )
 )]
 async fn close_question(
-    State(app): State<AppState>,
+    State(app): State<Arc<AppState>>,
     Path((quiz_id, n)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Json<QuizStatus>> {
@@ -508,7 +510,7 @@ async fn close_question(
     )
 )]
 async fn finish(
-    State(app): State<AppState>,
+    State(app): State<Arc<AppState>>,
     Path(quiz_id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Json<QuizStatus>> {
@@ -611,7 +613,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>> {
     )
 )]
 async fn answer(
-    State(app): State<AppState>,
+    State(app): State<Arc<AppState>>,
     Path(quiz_id): Path<String>,
     headers: HeaderMap,
     JsonBody(body): JsonBody<AnswerRequest>,

@@ -2,6 +2,7 @@
 //! `routes!` calls, so the document cannot drift from what is served.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
@@ -32,7 +33,9 @@ pub const MAX_ID_CHARS: usize = 64;
 /// Cursors we issue are far shorter.
 const MAX_CURSOR_CHARS: usize = 256;
 
-#[derive(Debug, Clone)]
+/// What the handlers share. The router holds it in an `Arc`: axum clones the state for every
+/// request, and a deep clone of the keys and clients cost allocations on each.
+#[derive(Clone, Debug)]
 pub struct AppState {
     pub reads: Reads,
     pub hub: Hub,
@@ -87,7 +90,7 @@ pub fn router(state: AppState, per_client: rate_limit::ClientLimit) -> axum::Rou
         .routes(routes!(live_counts))
         .routes(routes!(quiz_events))
         .routes(routes!(player_events))
-        .with_state(state)
+        .with_state(Arc::new(state))
         .split_for_parts();
     document.info.version = env!("CARGO_PKG_VERSION").to_owned();
     let router = router
@@ -170,7 +173,10 @@ fn bounded(
         (status = 503, description = "Read model unavailable", body = Problem, content_type = "application/problem+json"),
     )
 )]
-async fn quiz(State(app): State<AppState>, Path(quiz_id): Path<String>) -> Result<Json<QuizState>> {
+async fn quiz(
+    State(app): State<Arc<AppState>>,
+    Path(quiz_id): Path<String>,
+) -> Result<Json<QuizState>> {
     check_id("quiz_id", &quiz_id)?;
     if let Some(snapshot) = app.hub.cached(&quiz_id) {
         return Ok(Json(QuizState::of(
@@ -205,7 +211,7 @@ async fn quiz(State(app): State<AppState>, Path(quiz_id): Path<String>) -> Resul
     )
 )]
 async fn leaderboard(
-    State(app): State<AppState>,
+    State(app): State<Arc<AppState>>,
     Path(quiz_id): Path<String>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Json<Leaderboard>> {
@@ -253,7 +259,7 @@ async fn leaderboard(
     )
 )]
 async fn around(
-    State(app): State<AppState>,
+    State(app): State<Arc<AppState>>,
     Path((quiz_id, player_id)): Path<(String, String)>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Json<Leaderboard>> {
@@ -279,7 +285,7 @@ async fn around(
     )
 )]
 async fn player(
-    State(app): State<AppState>,
+    State(app): State<Arc<AppState>>,
     Path((quiz_id, player_id)): Path<(String, String)>,
 ) -> Result<Json<PlayerStanding>> {
     check_id("quiz_id", &quiz_id)?;
@@ -301,7 +307,10 @@ async fn player(
         (status = 503, description = "Read model unavailable", body = Problem, content_type = "application/problem+json"),
     )
 )]
-async fn lobby(State(app): State<AppState>, Path(quiz_id): Path<String>) -> Result<Json<Lobby>> {
+async fn lobby(
+    State(app): State<Arc<AppState>>,
+    Path(quiz_id): Path<String>,
+) -> Result<Json<Lobby>> {
     check_id("quiz_id", &quiz_id)?;
     Ok(Json(app.reads.lobby(&quiz_id).await?))
 }
@@ -333,7 +342,7 @@ fn question_number(n: &str) -> Result<i32> {
     )
 )]
 async fn live_counts(
-    State(app): State<AppState>,
+    State(app): State<Arc<AppState>>,
     Path((quiz_id, n)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Json<LiveCounts>> {
@@ -360,7 +369,7 @@ async fn live_counts(
     )
 )]
 async fn question_stats(
-    State(app): State<AppState>,
+    State(app): State<Arc<AppState>>,
     Path((quiz_id, n)): Path<(String, String)>,
 ) -> Result<Json<QuestionResults>> {
     check_id("quiz_id", &quiz_id)?;
@@ -409,7 +418,7 @@ fn sse_response(
     )
 )]
 async fn quiz_events(
-    State(app): State<AppState>,
+    State(app): State<Arc<AppState>>,
     Path(quiz_id): Path<String>,
     Query(params): Query<HashMap<String, String>>,
     headers: HeaderMap,
@@ -449,7 +458,7 @@ async fn quiz_events(
     )
 )]
 async fn player_events(
-    State(app): State<AppState>,
+    State(app): State<Arc<AppState>>,
     Path((quiz_id, player_id)): Path<(String, String)>,
     Query(params): Query<HashMap<String, String>>,
     headers: HeaderMap,

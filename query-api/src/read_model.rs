@@ -228,8 +228,9 @@ pub struct ReadModel {
     connection: ConnectionManager,
     /// The active generation's name and when Redis said so.
     active: Arc<Mutex<Option<(String, Instant)>>>,
-    client: redis::Client,
-    root: Root,
+    /// Both behind an `Arc`: every batch of lookups clones the read model into its task.
+    client: Arc<redis::Client>,
+    root: Arc<Root>,
     snapshot: Arc<redis::Script>,
     page: Arc<redis::Script>,
     standings: Arc<redis::Script>,
@@ -281,8 +282,8 @@ impl ReadModel {
         Ok(Self {
             connection,
             active: Arc::default(),
-            client,
-            root,
+            client: Arc::new(client),
+            root: Arc::new(root),
             snapshot: Arc::new(redis::Script::new(SNAPSHOT)),
             page: Arc::new(redis::Script::new(PAGE)),
             standings: Arc::new(redis::Script::new(STANDINGS)),
