@@ -313,12 +313,35 @@ impl Processes {
             }
             if started.elapsed() > limit {
                 bail!(
-                    "the shards were not spread over the live command APIs in {limit:?} ({held:?}):\n{}",
-                    self.logs()
+                    "the shards were not spread over the live command APIs in {limit:?} ({held:?}):\n{}{}",
+                    self.logs(),
+                    self.membership_lines(others)
                 );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// What each command API logged of the group and its shards: the first instance's, then
+    /// the named others', whole, so that a rebalance that never settled can be read back.
+    fn membership_lines(&self, others: &[&str]) -> String {
+        let logs = std::iter::once(("command-api", self.log_of(Service::CommandApi))).chain(
+            others
+                .iter()
+                .map(|name| (*name, self.log_of_instance(name))),
+        );
+        let mut all = String::new();
+        for (name, log) in logs {
+            all.push_str(&format!("--- {name}: the group and its shards\n"));
+            for line in log
+                .lines()
+                .filter(|line| line.contains("shard") || line.contains("group"))
+            {
+                all.push_str(line);
+                all.push('\n');
+            }
+        }
+        all
     }
 
     /// Everything an instance started by [`Processes::start_instance`] logged.
