@@ -97,10 +97,14 @@ pub struct Run {
 impl Run {
     pub fn begin(plan: &Plan, bin_dir: &Path) -> Result<Self> {
         let revision = revision();
-        let build = if bin_dir.ends_with("release") {
+        // Cargo's profile directories say which build it is; binaries copied elsewhere (to
+        // compare two builds side by side) are not taken for debug ones.
+        let build = if bin_dir.ends_with("debug") {
+            "debug"
+        } else if bin_dir.ends_with("release") {
             "release"
         } else {
-            "debug"
+            "unknown"
         };
         Ok(Self {
             revision,
@@ -1095,7 +1099,7 @@ impl Results {
                 d = w[3]
             );
         }
-        if self.plan.profile == Profile::Smoke || self.build != "release" {
+        if self.plan.profile == Profile::Smoke || self.build == "debug" {
             println!(
                 "\n(a smoke run or a debug build: these figures show that the bench works, nothing more)"
             );
