@@ -37,11 +37,24 @@ const NOT_FOLLOWING: u64 = u64::MAX;
 /// Flow numbers are scaled by this in event ids; versions stay below it.
 pub const ID_SPAN: u64 = 1_000_000_000_000;
 
+/// The stream settings' defaults, named once for the flags and for [`StreamArgs::default`].
+mod defaults {
+    pub(super) const TOP: u16 = 10;
+    pub(super) const COALESCE_MS: u64 = 50;
+    pub(super) const HEARTBEAT_SECONDS: u64 = 15;
+    pub(super) const RETRY_MS: u64 = 2000;
+    pub(super) const MAX_CONNECTIONS: usize = 10_000;
+    pub(super) const CLIENT_BUFFER: u16 = 32;
+    pub(super) const MAX_SKIPS: u32 = 3;
+    pub(super) const SEND_BUFFER_BYTES: usize = 65_536;
+    pub(super) const REPLAY_LIMIT: usize = 32;
+}
+
 /// Settings of the live streams, from flags or the environment.
 #[derive(Debug, Clone, Args)]
 pub struct StreamArgs {
     /// Leaders in each snapshot and leaderboard event.
-    #[arg(long = "sse-top", env = "PODIUM_SSE_TOP", default_value_t = 10,
+    #[arg(long = "sse-top", env = "PODIUM_SSE_TOP", default_value_t = defaults::TOP,
           value_parser = clap::value_parser!(u16).range(1..=100))]
     pub top: u16,
 
@@ -51,7 +64,7 @@ pub struct StreamArgs {
     #[arg(
         long = "sse-coalesce-ms",
         env = "PODIUM_SSE_COALESCE_MS",
-        default_value_t = 50
+        default_value_t = defaults::COALESCE_MS
     )]
     pub coalesce_ms: u64,
 
@@ -59,7 +72,7 @@ pub struct StreamArgs {
     #[arg(
         long = "sse-heartbeat-seconds",
         env = "PODIUM_SSE_HEARTBEAT_SECONDS",
-        default_value_t = 15
+        default_value_t = defaults::HEARTBEAT_SECONDS
     )]
     pub heartbeat_seconds: u64,
 
@@ -67,7 +80,7 @@ pub struct StreamArgs {
     #[arg(
         long = "sse-retry-ms",
         env = "PODIUM_SSE_RETRY_MS",
-        default_value_t = 2000
+        default_value_t = defaults::RETRY_MS
     )]
     pub retry_ms: u64,
 
@@ -75,12 +88,12 @@ pub struct StreamArgs {
     #[arg(
         long = "sse-max-connections",
         env = "PODIUM_SSE_MAX_CONNECTIONS",
-        default_value_t = 10_000
+        default_value_t = defaults::MAX_CONNECTIONS
     )]
     pub max_connections: usize,
 
     /// Frames a client may fall behind the quiz before it skips to the latest state.
-    #[arg(long = "sse-client-buffer", env = "PODIUM_SSE_CLIENT_BUFFER", default_value_t = 32,
+    #[arg(long = "sse-client-buffer", env = "PODIUM_SSE_CLIENT_BUFFER", default_value_t = defaults::CLIENT_BUFFER,
           value_parser = clap::value_parser!(u16).range(1..))]
     pub client_buffer: u16,
 
@@ -88,7 +101,7 @@ pub struct StreamArgs {
     #[arg(
         long = "sse-max-skips",
         env = "PODIUM_SSE_MAX_SKIPS",
-        default_value_t = 3
+        default_value_t = defaults::MAX_SKIPS
     )]
     pub max_skips: u32,
 
@@ -97,7 +110,7 @@ pub struct StreamArgs {
     #[arg(
         long = "sse-send-buffer-bytes",
         env = "PODIUM_SSE_SEND_BUFFER_BYTES",
-        default_value_t = 65_536
+        default_value_t = defaults::SEND_BUFFER_BYTES
     )]
     pub send_buffer_bytes: usize,
 
@@ -106,7 +119,7 @@ pub struct StreamArgs {
     #[arg(
         long = "sse-replay-limit",
         env = "PODIUM_SSE_REPLAY_LIMIT",
-        default_value_t = 32
+        default_value_t = defaults::REPLAY_LIMIT
     )]
     pub replay_limit: usize,
 }
@@ -114,15 +127,15 @@ pub struct StreamArgs {
 impl Default for StreamArgs {
     fn default() -> Self {
         Self {
-            top: 10,
-            coalesce_ms: 50,
-            heartbeat_seconds: 15,
-            retry_ms: 2000,
-            max_connections: 10_000,
-            client_buffer: 32,
-            max_skips: 3,
-            send_buffer_bytes: 65_536,
-            replay_limit: 32,
+            top: defaults::TOP,
+            coalesce_ms: defaults::COALESCE_MS,
+            heartbeat_seconds: defaults::HEARTBEAT_SECONDS,
+            retry_ms: defaults::RETRY_MS,
+            max_connections: defaults::MAX_CONNECTIONS,
+            client_buffer: defaults::CLIENT_BUFFER,
+            max_skips: defaults::MAX_SKIPS,
+            send_buffer_bytes: defaults::SEND_BUFFER_BYTES,
+            replay_limit: defaults::REPLAY_LIMIT,
         }
     }
 }
