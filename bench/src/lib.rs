@@ -145,8 +145,9 @@ pub enum Command {
 #[derive(Debug, Clone, clap::Args)]
 pub struct RunArgs {
     /// How long and how large: `quick` takes about ten minutes, `full` about forty with a
-    /// million-player quiz and 10,000 streams (a third of it reading the log it grew); `smoke` runs each phase for a few seconds to
-    /// show that everything works, and its figures mean nothing.
+    /// million-player quiz and 10,000 streams (nearly half of it reading the log it grew);
+    /// `smoke` runs each phase for a few seconds to show that everything works, and its figures
+    /// mean nothing.
     #[arg(long, value_enum, default_value_t = Profile::Quick)]
     pub profile: Profile,
 

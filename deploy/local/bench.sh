@@ -2,7 +2,8 @@
 # Sets everything up, builds the release binaries, and runs a benchmark profile against a stack
 # of its own (nisshi, Redis and the three services on free ports; the demo stack is left alone).
 # Usage: bench.sh [quick|full|smoke|chaos|failover|restart|settings] [podium-bench flags]. quick takes
-# about 10 minutes, full about 40 (a third of it reading the log it grew). It prints a table, and writes bench-results/<profile>.json and .svg.
+# about 10 minutes, full about 40 (nearly half of it reading the log it grew). It prints a table,
+# and writes bench-results/<profile>.json and .svg.
 # chaos (about a minute) breaks the stack part by part and records how long each recovery takes,
 # in bench-results/chaos.json. failover (about a minute) kills one of three command APIs in a
 # group and records how long until its quizzes are answered again, in bench-results/failover.json.
