@@ -138,9 +138,32 @@ impl Processes {
                 .tempdir()?,
         };
         for service in Service::ALL {
-            stack.start_service(service).await?;
+            stack.start_on_free_ports(service).await?;
         }
         Ok(stack)
+    }
+
+    /// Starts `service` on the ports picked for it, or on fresh ones if another process took
+    /// one of them between the pick and the bind (every test picks ports at the same time).
+    async fn start_on_free_ports(&mut self, service: Service) -> Result<()> {
+        let mut tries = 0;
+        loop {
+            match self.start_service(service).await {
+                Err(cause) if tries < 3 && format!("{cause:#}").contains(PORT_TAKEN) => {
+                    tries += 1;
+                    let port = free_port()?;
+                    let _ = self.ports.insert(service, port);
+                    // The projector's only listener is its admin listener.
+                    let admin = if service == Service::Projector {
+                        port
+                    } else {
+                        free_port()?
+                    };
+                    let _ = self.admin_ports.insert(service, admin);
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Sets a variable of every service's environment from their next start on.
@@ -366,10 +389,13 @@ impl Processes {
             Some(dir) => dir.join(service.binary()),
             None => workspace_binary(service.binary())?,
         };
+        let log_path = self.logs.path().join(format!("{name}.log"));
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(self.logs.path().join(format!("{name}.log")))?;
+            .open(&log_path)?;
+        // A restart appends to the log: only what this start writes says it listens.
+        let logged_before = usize::try_from(log.metadata()?.len())?;
         let listen = format!("127.0.0.1:{port}");
         let admin = format!("127.0.0.1:{admin_port}");
         let mut command = Command::new(binary);
@@ -411,9 +437,13 @@ impl Processes {
             .with_context(|| format!("starting {}", service.binary()))?;
         let deadline = Instant::now() + Duration::from_secs(300);
         loop {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
+            // A port that accepts is not proof enough: another test's process may hold it, and
+            // answer in this one's place. The child's own log names the address it bound.
+            let logged = std::fs::read(&log_path).unwrap_or_default();
+            if listens_on(logged.get(logged_before..).unwrap_or_default(), port)
+                && tokio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .is_ok()
             {
                 break;
             }
@@ -421,8 +451,7 @@ impl Processes {
                 bail!(
                     "{} exited with {status} before listening:\n{}",
                     service.binary(),
-                    std::fs::read_to_string(self.logs.path().join(format!("{name}.log")))
-                        .unwrap_or_default()
+                    std::fs::read_to_string(&log_path).unwrap_or_default()
                 );
             }
             if Instant::now() > deadline {
@@ -731,4 +760,19 @@ impl Client {
             choice,
         })
     }
+}
+
+/// What a service logs when its port is taken (the OS error's text).
+const PORT_TAKEN: &str = "Address already in use";
+
+/// Whether `log` has the line a service writes once it listens on `port` (`podium_runtime`'s
+/// `serve`: "... listening addr=127.0.0.1:<port>", or the same fields as JSON).
+fn listens_on(log: &[u8], port: u16) -> bool {
+    let addr = format!("127.0.0.1:{port}");
+    String::from_utf8_lossy(log).lines().any(|line| {
+        line.contains(" listening")
+            && line
+                .match_indices(&addr)
+                .any(|(at, _)| !line[at + addr.len()..].starts_with(|c: char| c.is_ascii_digit()))
+    })
 }
