@@ -339,3 +339,90 @@ async fn every_process_stopped_with_sigterm_and_started_again_serves_on() -> Res
     );
     nothing_lost_nothing_doubled(&stack, &acks).await
 }
+
+/// Every player's standing as the query API answers it now, against the leaderboard's order.
+async fn standings_match_the_board(
+    stack: &Processes,
+    game: &podium_e2e::game::Game,
+) -> Result<bool> {
+    let http = reqwest::Client::new();
+    let quiz = format!("{}/v1/quizzes/{}", stack.query_url(), game.quiz_id);
+    let board: serde_json::Value = http
+        .get(format!("{quiz}/leaderboard?limit=100"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let entries = board["entries"].as_array().cloned().unwrap_or_default();
+    for entry in &entries {
+        let id = entry["player_id"].as_str().unwrap_or_default();
+        let standing: serde_json::Value = http
+            .get(format!("{quiz}/players/{id}"))
+            .send()
+            .await?
+            .json()
+            .await?;
+        if standing["rank"] != entry["rank"]
+            || standing["points"] != entry["points"]
+            || standing["ranked_players"] != board["ranked_players"]
+        {
+            return Ok(false);
+        }
+    }
+    Ok(!entries.is_empty())
+}
+
+/// Rank reads come from the query API's copy of the board once one was asked (ADR 0013), and
+/// the copy follows the answers: after each question every player's rank matches the board.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rank_reads_come_from_a_copy_of_the_board_that_follows_the_answers() -> Result<()> {
+    let stack = Processes::start().await?;
+    let client = stack.client();
+    let acks = Acks::default();
+    let game = create(&client, 30, 3).await?;
+    play_question(&client, &game, 1, &acks).await?;
+    let from_copy = || async {
+        stack
+            .metric(
+                Service::QueryApi,
+                "podium_query_rank_reads_total",
+                "from=\"copy\"",
+            )
+            .await
+            .unwrap_or(0.0)
+    };
+    eventually(
+        "ranks from the copy after question 1",
+        Duration::from_secs(30),
+        || async {
+            (standings_match_the_board(&stack, &game)
+                .await
+                .unwrap_or(false)
+                && from_copy().await > 0.0)
+                .then_some(())
+        },
+    )
+    .await
+    .with_context(|| stack.logs())?;
+    let served = from_copy().await;
+    for n in 2..=3 {
+        play_question(&client, &game, n, &acks).await?;
+        eventually(
+            "ranks to follow the answers",
+            Duration::from_secs(30),
+            || async {
+                standings_match_the_board(&stack, &game)
+                    .await
+                    .unwrap_or(false)
+                    .then_some(())
+            },
+        )
+        .await
+        .with_context(|| stack.logs())?;
+    }
+    ensure!(
+        from_copy().await > served,
+        "no rank read after question 1 came from the copy"
+    );
+    nothing_lost_nothing_doubled(&stack, &acks).await
+}

@@ -65,11 +65,14 @@ pub fn new_generation() -> String {
 /// `KEYS`: positions, state, leaderboard, version, lobby, then each event's own keys in order.
 /// `ARGV`: channel ('' publishes nothing), points weight, what follows the version in the change
 /// message (`' ' .. traceparent`, or ''), then per event: tag, position field,
-/// offset, and the tag's fields (see `push_event`).
+/// offset, and the tag's fields (see `push_event`). The change message is
+/// `podium_schemas::read_model::ChangeMessage`: it carries the cards of the players whose
+/// answers counted or who were kicked, so readers can keep a copy of the board.
 const APPLY: &str = r"
 local positions, state, board, version, lobby = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local weight = tonumber(ARGV[2])
 local a, k, changed = 4, 6, 0
+local publish, touched, closed = ARGV[1] ~= '', {}, 0
 while a <= #ARGV do
   local tag, field, offset = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2])
   a = a + 3
@@ -93,6 +96,7 @@ while a <= #ARGV do
       redis.call('HINCRBY', question, 'correct', ARGV[a + 3])
       redis.call('HINCRBY', question, 'elapsed_sum', ARGV[a + 5])
       redis.call('HINCRBY', question, 'c:' .. ARGV[a + 2], 1)
+      if publish then touched[ARGV[a]] = player end
       changed = changed + 1
     end
     a = a + 7
@@ -124,6 +128,7 @@ while a <= #ARGV do
       redis.call('HINCRBY', state, 'players', -1)
       redis.call('ZREM', board, ARGV[a])
       redis.call('ZREM', lobby, ARGV[a])
+      if publish then touched[ARGV[a]] = KEYS[k] end
       changed = changed + 1
     end
     k = k + 1
@@ -149,6 +154,7 @@ while a <= #ARGV do
       if redis.call('HGET', state, 'current') == ARGV[a] then
         redis.call('HDEL', state, 'current', 'deadline')
       end
+      closed = math.max(closed, tonumber(ARGV[a]))
       changed = changed + 1
     end
     k = k + 1
@@ -167,7 +173,17 @@ while a <= #ARGV do
 end
 if changed > 0 then
   local v = redis.call('INCRBY', version, changed)
-  if ARGV[1] ~= '' then redis.call('PUBLISH', ARGV[1], v .. ARGV[3]) end
+  if publish then
+    local rows = {}
+    for id, key in pairs(touched) do
+      local c = redis.call('HMGET', key, 'points', 'elapsed_ms', 'answers', 'last_q', 'streak', 'name', 'kicked_at')
+      rows[#rows + 1] = {id, tonumber(c[1]) or 0, tonumber(c[2]) or 0, tonumber(c[3]) or 0,
+        tonumber(c[4]) or 0, tonumber(c[5]) or 0, c[6], c[7] ~= false}
+    end
+    local players = ''
+    if #rows > 0 then players = ' ' .. cjson.encode(rows) end
+    redis.call('PUBLISH', ARGV[1], v .. ARGV[3] .. '\n' .. changed .. ' ' .. closed .. players)
+  end
 end
 return changed
 ";

@@ -353,3 +353,147 @@ fn generation_ids_never_repeat_and_sort_by_creation() {
     assert_eq!(sorted.len(), ids.len(), "a generation id repeated");
     assert_eq!(sorted, ids, "generation ids must sort by creation");
 }
+
+/// What a query API's copy of the board (ADR 0013) is built from: chunks of the board read
+/// while the quiz is folded, and the change messages. Played with redeliveries and a kick,
+/// each chunk read before or after the message of the fold just done, the copy ranks every
+/// player as Redis does.
+#[tokio::test]
+async fn a_board_copy_kept_by_the_change_messages_ranks_as_redis_does() -> Result<()> {
+    use futures::StreamExt;
+    use podium_query_api::board_copy::BoardCopy;
+    use podium_schemas::events::PlayerKicked;
+    use podium_schemas::read_model::ChangeMessage;
+
+    let redis = Redis::start().await?;
+    let root = Root::new(unique("ns"));
+    let store = RedisReadModel::connect(&redis.url(), root.clone()).await?;
+    let _ = store.adopt_active().await?;
+    let reader = ReadModel::connect(&redis.url(), root.clone()).await?;
+    let mut pubsub = redis::Client::open(redis.url())?.get_async_pubsub().await?;
+    pubsub.subscribe(root.changes("quiz-1")).await?;
+    let mut messages = pubsub.into_on_message();
+
+    let quiz = QuizLog::play("quiz-1", 60, 4, 0.8, 11)?;
+    let mut events = quiz.opening.clone();
+    for (n, round) in quiz.rounds.iter().enumerate() {
+        events.push(round.start.clone());
+        events.extend(round.answers.iter().cloned());
+        if n == 1 {
+            events.push(Event::PlayerKicked(PlayerKicked {
+                quiz_id: "quiz-1".into(),
+                player_id: "p000003".into(),
+                kicked_at: 1,
+            }));
+        }
+        events.push(round.close.clone());
+    }
+    events.push(quiz.finish.clone());
+    let log: Vec<Sourced<Event>> = (0..)
+        .zip(events)
+        .map(|(offset, event)| Sourced {
+            topic: "quiz".into(),
+            partition: 0,
+            offset,
+            event,
+        })
+        .collect();
+
+    let mut rng = rand::rngs::StdRng::seed_from_u64(13);
+    let mut copy: Option<BoardCopy> = None;
+    let mut pending = Vec::new();
+    let mut after: Option<String> = None;
+    let mut loaded = false;
+    let mut cursor = 0;
+    let mut folds = 0;
+    while cursor < log.len() || !loaded {
+        let mut message_due = false;
+        if cursor < log.len() {
+            let take = rng.random_range(1..=25).min(log.len() - cursor);
+            let batch = &log[cursor..cursor + take];
+            cursor += take;
+            if rng.random_bool(0.2) {
+                cursor -= rng.random_range(0..=take); // a redelivery after a crash
+            }
+            message_due = apply(&store, batch).await? > 0;
+            folds += 1;
+        }
+        let chunk_first = rng.random_bool(0.5);
+        let mut step = 0;
+        while step < 2 {
+            let chunk_now = (step == 0) == chunk_first;
+            step += 1;
+            if chunk_now {
+                if loaded || folds < 4 || !rng.random_bool(0.6) && cursor < log.len() {
+                    continue;
+                }
+                let (_, chunk) = reader.board_chunk("quiz-1", after.as_deref(), 7).await?;
+                let copy =
+                    copy.get_or_insert_with(|| BoardCopy::new(chunk.version, chunk.latest_closed));
+                for message in pending.drain(..) {
+                    copy.apply(&message)
+                        .map_err(|_| anyhow::anyhow!("missed before {}", message.version))?;
+                }
+                copy.fill(chunk.version, chunk.cards);
+                match chunk.next {
+                    Some(next) => after = Some(next),
+                    None => {
+                        copy.finish_loading();
+                        loaded = true;
+                    }
+                }
+            } else if message_due {
+                let message =
+                    tokio::time::timeout(std::time::Duration::from_secs(5), messages.next())
+                        .await?
+                        .ok_or_else(|| anyhow::anyhow!("the change subscription ended"))?;
+                let payload: String = message.get_payload()?;
+                let message = ChangeMessage::parse(&payload)
+                    .ok_or_else(|| anyhow::anyhow!("not a change message: {payload}"))?;
+                match &mut copy {
+                    Some(copy) => copy
+                        .apply(&message)
+                        .map_err(|_| anyhow::anyhow!("missed before {}", message.version))?,
+                    None => pending.push(message),
+                }
+            }
+        }
+    }
+    let copy = copy.ok_or_else(|| anyhow::anyhow!("no chunk was read"))?;
+    ranks_as_redis_does(&reader, &copy).await?;
+
+    // A copy of the finished quiz, from chunks alone.
+    let (mut after, mut copy) = (None, None);
+    loop {
+        let (_, chunk) = reader.board_chunk("quiz-1", after.as_deref(), 7).await?;
+        let copy = copy.get_or_insert_with(|| BoardCopy::new(chunk.version, chunk.latest_closed));
+        copy.fill(chunk.version, chunk.cards);
+        after = chunk.next;
+        if after.is_none() {
+            copy.finish_loading();
+            break;
+        }
+    }
+    ranks_as_redis_does(&reader, &copy.ok_or_else(|| anyhow::anyhow!("no chunk"))?).await
+}
+
+async fn ranks_as_redis_does(
+    reader: &ReadModel,
+    copy: &podium_query_api::board_copy::BoardCopy,
+) -> Result<()> {
+    let mut ranked = 0;
+    for i in 0..60 {
+        let player_id = format!("p{i:06}");
+        let from_redis = reader.player("quiz-1", &player_id).await?;
+        let from_copy = copy.standing("quiz-1", &player_id);
+        if from_redis.rank.is_some() {
+            ranked += 1;
+            assert_eq!(from_copy.as_ref(), Some(&from_redis), "{player_id}");
+        } else {
+            assert_eq!(from_copy, None, "{player_id} is not ranked: {from_redis:?}");
+        }
+    }
+    assert_eq!(copy.len(), ranked);
+    assert!(ranked > 40, "only {ranked} ranked players");
+    Ok(())
+}

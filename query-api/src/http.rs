@@ -290,7 +290,14 @@ async fn player(
 ) -> Result<Json<PlayerStanding>> {
     check_id("quiz_id", &quiz_id)?;
     check_id("player_id", &player_id)?;
-    Ok(Json(app.reads.player(&quiz_id, &player_id).await?))
+    if let Some(standing) = app.hub.rank(&quiz_id, &player_id) {
+        return Ok(Json(standing));
+    }
+    let standing = app.reads.player(&quiz_id, &player_id).await?;
+    if standing.source == Source::Live {
+        app.hub.warm(&quiz_id);
+    }
+    Ok(Json(standing))
 }
 
 /// Who is in the quiz: the players who joined and were not kicked, in order of arrival (the

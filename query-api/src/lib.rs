@@ -1,6 +1,7 @@
 //! Podium's query side: leaderboards and ranks from the Redis read models. It never writes
 //! events.
 
+pub mod board_copy;
 pub mod error;
 pub mod http;
 pub mod live;

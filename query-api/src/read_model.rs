@@ -10,6 +10,7 @@ use podium_schemas::events::CloseReason;
 use podium_schemas::read_model::{Keys, Root, leaderboard_score, unpack_score};
 use redis::aio::ConnectionManager;
 
+use crate::board_copy::Card;
 use crate::error::{Error, Result};
 use crate::lookups::{BatchRead, Coalescer};
 use crate::reads::now_millis;
@@ -100,13 +101,11 @@ end
 return {version, start, rows, names, redis.call('ZCARD', board)}
 ";
 
-/// Players' cards and ranks in one step: one player's for a read, or every player a feed
-/// streams to. `KEYS`: version, leaderboard, state. `ARGV[1]` is the quiz's key prefix, the
-/// rest player ids; per player, its rank (-1: not ranked) and its card. Also finds the latest
-/// closed question, for the streaks.
-const STANDINGS: &str = r"
-local version = redis.call('GET', KEYS[1])
-if not version then return false end
+/// Lua that sets `closed` to the quiz's latest closed question, which breaks the streaks of
+/// the players who skipped it. `KEYS[3]` is the state, `ARGV[1]` the quiz's key prefix.
+macro_rules! latest_closed_lua {
+    () => {
+        r"
 local n = tonumber(redis.call('HGET', KEYS[3], 'questions') or '0')
 local closed = 0
 for q = n, 1, -1 do
@@ -115,13 +114,72 @@ for q = n, 1, -1 do
     break
   end
 end
+"
+    };
+}
+
+/// Players' cards and ranks in one step: one player's for a read, or every player a feed
+/// streams to. `KEYS`: version, leaderboard, state. `ARGV[1]` is the quiz's key prefix, the
+/// rest player ids; per player, its rank (-1: not ranked) and its card. Also finds the latest
+/// closed question, for the streaks.
+const STANDINGS: &str = concat!(
+    r"
+local version = redis.call('GET', KEYS[1])
+if not version then return false end
+",
+    latest_closed_lua!(),
+    r"
 local players = {}
 for i = 2, #ARGV do
   players[#players + 1] = redis.call('ZRANK', KEYS[2], ARGV[i]) or -1
   players[#players + 1] = redis.call('HGETALL', ARGV[1] .. 'player:' .. ARGV[i])
 end
 return {version, redis.call('ZCARD', KEYS[2]), closed, players}
-";
+"
+);
+
+/// One chunk of a quiz's board for a copy of it (`board_copy.rs`). `KEYS`: version,
+/// leaderboard, state; `ARGV`: the quiz's key prefix, the lowest score (`-inf`, or `(` and
+/// the last chunk's last score), and how many players. A chunk ends where the score changes,
+/// so the next starts after a score, ties read whole, and a player whose place no change
+/// moved is read in some chunk however the others move. Returns the version, the latest
+/// closed question, the rows (player, score) and each player's card.
+const BOARD_CHUNK: &str = concat!(
+    r"
+local version = redis.call('GET', KEYS[1])
+if not version then return false end
+",
+    latest_closed_lua!(),
+    r"
+local board = KEYS[2]
+local rows = redis.call('ZRANGE', board, ARGV[2], '+inf', 'BYSCORE', 'LIMIT', 0, tonumber(ARGV[3]), 'WITHSCORES')
+if #rows > 0 then
+  local last = rows[#rows]
+  while #rows > 0 and rows[#rows] == last do
+    rows[#rows] = nil
+    rows[#rows] = nil
+  end
+  for _, v in ipairs(redis.call('ZRANGE', board, last, last, 'BYSCORE', 'WITHSCORES')) do
+    rows[#rows + 1] = v
+  end
+end
+local cards = {}
+for i = 1, #rows, 2 do
+  cards[#cards + 1] = redis.call('HMGET', ARGV[1] .. 'player:' .. rows[i], 'points', 'elapsed_ms', 'answers', 'last_q', 'streak', 'name')
+end
+return {version, closed, rows, cards}
+"
+);
+
+/// One chunk of a quiz's board, as [`BOARD_CHUNK`] read it.
+#[derive(Debug, Clone)]
+pub struct BoardChunk {
+    pub version: u64,
+    pub latest_closed: i32,
+    pub cards: Vec<(String, Card)>,
+    /// Where the next chunk starts; `None` after the last.
+    pub next: Option<String>,
+}
 
 /// Single players' lookups of one quiz out at once; more wait and go together in the next.
 const LOOKUP_READERS: usize = 4;
@@ -234,6 +292,7 @@ pub struct ReadModel {
     snapshot: Arc<redis::Script>,
     page: Arc<redis::Script>,
     standings: Arc<redis::Script>,
+    board_chunk: Arc<redis::Script>,
     lobby: Arc<redis::Script>,
     /// Single players' lookups, batched per quiz.
     lookups: Arc<Coalescer<Followed>>,
@@ -287,6 +346,7 @@ impl ReadModel {
             snapshot: Arc::new(redis::Script::new(SNAPSHOT)),
             page: Arc::new(redis::Script::new(PAGE)),
             standings: Arc::new(redis::Script::new(STANDINGS)),
+            board_chunk: Arc::new(redis::Script::new(BOARD_CHUNK)),
             lobby: Arc::new(redis::Script::new(LOBBY)),
             lookups: Arc::new(Coalescer::new(LOOKUP_READERS)),
         })
@@ -535,6 +595,68 @@ impl ReadModel {
         let version = version.ok_or(Error::QuizNotFound)?;
         let exists = (1..=count.unwrap_or(0)).contains(&number);
         Ok((version, exists.then(|| question_view(&fields))))
+    }
+}
+
+impl ReadModel {
+    /// The active generation's keys' namespace: a copy of a board read from one generation
+    /// is dropped when a rebuild switches to another.
+    pub async fn generation(&self) -> Result<String> {
+        Ok(self.keys().await?.namespace().to_owned())
+    }
+
+    /// Up to about `count` players of the quiz's board after `after` (see [`BOARD_CHUNK`]),
+    /// with their cards, and the generation they were read from.
+    pub async fn board_chunk(
+        &self,
+        quiz_id: &str,
+        after: Option<&str>,
+        count: usize,
+    ) -> Result<(String, BoardChunk)> {
+        let keys = self.keys().await?;
+        type Reply = Option<(u64, i32, Vec<String>, Vec<Vec<Option<String>>>)>;
+        let reply: Reply = self
+            .board_chunk
+            .key(keys.version(quiz_id))
+            .key(keys.leaderboard(quiz_id))
+            .key(keys.state(quiz_id))
+            .arg(keys.quiz_prefix(quiz_id))
+            .arg(after.map_or_else(|| "-inf".to_owned(), |score| format!("({score}")))
+            .arg(count)
+            .invoke_async(&mut self.connection.clone())
+            .await?;
+        let (version, latest_closed, rows, cards) = reply.ok_or(Error::QuizNotFound)?;
+        let next = rows.chunks_exact(2).last().map(|row| row[1].clone());
+        let cards = rows
+            .chunks_exact(2)
+            .zip(cards)
+            .map(|(row, fields)| {
+                let number = |i: usize| -> i64 {
+                    fields
+                        .get(i)
+                        .and_then(|v| v.as_deref()?.parse().ok())
+                        .unwrap_or(0)
+                };
+                let card = Card {
+                    points: number(0),
+                    elapsed_ms: number(1),
+                    answers: u64::try_from(number(2)).unwrap_or(0),
+                    last_question: i32::try_from(number(3)).unwrap_or(0),
+                    streak: i32::try_from(number(4)).unwrap_or(0),
+                    name: fields.get(5).cloned().flatten(),
+                };
+                (row[0].clone(), card)
+            })
+            .collect();
+        Ok((
+            keys.namespace().to_owned(),
+            BoardChunk {
+                version,
+                latest_closed,
+                cards,
+                next,
+            },
+        ))
     }
 }
 

@@ -175,6 +175,106 @@ pub fn unpack_score(score: f64) -> (i64, i64) {
     (points, score + points * POINTS_WEIGHT)
 }
 
+/// A player's card as a change left it, carried in the [`ChangeMessage`] so that a reader
+/// keeping a copy of the board can follow it without reading Redis.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(from = "ChangedPlayerRow")]
+pub struct ChangedPlayer {
+    pub player_id: String,
+    pub points: i64,
+    pub elapsed_ms: i64,
+    pub answers: u64,
+    /// The last question the player answered, which their streak runs to.
+    pub last_question: i32,
+    pub streak: i32,
+    pub name: Option<String>,
+    /// A kicked player is off the board.
+    pub kicked: bool,
+}
+
+/// The JSON the projector's script writes:
+/// `[player_id, points, elapsed_ms, answers, last_question, streak, name or false, kicked]`
+/// (Lua's `cjson` writes a missing name as `false`).
+#[derive(serde::Deserialize)]
+struct ChangedPlayerRow(String, i64, i64, u64, i32, i32, serde_json::Value, bool);
+
+impl From<ChangedPlayerRow> for ChangedPlayer {
+    fn from(row: ChangedPlayerRow) -> Self {
+        let ChangedPlayerRow(
+            player_id,
+            points,
+            elapsed_ms,
+            answers,
+            last_question,
+            streak,
+            name,
+            kicked,
+        ) = row;
+        Self {
+            player_id,
+            points,
+            elapsed_ms,
+            answers,
+            last_question,
+            streak,
+            name: match name {
+                serde_json::Value::String(name) => Some(name),
+                _ => None,
+            },
+            kicked,
+        }
+    }
+}
+
+/// What the projector publishes on [`Root::changes`] after a fold that changed a quiz:
+///
+/// ```text
+/// <version>[ <traceparent>]
+/// <changed> <closed>[ <JSON array of ChangedPlayer>]
+/// ```
+///
+/// `version − changed` is the version the fold started from, so a reader sees whether it
+/// missed a message; `closed` is the highest question the fold closed (0: none). The players
+/// are those whose card or place on the board the fold changed: a reader that holds the board
+/// at `version − changed` holds it at `version` once it has applied them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangeMessage {
+    pub version: u64,
+    pub traceparent: Option<String>,
+    pub changed: u64,
+    pub closed: i32,
+    pub players: Vec<ChangedPlayer>,
+}
+
+impl ChangeMessage {
+    /// `None` for a payload that is not a change message (the query API's `presence`).
+    pub fn parse(payload: &str) -> Option<Self> {
+        let (head, body) = payload.split_once('\n').unwrap_or((payload, ""));
+        let mut words = head.splitn(2, ' ');
+        let version = words.next()?.parse().ok()?;
+        let traceparent = words.next().map(str::to_owned);
+        let mut fields = body.splitn(3, ' ');
+        let changed = fields.next().and_then(|c| c.parse().ok()).unwrap_or(0);
+        let closed = fields.next().and_then(|c| c.parse().ok()).unwrap_or(0);
+        let players = fields
+            .next()
+            .and_then(|json| serde_json::from_str(json).ok())
+            .unwrap_or_default();
+        Some(Self {
+            version,
+            traceparent,
+            changed,
+            closed,
+            players,
+        })
+    }
+
+    /// Whether the message carries what a copy of the board needs: `changed` and the players.
+    pub fn complete(&self) -> bool {
+        self.changed > 0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -186,6 +286,23 @@ mod tests {
         assert_eq!(keys.leaderboard("q1"), "ns:g1:{q1}:leaderboard");
         assert_eq!(keys.player("q1", "p1"), "ns:g1:{q1}:player:p1");
         assert_eq!(keys.question("q1", 2), "ns:g1:{q1}:question:2");
+    }
+
+    #[test]
+    fn change_messages_parse_with_and_without_players() {
+        let m = ChangeMessage::parse("12 00-abc-01\n3 2 [[\"p1\",10,250,2,2,1,\"Ann\",false],[\"p2\",0,900,1,1,0,false,true]]")
+            .expect("a change message");
+        assert_eq!((m.version, m.changed, m.closed), (12, 3, 2));
+        assert_eq!(m.traceparent.as_deref(), Some("00-abc-01"));
+        assert_eq!(m.players.len(), 2);
+        assert_eq!(m.players[0].name.as_deref(), Some("Ann"));
+        assert_eq!((m.players[0].points, m.players[0].streak), (10, 1));
+        assert_eq!(m.players[1].name, None);
+        assert!(m.players[1].kicked);
+        let bare = ChangeMessage::parse("7").expect("a version alone");
+        assert_eq!((bare.version, bare.changed, bare.players.len()), (7, 0, 0));
+        assert!(!bare.complete());
+        assert_eq!(ChangeMessage::parse("presence"), None);
     }
 
     proptest! {

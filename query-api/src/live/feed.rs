@@ -9,6 +9,7 @@ use tokio::sync::{Notify, broadcast, watch};
 use tokio::time::Instant;
 use tracing::Instrument;
 
+use super::board::{Board, Rank};
 use super::{Hub, ID_SPAN};
 use crate::read_model::{Followed, Snapshot};
 use crate::reads::MAX_LOBBY;
@@ -148,6 +149,8 @@ pub(super) struct Feed {
     subscribed: AtomicBool,
     /// The players with a stream from this feed, and how many streams each.
     players: std::sync::Mutex<HashMap<String, usize>>,
+    /// The copy of the board rank reads are answered from.
+    board: Board,
 }
 
 /// A player stream's place among the feed's followed players, given up when it drops.
@@ -187,6 +190,7 @@ impl Feed {
             touched: std::sync::Mutex::new(Instant::now()),
             subscribed: AtomicBool::new(false),
             players: std::sync::Mutex::default(),
+            board: Board::default(),
         }
     }
 
@@ -215,6 +219,20 @@ impl Feed {
 
     pub(super) fn quiz_id(&self) -> &str {
         &self.quiz_id
+    }
+
+    pub(super) fn board(&self) -> &Board {
+        &self.board
+    }
+
+    /// `player_id`'s standing from the copy of the board, under the same rule as
+    /// [`Feed::current`]; `load` when the caller is to load a copy.
+    pub(super) fn rank(&self, epoch: u64, player_id: &str) -> Rank {
+        if !self.subscribed.load(Ordering::Acquire) {
+            return Rank::NoCopy { load: false };
+        }
+        let announced = self.announced.load(Ordering::Acquire);
+        self.board.rank(epoch, announced, &self.quiz_id, player_id)
     }
 
     pub(super) fn subscribe(&self) -> broadcast::Receiver<Arc<Frame>> {
@@ -370,6 +388,9 @@ async fn deliver(hub: &Hub, feed: &Feed, top: usize) -> Delivered {
     let epoch = hub.change_epoch();
     match hub.read_model().snapshot(&feed.quiz_id, top).await {
         Ok(snapshot) => {
+            if let Ok(generation) = hub.read_model().generation().await {
+                feed.board.check(&generation, snapshot.view.version);
+            }
             let snapshot = Arc::new(snapshot);
             let previous = feed.latest.send_replace(Some(snapshot.clone()));
             feed.read_epoch.store(epoch, Ordering::Release);

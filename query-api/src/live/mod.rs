@@ -11,6 +11,7 @@
 //! instance and replay), `version` the read model's changes (0 on flow events). They increase
 //! per quiz, and a client that reconnects with `Last-Event-ID` is sent the flow it missed.
 
+mod board;
 mod client;
 mod feed;
 mod presence;
@@ -29,7 +30,11 @@ pub use client::{Resume, StreamOf};
 use feed::Feed;
 use presence::Presence;
 
+use board::Rank;
+use podium_schemas::read_model::ChangeMessage;
+
 use crate::read_model::{ReadModel, Snapshot};
+use crate::views::PlayerStanding;
 
 /// The change epoch while no change subscription stands.
 const NOT_FOLLOWING: u64 = u64::MAX;
@@ -223,6 +228,24 @@ impl Hub {
         feed.current(self.change_epoch())
     }
 
+    /// A player's standing from the copy of the quiz's board, if the quiz has a feed and the
+    /// copy is as new as every change announced; otherwise `None`, and the first such read
+    /// starts loading a copy. A quiz without rank reads has no copy.
+    pub fn rank(&self, quiz_id: &str, player_id: &str) -> Option<PlayerStanding> {
+        let feed = self.feed(quiz_id)?;
+        feed.touch();
+        match feed.rank(self.change_epoch(), player_id) {
+            Rank::Standing(standing) => {
+                metrics::counter!("podium_query_rank_reads_total", "from" => "copy").increment(1);
+                return Some(standing);
+            }
+            Rank::NoCopy { load: true } => drop(tokio::spawn(board::load(self.clone(), feed))),
+            Rank::NoCopy { load: false } | Rank::NotRanked => {}
+        }
+        metrics::counter!("podium_query_rank_reads_total", "from" => "redis").increment(1);
+        None
+    }
+
     /// Starts a feed for a quiz that HTTP reads found, so the next reads are answered from it.
     /// It follows the quiz's changes, and retires once neither reads nor streams used it for
     /// a while. A quiz nobody reads costs nothing.
@@ -337,13 +360,18 @@ impl Hub {
                             .strip_prefix(prefix.as_str())
                             .and_then(|rest| rest.strip_suffix('}'));
                         if let Some(feed) = quiz_id.and_then(|q| self.feed(q)) {
-                            // "<version>" or "<version> <traceparent>", or "presence".
+                            // A change message, or "presence".
                             let payload: String = message.get_payload().unwrap_or_default();
-                            let mut words = payload.splitn(2, ' ');
-                            if let Some(version) = words.next().and_then(|v| v.parse().ok()) {
-                                feed.announce(version);
+                            match ChangeMessage::parse(&payload) {
+                                Some(change) => {
+                                    // The copy first: a rank read that sees the version
+                                    // announced finds the copy at it.
+                                    feed.board().message(&change);
+                                    feed.announce(change.version);
+                                    feed.changed(change.traceparent);
+                                }
+                                None => feed.changed(None),
                             }
-                            feed.changed(words.next().map(str::to_owned));
                         }
                     }
                 }
