@@ -157,12 +157,7 @@ impl BoardCopy {
             points: card.points,
             elapsed_ms: card.elapsed_ms,
             answers: card.answers,
-            // As the read from Redis: the streak breaks at the first closed question skipped.
-            streak: if card.last_question >= self.latest_closed {
-                card.streak
-            } else {
-                0
-            },
+            streak: PlayerStanding::streak_now(card.streak, card.last_question, self.latest_closed),
             kicked_at: None,
         })
     }

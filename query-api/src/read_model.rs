@@ -694,12 +694,11 @@ impl Standing {
                 points: card.points,
                 elapsed_ms: card.elapsed_ms,
                 answers: card.answers,
-                // The streak an answer carries breaks at the first closed question skipped.
-                streak: if card.last_question >= self.latest_closed {
-                    card.streak
-                } else {
-                    0
-                },
+                streak: PlayerStanding::streak_now(
+                    card.streak,
+                    card.last_question,
+                    self.latest_closed,
+                ),
             },
             awarded: card.awarded,
         })

@@ -177,6 +177,16 @@ impl PlayerStanding {
         #[allow(clippy::cast_precision_loss)]
         (rank >= 1 && ranked >= rank).then(|| (ranked - rank) as f64 * 100.0 / ranked as f64)
     }
+
+    /// The streak a player's last answer carried, as it stands now: it breaks at the first
+    /// closed question the player skipped.
+    pub fn streak_now(streak: i32, last_question: i32, latest_closed: i32) -> i32 {
+        if last_question >= latest_closed {
+            streak
+        } else {
+            0
+        }
+    }
 }
 
 /// The question flow a quiz has reached, in the order it happened. Numbered by the quiz's

@@ -200,28 +200,18 @@ struct ChangedPlayerRow(String, i64, i64, u64, i32, i32, serde_json::Value, bool
 
 impl From<ChangedPlayerRow> for ChangedPlayer {
     fn from(row: ChangedPlayerRow) -> Self {
-        let ChangedPlayerRow(
-            player_id,
-            points,
-            elapsed_ms,
-            answers,
-            last_question,
-            streak,
-            name,
-            kicked,
-        ) = row;
         Self {
-            player_id,
-            points,
-            elapsed_ms,
-            answers,
-            last_question,
-            streak,
-            name: match name {
+            player_id: row.0,
+            points: row.1,
+            elapsed_ms: row.2,
+            answers: row.3,
+            last_question: row.4,
+            streak: row.5,
+            name: match row.6 {
                 serde_json::Value::String(name) => Some(name),
                 _ => None,
             },
-            kicked,
+            kicked: row.7,
         }
     }
 }
