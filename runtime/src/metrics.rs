@@ -30,6 +30,16 @@ pub fn handle() -> &'static PrometheusHandle {
     })
 }
 
+/// Drains the histograms' samples into their buckets every few seconds. The recorder keeps
+/// every sample until then; without it a process nobody scrapes grows by each request.
+async fn upkeep() {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(5));
+    loop {
+        let _ = every.tick().await;
+        handle().run_upkeep();
+    }
+}
+
 /// A router serving `GET /metrics` in the Prometheus text format.
 pub fn router() -> Router {
     let handle = handle();
@@ -50,8 +60,12 @@ pub async fn serve_admin(
     drop(tasks.spawn(async move {
         // Scrapes and probes are short: a second is all they get once the process stops.
         let drain = std::time::Duration::from_secs(1);
-        if let Err(e) = crate::serve("admin", listener, router, shutdown, drain).await {
-            tracing::error!(error = %e, "the admin listener failed");
+        let serve = crate::serve("admin", listener, router, shutdown, drain);
+        tokio::select! {
+            served = serve => if let Err(e) = served {
+                tracing::error!(error = %e, "the admin listener failed");
+            },
+            () = upkeep() => {}
         }
     }));
     tracing::info!(%addr, "metrics at /metrics, health at /livez and /readyz");
