@@ -596,7 +596,15 @@ pub async fn run(args: &RunArgs) -> Result<Results> {
     let redis = RedisArgs::new(stack.redis.url(), stack.namespace.clone());
     let seeded = reads::seed(&redis, &api, plan.read_players).await?;
     phase_done(&stack, "seeding");
-    let reads = reads::reads(&api, &redis, &seeded, plan.read_in_flight, plan.reads).await;
+    let reads = reads::reads(
+        &api,
+        &redis,
+        &seeded,
+        &stack.query_metrics,
+        plan.read_in_flight,
+        plan.reads,
+    )
+    .await;
     stack.check()?;
     phase_done(&stack, "reads");
 

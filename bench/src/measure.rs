@@ -203,6 +203,20 @@ pub fn ratio(value: f64, baseline: f64) -> f64 {
     }
 }
 
+/// The sum of every sample of the metric `name` in a Prometheus text exposition, whatever
+/// its labels; `None` when it has no sample yet.
+pub fn metric_sum(text: &str, name: &str) -> Option<f64> {
+    let samples: Vec<f64> = text
+        .lines()
+        .filter(|line| {
+            line.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with([' ', '{']))
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .collect();
+    (!samples.is_empty()).then(|| samples.iter().sum())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -238,5 +252,14 @@ mod tests {
     fn ratio_without_a_baseline_is_zero() {
         assert!(ratio(5.0, 0.0).abs() < f64::EPSILON);
         assert!((ratio(3.0, 4.0) - 0.75).abs() < f64::EPSILON);
+    }
+
+    #[test]
+    fn metric_sum_adds_every_labelled_sample_of_the_name_only() {
+        let text =
+            "# TYPE lag gauge\nlag{partition=\"0\"} 2\nlag{partition=\"1\"} 3\nlag_total 9\n";
+        assert_eq!(metric_sum(text, "lag"), Some(5.0));
+        assert_eq!(metric_sum(text, "lag_total"), Some(9.0));
+        assert_eq!(metric_sum(text, "la"), None);
     }
 }

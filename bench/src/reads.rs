@@ -94,14 +94,19 @@ pub struct Reads {
     /// The same lookups straight from the query API's read model, without HTTP: what Redis
     /// and the script give, the part a rank lookup cannot be faster than.
     pub rank_read_model: Option<Recorded>,
+    /// Seconds from the quiz's first rank read until the query API held a whole copy of its
+    /// board (ADR 0013); the rank lookups are measured after it. `None`: no copy was loaded
+    /// in the time allowed, and the lookups read Redis.
+    pub board_copy_seconds: Option<f64>,
 }
 
 /// Top-10 reads, then rank lookups of random players, `in_flight` at a time, each for
-/// `duration`.
+/// `duration`. `query_metrics` is the query API's admin listener.
 pub async fn reads(
     api: &Api,
     redis: &RedisArgs,
     seeded: &Seeded,
+    query_metrics: &str,
     in_flight: usize,
     duration: Duration,
 ) -> Reads {
@@ -122,6 +127,20 @@ pub async fn reads(
         top10.per_second
     );
     let base = format!("{}/v1/quizzes/{}/players/", api.query_url, seeded.quiz_id);
+    // The first rank read starts loading the copy; until it is whole, ranks come from Redis.
+    // The load is reported on its own, and the loop measures what follows it.
+    let board_copy_seconds = match load_board_copy(api, &base, query_metrics).await {
+        Ok(seconds) => {
+            eprintln!(
+                "  reads          the copy of the board loaded in {seconds:.1} s; rank lookups"
+            );
+            Some(seconds)
+        }
+        Err(e) => {
+            eprintln!("  reads          no copy of the board ({e:#}); rank lookups read Redis");
+            None
+        }
+    };
     let players = seeded.players;
     let rank = get_loop(
         &api.http,
@@ -152,6 +171,38 @@ pub async fn reads(
         top10,
         rank,
         rank_read_model,
+        board_copy_seconds,
+    }
+}
+
+/// Asks for a player's rank every 100 ms until the query API's counter of loaded copies of a
+/// board grows; how long that took.
+async fn load_board_copy(api: &Api, players_url: &str, query_metrics: &str) -> Result<f64> {
+    const NAME: &str = "podium_query_board_copies_loaded_total";
+    let metrics = format!("http://{query_metrics}/metrics");
+    let loaded = || async {
+        let text = api.http.get(&metrics).send().await?.text().await?;
+        anyhow::Ok(crate::measure::metric_sum(&text, NAME).unwrap_or(0.0))
+    };
+    let before = loaded().await?;
+    let started = Instant::now();
+    loop {
+        let status = api
+            .http
+            .get(format!("{players_url}p000000"))
+            .send()
+            .await?
+            .status();
+        if !status.is_success() {
+            bail!("a rank read answered {status}");
+        }
+        if loaded().await? > before {
+            return Ok(started.elapsed().as_secs_f64());
+        }
+        if started.elapsed() > Duration::from_secs(300) {
+            bail!("not loaded after 300 s");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

@@ -763,6 +763,14 @@ impl Results {
                 &format!("≥ 30,000: {}", met(r.top10.per_second >= 30_000.0)),
             ),
             line(
+                "copy of the board loaded (ADR 0013)",
+                r.board_copy_seconds
+                    .map_or_else(|| "not loaded".to_owned(), |s| format!("{s:.1} s")),
+                format!("{} players", r.players),
+                String::new(),
+                "",
+            ),
+            line(
                 "rank lookups/s",
                 format!("{:.0}", r.rank.per_second),
                 format!("{:.0} hello-world req/s", b.hello_world.per_second),

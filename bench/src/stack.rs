@@ -44,6 +44,8 @@ pub struct Stack {
     pub query_url: String,
     /// The projector's metrics listener, `host:port`.
     projector_metrics: String,
+    /// The query API's admin listener (`/metrics`), `host:port`.
+    pub query_metrics: String,
     pub logs: tempfile::TempDir,
     services: Vec<(&'static str, Child)>,
 }
@@ -94,12 +96,14 @@ impl Stack {
         let command_admin_port = free_port()?;
         let query_port = free_port()?;
         let projector_metrics_port = free_port()?;
+        let query_admin_port = free_port()?;
         let mut stack = Self {
             kafka,
             namespace: unique("bench"),
             command_url: format!("http://127.0.0.1:{command_port}"),
             query_url: format!("http://127.0.0.1:{query_port}"),
             projector_metrics: format!("127.0.0.1:{projector_metrics_port}"),
+            query_metrics: format!("127.0.0.1:{query_admin_port}"),
             logs: tempfile::Builder::new().prefix("podium-bench").tempdir()?,
             services: Vec::new(),
             broker,
@@ -131,7 +135,11 @@ impl Stack {
                     "off".into()
                 },
             ),
-            ("PODIUM_QUERY_ADMIN_LISTEN", "off".into()),
+            // The reads phase waits on its counters for the copy of the board (ADR 0013).
+            (
+                "PODIUM_QUERY_ADMIN_LISTEN",
+                format!("127.0.0.1:{query_admin_port}"),
+            ),
             (
                 "PODIUM_SSE_MAX_CONNECTIONS",
                 settings.max_streams.to_string(),
@@ -184,17 +192,9 @@ impl Stack {
                 continue;
             };
             let text = response.text().await.unwrap_or_default();
-            let lags: Vec<f64> = text
-                .lines()
-                .filter(|line| line.starts_with("podium_projector_consumer_lag{"))
-                .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-                .collect();
             // No line yet means no statistics yet, not no lag.
-            quiet = if !lags.is_empty() && lags.iter().sum::<f64>() == 0.0 {
-                quiet + 1
-            } else {
-                0
-            };
+            let lag = crate::measure::metric_sum(&text, "podium_projector_consumer_lag");
+            quiet = if lag == Some(0.0) { quiet + 1 } else { 0 };
         }
         Ok(started.elapsed())
     }
@@ -210,10 +210,7 @@ impl Stack {
                 Ok(response) => response.text().await.unwrap_or_default(),
                 Err(_) => String::new(),
             };
-            let owned = text
-                .lines()
-                .find(|line| line.starts_with("podium_command_shards_owned "))
-                .and_then(|line| line.rsplit(' ').next()?.parse::<f64>().ok());
+            let owned = crate::measure::metric_sum(&text, "podium_command_shards_owned");
             if owned == Some(f64::from(podium_schemas::topics::LIFECYCLE_PARTITIONS)) {
                 return Ok(());
             }
