@@ -34,7 +34,13 @@ cargo build --release --locked --quiet --bins
 # The fan-out phase holds 10,000 streams: a descriptor each on both ends of loopback.
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
+# bench-results/ unless the caller names a directory with --out.
+out=(--out "$REPO_ROOT/bench-results")
+for arg in "$@"; do
+  case "$arg" in --out | --out=*) out=() ;; esac
+done
+
 if [ "$profile" = chaos ] || [ "$profile" = failover ] || [ "$profile" = restart ] || [ "$profile" = settings ]; then
-  exec target/release/podium-bench "$profile" --out "$REPO_ROOT/bench-results" "$@"
+  exec target/release/podium-bench "$profile" "${out[@]}" "$@"
 fi
-exec target/release/podium-bench --profile "$profile" --out "$REPO_ROOT/bench-results" "$@"
+exec target/release/podium-bench --profile "$profile" "${out[@]}" "$@"

@@ -612,9 +612,28 @@ pub fn web_root() -> PathBuf {
 /// unbuffered streams, and `X-Forwarded-For` believed from 127.0.0.1, where the tests run.
 #[derive(Debug)]
 pub struct Gateway {
-    _child: Child,
+    child: Child,
     port: u16,
     _dir: TempDir,
+}
+
+impl Drop for Gateway {
+    /// The child's SIGKILL on drop would leave nginx's worker serving without its master;
+    /// SIGTERM makes the master stop its workers and then exit.
+    fn drop(&mut self) {
+        let Some(pid) = self.child.id() else { return };
+        let _ = std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(pid.to_string())
+            .status();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while std::time::Instant::now() < deadline {
+            if !matches!(self.child.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
 }
 
 impl Gateway {
@@ -666,7 +685,7 @@ impl Gateway {
             .await
             .context("the gateway")?;
         Ok(Self {
-            _child: child,
+            child,
             port,
             _dir: dir,
         })
