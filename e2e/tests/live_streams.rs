@@ -940,6 +940,19 @@ async fn hot_reads_come_from_the_feed_and_never_lag_what_a_stream_showed() -> Re
     // Without the feed, each read is one script: 50. With it, only the reads in the feed's
     // first coalescing window, and its own reads.
     ensure!(scripts < 25, "50 reads ran {scripts} scripts in Redis");
+    // The default page is written once per state of the feed and served as those bytes: the
+    // same document as a page built for its request.
+    let default_page = first_page(&stack, &game.quiz_id).await?;
+    let (status, built) = stack
+        .get(&format!(
+            "/v1/quizzes/{}/leaderboard?limit=11",
+            game.quiz_id
+        ))
+        .await?;
+    ensure!(
+        status == 200 && default_page == built,
+        "{default_page} {built}"
+    );
 
     // A change is announced: the next read shows it, as new as the stream showed it.
     let mut dashboard = Sse::connect(&game.events_url(&stack.query_url), None).await?;
@@ -966,6 +979,20 @@ async fn hot_reads_come_from_the_feed_and_never_lag_what_a_stream_showed() -> Re
         read["version"].as_u64() > first["version"].as_u64(),
         "{read}"
     );
+    let default_page = first_page(&stack, &game.quiz_id).await?;
+    ensure!(
+        default_page["version"].as_u64() >= seen["version"].as_u64(),
+        "the default page {default_page} after the stream showed {seen}"
+    );
     stack.stop().await;
     Ok(())
+}
+
+/// The leaderboard's default first page.
+async fn first_page(stack: &Stack, quiz_id: &str) -> Result<Value> {
+    let (status, board) = stack
+        .get(&format!("/v1/quizzes/{quiz_id}/leaderboard"))
+        .await?;
+    ensure!(status == 200, "{status} {board}");
+    Ok(board)
 }

@@ -214,7 +214,7 @@ async fn leaderboard(
     State(app): State<Arc<AppState>>,
     Path(quiz_id): Path<String>,
     Query(params): Query<HashMap<String, String>>,
-) -> Result<Json<Leaderboard>> {
+) -> Result<axum::response::Response> {
     check_id("quiz_id", &quiz_id)?;
     let limit = bounded(&params, "limit", DEFAULT_LIMIT, MAX_LIMIT, 1)?;
     let cursor = match params.get("cursor") {
@@ -227,19 +227,35 @@ async fn leaderboard(
     // The first page of a quiz someone follows, from the feed's state.
     let first_page = cursor.is_none() && limit <= usize::from(app.hub.settings().top);
     if first_page && let Some(snapshot) = app.hub.cached(&quiz_id) {
-        let page = Page {
-            version: snapshot.view.version,
-            entries: snapshot.top.iter().take(limit).cloned().collect(),
-            ranked_players: snapshot.ranked_players,
-            found: true,
+        let page = || {
+            let page = Page {
+                version: snapshot.view.version,
+                entries: snapshot.top.iter().take(limit).cloned().collect(),
+                ranked_players: snapshot.ranked_players,
+                found: true,
+            };
+            Reads::leaderboard_of(&quiz_id, page, Some(limit))
         };
-        return Ok(Json(Reads::leaderboard_of(&quiz_id, page, Some(limit))));
+        if limit == DEFAULT_LIMIT {
+            let body = snapshot.first_page.get_or_init(|| {
+                serde_json::to_vec(&page())
+                    .ok()
+                    .map(axum::body::Bytes::from)
+            });
+            if let Some(body) = body {
+                let json = axum::http::HeaderValue::from_static("application/json");
+                return Ok(
+                    ([(axum::http::header::CONTENT_TYPE, json)], body.clone()).into_response()
+                );
+            }
+        }
+        return Ok(Json(page()).into_response());
     }
     let board = app.reads.leaderboard(&quiz_id, cursor, limit).await?;
     if first_page && board.source == Source::Live {
         app.hub.warm(&quiz_id);
     }
-    Ok(Json(board))
+    Ok(Json(board).into_response())
 }
 
 /// The player and `radius` players on each side of them.

@@ -256,7 +256,7 @@ pub struct Page {
 
 /// What the live streams and the quiz read need: the quiz as the pure view (without player
 /// cards), its player count, and the top of the leaderboard.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Snapshot {
     pub view: QuizView,
     pub player_count: u64,
@@ -266,6 +266,9 @@ pub struct Snapshot {
     pub connected: u64,
     /// Bumped by every change of presence.
     pub presence_epoch: u64,
+    /// The JSON of the leaderboard's default first page, written by the first read that
+    /// serves it from this snapshot: every dashboard of the quiz asks for the same bytes.
+    pub first_page: std::sync::OnceLock<Option<axum::body::Bytes>>,
 }
 
 impl Snapshot {
@@ -416,6 +419,7 @@ impl ReadModel {
             ranked_players,
             connected,
             presence_epoch,
+            first_page: std::sync::OnceLock::new(),
         })
     }
 

@@ -98,11 +98,11 @@ where
 
 async fn record_request(service: &'static str, request: Request, next: Next) -> Response {
     let started = std::time::Instant::now();
-    let method = request.method().as_str().to_owned();
+    let method = method_label(request.method());
     let route = request
         .extensions()
         .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+        .map_or("unmatched", |p| interned(p.as_str()));
     let response = next.run(request).await;
     let code = response
         .extensions()
@@ -111,9 +111,9 @@ async fn record_request(service: &'static str, request: Request, next: Next) -> 
     metrics::counter!(
         "podium_http_requests_total",
         "service" => service,
-        "method" => method.clone(),
-        "route" => route.clone(),
-        "status" => response.status().as_u16().to_string(),
+        "method" => method,
+        "route" => route,
+        "status" => interned(response.status().as_str()),
         "code" => code,
     )
     .increment(1);
@@ -125,6 +125,44 @@ async fn record_request(service: &'static str, request: Request, next: Next) -> 
     )
     .record(started.elapsed().as_secs_f64());
     response
+}
+
+/// The method as a label: the standard ones by name, any other as `other`, so a client
+/// inventing methods adds no series.
+fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
+/// A label value kept for the life of the process. Route templates and status codes are few,
+/// so each is leaked once, and requests after the first label with it without allocating.
+fn interned(value: &str) -> &'static str {
+    use std::collections::HashSet;
+    use std::sync::{LazyLock, PoisonError, RwLock};
+    static SEEN: LazyLock<RwLock<HashSet<&'static str>>> = LazyLock::new(RwLock::default);
+    if let Some(seen) = SEEN
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(value)
+    {
+        return seen;
+    }
+    let mut seen = SEEN.write().unwrap_or_else(PoisonError::into_inner);
+    if let Some(kept) = seen.get(value) {
+        return kept;
+    }
+    let kept: &'static str = Box::leak(value.into());
+    let _ = seen.insert(kept);
+    kept
 }
 
 /// An admin listener ([`serve_admin`]) a service stops by itself, after its public listener
@@ -158,5 +196,22 @@ impl AdminServer {
         self.stop.cancel();
         let _ = self.tasks.close();
         self.tasks.wait().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{interned, method_label};
+
+    #[test]
+    fn a_label_is_kept_once_and_invented_methods_share_one() {
+        let route = String::from("/v1/quizzes/{quiz_id}");
+        let first = interned(&route);
+        let again = interned(&route.clone());
+        assert_eq!(first, route);
+        assert!(std::ptr::eq(first, again), "the same value is kept once");
+        let invented = axum::http::Method::from_bytes(b"BREW").expect("a token");
+        assert_eq!(method_label(&invented), "other");
+        assert_eq!(method_label(&axum::http::Method::GET), "GET");
     }
 }

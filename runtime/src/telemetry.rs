@@ -176,13 +176,17 @@ impl<B> tower_http::trace::MakeSpan<B> for RequestSpan {
             .map_or("unmatched", axum::extract::MatchedPath::as_str);
         let span = tracing::info_span!(
             "request",
-            otel.name = %format!("{} {route}", request.method()),
+            otel.name = tracing::field::Empty,
             otel.kind = "server",
             method = %request.method(),
             uri = %request.uri().path(),
             trace_id = tracing::field::Empty,
             span_id = tracing::field::Empty,
         );
+        // Only the exporter reads the name; the logs have the method and path already.
+        if exporting() {
+            let _ = span.record("otel.name", format!("{} {route}", request.method()));
+        }
         if let Some(parent) = request
             .headers()
             .get(TRACEPARENT)
