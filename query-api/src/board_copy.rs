@@ -124,10 +124,13 @@ impl BoardCopy {
         if message.version <= self.version {
             return Ok(());
         }
-        if !message.complete() || message.version - message.changed != self.version {
+        let Some(players) = message.changed_players() else {
+            return Err(Missed);
+        };
+        if message.version.checked_sub(message.changed) != Some(self.version) {
             return Err(Missed);
         }
-        for player in &message.players {
+        for player in players {
             let card = (!player.kicked).then(|| card_of(player));
             self.put(&player.player_id, message.version, card);
         }
@@ -208,7 +211,7 @@ mod tests {
             traceparent: None,
             changed,
             closed: 0,
-            players,
+            players: Some(players),
         }
     }
 

@@ -233,7 +233,8 @@ pub struct ChangeMessage {
     pub traceparent: Option<String>,
     pub changed: u64,
     pub closed: i32,
-    pub players: Vec<ChangedPlayer>,
+    /// `None` when the players' JSON does not read: the message cannot be followed.
+    pub players: Option<Vec<ChangedPlayer>>,
 }
 
 impl ChangeMessage {
@@ -246,10 +247,10 @@ impl ChangeMessage {
         let mut fields = body.splitn(3, ' ');
         let changed = fields.next().and_then(|c| c.parse().ok()).unwrap_or(0);
         let closed = fields.next().and_then(|c| c.parse().ok()).unwrap_or(0);
-        let players = fields
-            .next()
-            .and_then(|json| serde_json::from_str(json).ok())
-            .unwrap_or_default();
+        let players = match fields.next() {
+            Some(json) => serde_json::from_str(json).ok(),
+            None => Some(Vec::new()),
+        };
         Some(Self {
             version,
             traceparent,
@@ -259,9 +260,10 @@ impl ChangeMessage {
         })
     }
 
-    /// Whether the message carries what a copy of the board needs: `changed` and the players.
-    pub fn complete(&self) -> bool {
-        self.changed > 0
+    /// What a copy of the board needs to follow the message: `changed` and the players, if
+    /// the message carries them whole.
+    pub fn changed_players(&self) -> Option<&[ChangedPlayer]> {
+        self.players.as_deref().filter(|_| self.changed > 0)
     }
 }
 
@@ -284,14 +286,23 @@ mod tests {
             .expect("a change message");
         assert_eq!((m.version, m.changed, m.closed), (12, 3, 2));
         assert_eq!(m.traceparent.as_deref(), Some("00-abc-01"));
-        assert_eq!(m.players.len(), 2);
-        assert_eq!(m.players[0].name.as_deref(), Some("Ann"));
-        assert_eq!((m.players[0].points, m.players[0].streak), (10, 1));
-        assert_eq!(m.players[1].name, None);
-        assert!(m.players[1].kicked);
+        let players = m.changed_players().expect("the players");
+        assert_eq!(players.len(), 2);
+        assert_eq!(players[0].name.as_deref(), Some("Ann"));
+        assert_eq!((players[0].points, players[0].streak), (10, 1));
+        assert_eq!(players[1].name, None);
+        assert!(players[1].kicked);
+        let closing = ChangeMessage::parse("8\n1 3").expect("a fold that moved no player");
+        assert_eq!(closing.changed_players(), Some(&[][..]));
         let bare = ChangeMessage::parse("7").expect("a version alone");
-        assert_eq!((bare.version, bare.changed, bare.players.len()), (7, 0, 0));
-        assert!(!bare.complete());
+        assert_eq!((bare.version, bare.changed), (7, 0));
+        assert_eq!(bare.changed_players(), None);
+        let unreadable = ChangeMessage::parse("9\n2 0 [[\"p1\",1.5e+15]]").expect("a message");
+        assert_eq!(
+            unreadable.changed_players(),
+            None,
+            "players that do not read"
+        );
         assert_eq!(ChangeMessage::parse("presence"), None);
     }
 
