@@ -635,18 +635,12 @@ impl ReadModel {
             .chunks_exact(2)
             .zip(cards)
             .map(|(row, fields)| {
-                let number = |i: usize| -> i64 {
-                    fields
-                        .get(i)
-                        .and_then(|v| v.as_deref()?.parse().ok())
-                        .unwrap_or(0)
-                };
                 let card = Card {
-                    points: number(0),
-                    elapsed_ms: number(1),
-                    answers: u64::try_from(number(2)).unwrap_or(0),
-                    last_question: i32::try_from(number(3)).unwrap_or(0),
-                    streak: i32::try_from(number(4)).unwrap_or(0),
+                    points: nth(&fields, 0).unwrap_or(0),
+                    elapsed_ms: nth(&fields, 1).unwrap_or(0),
+                    answers: nth(&fields, 2).unwrap_or(0),
+                    last_question: nth(&fields, 3).unwrap_or(0),
+                    streak: nth(&fields, 4).unwrap_or(0),
                     name: fields.get(5).cloned().flatten(),
                 };
                 (row[0].clone(), card)
@@ -711,6 +705,11 @@ impl Standing {
 
 fn field<T: std::str::FromStr>(fields: &Fields, name: &str) -> Option<T> {
     fields.get(name).and_then(|v| v.parse().ok())
+}
+
+/// [`field`] for the fields an `HMGET` read, by position.
+fn nth<T: std::str::FromStr>(fields: &[Option<String>], at: usize) -> Option<T> {
+    fields.get(at)?.as_deref()?.parse().ok()
 }
 
 fn entries(start: u64, rows: &[String], names: Vec<String>) -> Vec<LeaderboardEntry> {
