@@ -1,10 +1,13 @@
 //! One quiz's feed: reads the read model when it changes and broadcasts what changed.
 
 use std::collections::HashMap;
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::sync::{Notify, broadcast, watch};
 use tokio::time::Instant;
 use tracing::Instrument;
@@ -22,6 +25,29 @@ const POLL: Duration = Duration::from_secs(1);
 const STANDINGS_EVERY: Duration = Duration::from_millis(250);
 /// How long a feed without clients lingers, so a burst of reconnections finds it warm.
 const LINGER: Duration = Duration::from_secs(10);
+/// Reads a feed may make back to back before its window paces them: a question's start and
+/// the first answer just after it are both read at once, instead of the answer waiting out
+/// the rest of the window the start opened.
+const BURST: NonZeroU32 = NonZeroU32::MIN.saturating_add(1);
+
+/// Paces a feed's reads of the quiz: one per coalescing window on average, in bursts of up to
+/// [`BURST`] (governor's cell rate algorithm). A quiz that changes all the time is read once a
+/// window, so a change waits at most one; a window of 0 reads at every change.
+struct Pace(Option<DefaultDirectRateLimiter>);
+
+impl Pace {
+    fn new(window: Duration) -> Self {
+        Self(Quota::with_period(window).map(|quota| RateLimiter::direct(quota.allow_burst(BURST))))
+    }
+
+    /// Waits until a read may start, and counts it.
+    async fn ready(&self) {
+        let Some(limiter) = &self.0 else { return };
+        while let Err(not_until) = limiter.check() {
+            tokio::time::sleep(not_until.wait_time_from(DefaultClock::default().now())).await;
+        }
+    }
+}
 
 /// What a frame says, for the clients' filters.
 #[derive(Debug, Clone)]
@@ -441,7 +467,7 @@ pub(super) async fn run(hub: Hub, feed: Arc<Feed>) {
     feed.set_subscribed(hub.subscribe_changes(&feed.quiz_id, true).await);
     let settings = hub.settings().clone();
     let top = usize::from(settings.top);
-    let mut last_read = Instant::now() - settings.coalesce();
+    let pace = Pace::new(settings.coalesce());
     let mut idle_since: Option<Instant> = None;
     // When the players' standings are to be read because the leaderboard moved.
     let mut standings_at: Option<Instant> = None;
@@ -466,8 +492,7 @@ pub(super) async fn run(hub: Hub, feed: Arc<Feed>) {
         // neither waits nor counts: a change just after it would otherwise wait out the
         // window, and one change in ten did, which made the tail of ack → SSE.
         if changed {
-            tokio::time::sleep_until(last_read + settings.coalesce()).await;
-            last_read = Instant::now();
+            pace.ready().await;
         }
         let trace = feed
             .trace
@@ -506,4 +531,30 @@ pub(super) async fn run(hub: Hub, feed: Arc<Feed>) {
     }
     feed.set_subscribed(false);
     let _ = hub.subscribe_changes(&feed.quiz_id, false).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::FutureExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn reads_come_in_bursts_of_two_then_one_a_window() {
+        let pace = Pace::new(Duration::from_secs(3600));
+        assert!(pace.ready().now_or_never().is_some(), "first read at once");
+        assert!(pace.ready().now_or_never().is_some(), "second read at once");
+        assert!(
+            pace.ready().now_or_never().is_none(),
+            "a third read waits for the window"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_window_of_zero_never_waits() {
+        let pace = Pace::new(Duration::ZERO);
+        for _ in 0..100 {
+            assert!(pace.ready().now_or_never().is_some());
+        }
+    }
 }
