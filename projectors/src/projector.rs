@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use futures::future::OptionFuture;
 use podium_runtime::KafkaArgs;
 use podium_schemas::Codec;
 use podium_schemas::fence::{Fence, Verdict};
@@ -28,7 +29,7 @@ use crate::backoff::Backoff;
 use crate::dead_letters::{DeadLetters, Reason, event_type_header, header};
 use crate::error::Result;
 use crate::read_model::{Outcome, RedisReadModel, Resume, ResumePositions, Sourced, Traces};
-use crate::watch::{LogWatch, resets};
+use crate::watch::{LogWatch, PartitionId, resets};
 use podium_runtime::health::{Check, Health};
 use tokio_util::task::TaskTracker;
 
@@ -289,6 +290,22 @@ impl ConsumerErrors {
     }
 }
 
+/// What one round of the watch read about the log, beside the batches.
+enum Observed {
+    /// The assignment could not be read.
+    Nothing,
+    /// No partition held: the group's lag and the sum of its committed offsets.
+    Unassigned(Result<(i64, i64)>),
+    /// The generation's positions could not be read.
+    RedisFailed(crate::Error),
+    /// The positions in `generation` of the partitions held, and their ends in the log.
+    Assigned {
+        generation: String,
+        resume: ResumePositions,
+        marks: Result<HashMap<PartitionId, (i64, i64)>>,
+    },
+}
+
 /// A member that holds no partition while its group has records to read and none of the
 /// other members moves them on is left out of the assignment: seen once against a broker
 /// whose group had formed with the live member alone, it stayed so for good.
@@ -410,11 +427,20 @@ impl Projector {
         let mut starvation = Starvation::default();
         let mut errors = ConsumerErrors::new();
         let mut halted = false;
+        // A round of the watch in progress: it reads while batches are folded, and is judged
+        // between them.
+        let mut observing: Option<futures::future::BoxFuture<'_, Observed>> = None;
         loop {
             tokio::select! {
                 () = &mut shutdown => break,
                 _ = idle.tick() => self.check_generation().await,
-                _ = watch.tick() => halted = self.watch(&mut starvation, halted).await,
+                _ = watch.tick(), if observing.is_none() => {
+                    observing = Some(Box::pin(self.observe()));
+                }
+                Some(observed) = OptionFuture::from(observing.as_mut()), if observing.is_some() => {
+                    observing = None;
+                    halted = self.judge(observed, &mut starvation, halted).await;
+                }
                 message = self.consumer.recv() => match message {
                     Ok(message) => {
                         self.health.broker.pass();
@@ -573,10 +599,10 @@ impl Projector {
         self.moved(current, &to).await;
     }
 
-    /// Compares the log with what the projector holds: a member starved of partitions rejoins;
-    /// positions beyond the end of the log start a fresh generation (or halt). Returns whether
-    /// the projector is halted.
-    async fn watch(&self, starvation: &mut Starvation, halted: bool) -> bool {
+    /// Reads what the watch compares, while the batches go on: the broker's answers take
+    /// round trips that, awaited between batches, held every answer behind them (every 2 s,
+    /// one watermark query per partition, tens of ms under load).
+    async fn observe(&self) -> Observed {
         let assigned: Vec<(String, i32)> = match self.consumer.assignment() {
             Ok(list) => list
                 .elements()
@@ -585,22 +611,67 @@ impl Projector {
                 .collect(),
             Err(e) => {
                 tracing::debug!(error = %e, "reading the assignment failed");
-                return halted;
+                return Observed::Nothing;
             }
         };
         #[allow(clippy::cast_precision_loss)]
         metrics::gauge!("podium_projector_assigned_partitions").set(assigned.len() as f64);
         if assigned.is_empty() {
-            self.watch_starvation(starvation).await;
-            return halted;
+            return Observed::Unassigned(self.log.group_lag().await);
         }
-        *starvation = Starvation::default();
-        self.health.assignment.pass();
-        self.watch_log(assigned, halted).await
+        let generation = self.store.generation();
+        // The positions first, then the log's ends: positions only grow from records the log
+        // already held, so read in this order they never pass an end without a reset.
+        let resume = match self.store.resume_positions(&generation).await {
+            Ok(resume) => resume,
+            Err(e) => return Observed::RedisFailed(e),
+        };
+        Observed::Assigned {
+            generation,
+            resume,
+            marks: self.log.watermarks(assigned).await,
+        }
     }
 
-    async fn watch_starvation(&self, starvation: &mut Starvation) {
-        let (lag, committed) = match self.log.group_lag().await {
+    /// Acts on what [`Self::observe`] read, between batches: a member starved of partitions
+    /// rejoins; positions beyond the end of the log start a fresh generation (or halt).
+    /// Returns whether the projector is halted.
+    async fn judge(&self, observed: Observed, starvation: &mut Starvation, halted: bool) -> bool {
+        match observed {
+            Observed::Nothing => halted,
+            Observed::Unassigned(lag) => {
+                self.watch_starvation(lag, starvation);
+                halted
+            }
+            Observed::RedisFailed(e) => {
+                self.redis_failed(&e);
+                halted
+            }
+            Observed::Assigned {
+                generation,
+                resume,
+                marks,
+            } => {
+                *starvation = Starvation::default();
+                self.health.assignment.pass();
+                // The generation moved while the watch read: its positions say nothing now.
+                if generation != self.store.generation() {
+                    return halted;
+                }
+                match marks {
+                    Ok(marks) => self.watch_log(generation, &resume, &marks, halted).await,
+                    Err(e) => {
+                        // Topics being recreated answer "unknown partition" for a while.
+                        tracing::debug!(error = %e, "reading the watermarks failed");
+                        halted
+                    }
+                }
+            }
+        }
+    }
+
+    fn watch_starvation(&self, lag: Result<(i64, i64)>, starvation: &mut Starvation) {
+        let (lag, committed) = match lag {
             Ok(lag) => lag,
             Err(e) => {
                 self.health.broker.fail(e.to_string());
@@ -630,25 +701,15 @@ impl Projector {
         }
     }
 
-    async fn watch_log(&self, assigned: Vec<(String, i32)>, halted: bool) -> bool {
-        let generation = self.store.generation();
-        let (resume, marks) = match (
-            self.store.resume_positions(&generation).await,
-            self.log.watermarks(assigned).await,
-        ) {
-            (Ok(resume), Ok(marks)) => (resume, marks),
-            (Err(e), _) => {
-                self.redis_failed(&e);
-                return halted;
-            }
-            (_, Err(e)) => {
-                // Topics being recreated answer "unknown partition" for a while.
-                tracing::debug!(error = %e, "reading the watermarks failed");
-                return halted;
-            }
-        };
+    async fn watch_log(
+        &self,
+        generation: String,
+        resume: &ResumePositions,
+        marks: &HashMap<PartitionId, (i64, i64)>,
+        halted: bool,
+    ) -> bool {
         self.health.broker.pass();
-        let found = resets(&resume, &marks);
+        let found = resets(resume, marks);
         let Some(first) = found.first() else {
             if halted {
                 tracing::info!("the read model's positions fit the log again; resuming");
