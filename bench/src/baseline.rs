@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -37,7 +37,7 @@ pub async fn raw_producer(
                 let mut n = 0u64;
                 while Instant::now() < deadline {
                     n += 1;
-                    producer
+                    let _ = producer
                         .send(&format!("quiz/player-{w}-{n}"), &recorder, Instant::now())
                         .await;
                 }
@@ -51,13 +51,15 @@ pub async fn raw_producer(
 }
 
 /// The same records at a fixed `rate` a second, open loop (as the ingest phases' open loops
-/// send answers): the broker's own latency at a given load.
+/// send answers): the broker's own latency at a given load. Each acknowledgement goes to
+/// `deliveries`.
 pub async fn raw_producer_at_rate(
     kafka: &KafkaArgs,
     topic: &str,
     payload: Vec<u8>,
     rate: f64,
     duration: Duration,
+    deliveries: Arc<Deliveries>,
 ) -> Result<Recorded> {
     let producer = Arc::new(RawProducer::new(
         kafka,
@@ -66,18 +68,19 @@ pub async fn raw_producer_at_rate(
         podium_command_api::event_log::DEFAULT_LINGER_MS,
     )?);
     // The first record waits for the producer id and the topic's metadata: not the load's.
-    producer
+    let _ = producer
         .send("quiz/warm-up", &Recorder::new(), Instant::now())
         .await;
     let n = Arc::new(std::sync::atomic::AtomicU64::new(0));
     Ok(
         crate::ingest::open_loop(rate, duration, "producer", |recorder, since| {
-            let producer = producer.clone();
+            let (producer, deliveries) = (producer.clone(), deliveries.clone());
             let n = n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             async move {
-                producer
-                    .send(&format!("quiz/player-{n}"), &recorder, since)
-                    .await
+                let key = format!("quiz/player-{n}");
+                if let Some(acked) = producer.send(&key, &recorder, since).await {
+                    deliveries.acked(key.into_bytes(), acked);
+                }
             }
         })
         .await,
@@ -107,8 +110,9 @@ impl RawProducer {
         })
     }
 
-    /// Sends one record under `key` and records its outcome, timed from `since`.
-    async fn send(&self, key: &str, recorder: &Recorder, since: Instant) {
+    /// Sends one record under `key` and records its outcome, timed from `since`; returns when
+    /// it was acknowledged.
+    async fn send(&self, key: &str, recorder: &Recorder, since: Instant) -> Option<Instant> {
         let headers = OwnedHeaders::new()
             .insert(Header {
                 key: "event_type",
@@ -129,10 +133,82 @@ impl RawProducer {
         let outcome = self.producer.send(record, Duration::from_secs(5)).await;
         let now = Instant::now();
         match outcome {
-            Ok(_) => recorder.ok(now - since, now),
-            Err((e, _)) => recorder.error(&format!("kafka: {e}"), now),
+            Ok(_) => {
+                recorder.ok(now - since, now);
+                Some(now)
+            }
+            Err((e, _)) => {
+                recorder.error(&format!("kafka: {e}"), now);
+                None
+            }
         }
     }
+}
+
+/// When each record of a bare producer was acknowledged and when a bare reader received it, by
+/// key: the broker's own ack → delivery latency, the raw part of a dashboard's ack → SSE.
+#[derive(Debug)]
+pub struct Deliveries {
+    started: Instant,
+    acked: Mutex<HashMap<Vec<u8>, Instant>>,
+    received: Mutex<HashMap<Vec<u8>, Instant>>,
+}
+
+impl Deliveries {
+    pub fn new() -> Self {
+        Self {
+            started: Instant::now(),
+            acked: Mutex::default(),
+            received: Mutex::default(),
+        }
+    }
+
+    fn acked(&self, key: Vec<u8>, at: Instant) {
+        let _ = lock(&self.acked).insert(key, at);
+    }
+
+    pub fn received(&self, key: &[u8], at: Instant) {
+        let _ = lock(&self.received).insert(key.to_vec(), at);
+    }
+
+    /// Waits until the reader has every acknowledged record, for at most `limit`.
+    pub async fn settle(&self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline && !self.all_received() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn all_received(&self) -> bool {
+        let received = lock(&self.received);
+        lock(&self.acked)
+            .keys()
+            .all(|key| received.contains_key(key))
+    }
+
+    /// Received − acknowledged for each acknowledged record. One the reader had before its
+    /// producer heard the acknowledgement took 0; one it never had is `not_delivered`.
+    pub fn finish(&self) -> Recorded {
+        let recorder = Recorder::starting_at(self.started);
+        let received = lock(&self.received);
+        for (key, &acked) in lock(&self.acked).iter() {
+            match received.get(key) {
+                Some(&at) => recorder.ok(at.saturating_duration_since(acked), at),
+                None => recorder.error("not_delivered", acked),
+            }
+        }
+        recorder.finish()
+    }
+}
+
+impl Default for Deliveries {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -438,17 +514,29 @@ pub struct Baselines {
     /// the maximum first): the broker's own latency at that load.
     #[serde(default)]
     pub producer_open: Vec<(f64, Recorded)>,
+    /// In the same runs, how long after each acknowledgement the reader had the record.
+    #[serde(default)]
+    pub delivered_open: Vec<(f64, Recorded)>,
 }
 
 impl Baselines {
     /// The open-loop producer measured nearest `rate`, within a tenth of it.
     pub fn producer_at(&self, rate: f64) -> Option<&Recorded> {
-        self.producer_open
-            .iter()
-            .filter(|(at, _)| (at - rate).abs() <= 0.1 * rate)
-            .min_by(|a, b| (a.0 - rate).abs().total_cmp(&(b.0 - rate).abs()))
-            .map(|(_, recorded)| recorded)
+        nearest(&self.producer_open, rate)
     }
+
+    /// The bare reader's ack → delivery in the open-loop run nearest `rate`.
+    pub fn delivered_at(&self, rate: f64) -> Option<&Recorded> {
+        nearest(&self.delivered_open, rate)
+    }
+}
+
+/// The run of `runs` nearest `rate`, within a tenth of it.
+fn nearest(runs: &[(f64, Recorded)], rate: f64) -> Option<&Recorded> {
+    runs.iter()
+        .filter(|(at, _)| (at - rate).abs() <= 0.1 * rate)
+        .min_by(|a, b| (a.0 - rate).abs().total_cmp(&(b.0 - rate).abs()))
+        .map(|(_, recorded)| recorded)
 }
 
 /// Idle bare axum SSE streams held open, and the server's resident memory for them.
@@ -494,4 +582,32 @@ pub async fn hold_streams(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     Ok(held)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_delivery_is_timed_from_its_ack_and_a_record_never_read_is_counted() {
+        let deliveries = Deliveries::new();
+        let acked = Instant::now();
+        deliveries.acked(b"a".to_vec(), acked);
+        deliveries.received(b"a", acked + Duration::from_millis(30));
+        // Read before its producer heard the ack: it took no time after the ack.
+        deliveries.received(b"b", acked);
+        deliveries.acked(b"b".to_vec(), acked + Duration::from_millis(5));
+        deliveries.acked(b"lost".to_vec(), acked);
+        // Read but never acknowledged (the warm-up record): not a delivery.
+        deliveries.received(b"warm-up", acked);
+        assert!(!deliveries.all_received());
+        let recorded = deliveries.finish();
+        assert_eq!(recorded.ok, 2);
+        assert_eq!(recorded.errors.get("not_delivered"), Some(&1));
+        assert!(
+            (29.0..31.0).contains(&recorded.latency.max_ms),
+            "{recorded:?}"
+        );
+        assert!(recorded.latency.p50_ms < 1.0, "{recorded:?}");
+    }
 }

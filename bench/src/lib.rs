@@ -543,7 +543,10 @@ pub async fn run(args: &RunArgs) -> Result<Results> {
     let rates = std::iter::once(half).chain(open_loops.iter().map(|o| o.rate));
     for rate in rates {
         match report::producer_open_baseline(&plan, &format!("open-{rate:.0}"), rate).await {
-            Ok(recorded) => baselines.producer_open.push((rate, recorded)),
+            Ok((recorded, delivered)) => {
+                baselines.producer_open.push((rate, recorded));
+                baselines.delivered_open.push((rate, delivered));
+            }
             Err(e) => eprintln!("  producer at {rate:.0}/s not measured: {e:#}"),
         }
     }

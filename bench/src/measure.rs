@@ -90,8 +90,13 @@ pub struct Recorded {
 
 impl Recorder {
     pub fn new() -> Self {
+        Self::starting_at(Instant::now())
+    }
+
+    /// A recorder whose timeline starts at `started`: for outcomes recorded afterwards.
+    pub fn starting_at(started: Instant) -> Self {
         Self {
-            started: Instant::now(),
+            started,
             inner: Mutex::new(Inner {
                 all: histogram(),
                 seconds: Vec::new(),
