@@ -276,11 +276,7 @@ impl Stack {
     /// SIGTERM to every service, so each drains as in production, then waits for them.
     pub fn stop(&mut self) {
         for (_, child) in &self.services {
-            if let Ok(pid) = i32::try_from(child.id()) {
-                let _ = Command::new("kill")
-                    .args(["-TERM", &pid.to_string()])
-                    .status();
-            }
+            let _ = podium_testkit::send_signal(child.id(), podium_testkit::Signal::TERM);
         }
         for (_, child) in &mut self.services {
             let deadline = Instant::now() + Duration::from_secs(15);

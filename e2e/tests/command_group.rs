@@ -18,7 +18,7 @@ use podium_e2e::game::{
     play_question,
 };
 use podium_e2e::processes::{Processes, Service};
-use podium_testkit::{Gateway, eventually};
+use podium_testkit::{Gateway, Signal, eventually, send_signal};
 
 fn host_port(url: &str) -> &str {
     url.trim_start_matches("http://")
@@ -291,7 +291,7 @@ async fn a_paused_owner_resumed_after_its_shards_moved_adds_nothing_that_counts(
     let burst = answer_all(&to_paused, &game, 2, &acks);
     let pause = async {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        signal("-STOP", pid).await?;
+        send_signal(pid, Signal::STOP)?;
         let stopped = Instant::now();
         // The first instance takes every shard once the group misses the paused one.
         shards_spread_over(&stack, &others, &[true, false]).await?;
@@ -299,7 +299,7 @@ async fn a_paused_owner_resumed_after_its_shards_moved_adds_nothing_that_counts(
             "the first instance served every shard {:?} after the pause",
             stopped.elapsed()
         );
-        signal("-CONT", pid).await
+        send_signal(pid, Signal::CONT)
     };
     let (answered, paused_then_resumed) = tokio::join!(burst, pause);
     paused_then_resumed?;
@@ -329,15 +329,4 @@ async fn a_paused_owner_resumed_after_its_shards_moved_adds_nothing_that_counts(
         "the paused owner should have refused to acknowledge what it appended after losing its shard"
     );
     nothing_lost_nothing_doubled(&stack, &acks).await
-}
-
-/// Sends a signal to a process, as `kill` does.
-async fn signal(which: &str, pid: u32) -> Result<()> {
-    let status = tokio::process::Command::new("kill")
-        .arg(which)
-        .arg(pid.to_string())
-        .status()
-        .await?;
-    ensure!(status.success(), "kill {which} {pid}: {status}");
-    Ok(())
 }

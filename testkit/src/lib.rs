@@ -299,17 +299,22 @@ impl Broker {
     }
 }
 
+pub use rustix::process::Signal;
+
+/// Sends `signal` to the process `pid`, as `kill` does.
+pub fn send_signal(pid: u32, signal: Signal) -> Result<()> {
+    let process = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+        .with_context(|| format!("{pid} is not a process id"))?;
+    rustix::process::kill_process(process, signal)
+        .with_context(|| format!("signal {signal:?} to process {pid}"))
+}
+
 /// Sends SIGTERM and waits up to 30 s for the process to exit, then kills it.
 pub async fn terminate(child: &mut Child) -> Result<()> {
     if let Some(pid) = child.id() {
-        let status = Command::new("kill")
-            .arg("-TERM")
-            .arg(pid.to_string())
-            .status()
-            .await?;
-        if !status.success() {
-            bail!("kill -TERM {pid} failed");
-        }
+        send_signal(pid, Signal::TERM)?;
     }
     if tokio::time::timeout(Duration::from_secs(30), child.wait())
         .await
@@ -622,10 +627,7 @@ impl Drop for Gateway {
     /// SIGTERM makes the master stop its workers and then exit.
     fn drop(&mut self) {
         let Some(pid) = self.child.id() else { return };
-        let _ = std::process::Command::new("kill")
-            .arg("-TERM")
-            .arg(pid.to_string())
-            .status();
+        let _ = send_signal(pid, Signal::TERM);
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         while std::time::Instant::now() < deadline {
             if !matches!(self.child.try_wait(), Ok(None)) {
