@@ -495,6 +495,11 @@ pub struct Baselines {
     pub producer_with_reader: Recorded,
     /// The same, measured again at the end of the run on the log the run has grown.
     pub producer_after: Option<Recorded>,
+    /// The producer with a reader again, on a fresh broker right after the first closed loop:
+    /// with [`Baselines::producer_with_reader`] before it, the loop is bracketed, and the two
+    /// say how far the raw part itself moved meanwhile on this shared machine.
+    #[serde(default)]
+    pub producer_with_reader_again: Option<Recorded>,
     pub redis: RedisBaseline,
     /// Requests per second a bare axum answers, at the reads phase's concurrency.
     pub hello_world: Recorded,
@@ -520,6 +525,19 @@ pub struct Baselines {
 }
 
 impl Baselines {
+    /// The producer with a reader at the first closed loop's concurrency: the mean of the runs
+    /// before and after the loop, and their lowest and highest rates.
+    pub fn with_reader_bracket(&self) -> (f64, f64, f64) {
+        let before = self.producer_with_reader.per_second;
+        match &self.producer_with_reader_again {
+            Some(after) => {
+                let after = after.per_second;
+                ((before + after) / 2.0, before.min(after), before.max(after))
+            }
+            None => (before, before, before),
+        }
+    }
+
     /// The open-loop producer measured nearest `rate`, within a tenth of it.
     pub fn producer_at(&self, rate: f64) -> Option<&Recorded> {
         nearest(&self.producer_open, rate)

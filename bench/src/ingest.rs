@@ -66,7 +66,10 @@ async fn submit(api: &Api, answers: &Answers, recorder: &Recorder, since: Instan
     let Some((game, p, question)) = answers.claim() else {
         return false;
     };
-    if let Err(e) = api.open_question(&game, question).await {
+    let waiting = Instant::now();
+    let opened = api.open_question(&game, question).await;
+    recorder.waited(waiting.elapsed());
+    if let Err(e) = opened {
         tracing::warn!(error = %e, "the host could not start a question");
         recorder.error("host_start_failed", Instant::now());
         game.finish_one(question);

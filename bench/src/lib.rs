@@ -508,9 +508,11 @@ pub async fn run(args: &RunArgs) -> Result<Results> {
         &plan,
         plan.small_quizzes,
         true,
+        true,
         &mut phase_done,
     )
     .await?;
+    baselines.producer_with_reader_again = loops.with_reader_after_max;
     let (max, more, open_loops, answers) =
         (loops.max, loops.more, loops.open_loops, loops.open_answers);
     let half = (max.per_second / 2.0).max(1.0);
@@ -686,6 +688,8 @@ pub async fn run(args: &RunArgs) -> Result<Results> {
 /// The closed and open loops of the ingest phases, and the quizzes left for more open loops.
 struct Loops {
     max: measure::Recorded,
+    /// The bare producer with a reader right after the first closed loop, when asked for.
+    with_reader_after_max: Option<measure::Recorded>,
     more: Vec<report::InFlight>,
     open_loops: Vec<report::OpenLoop>,
     open_answers: Arc<ingest::Answers>,
@@ -693,13 +697,15 @@ struct Loops {
 
 /// Creates the quizzes, then runs the closed loops at each number in flight and the open loops
 /// at each rate, on quizzes of their own. With `half_after`, the open quizzes also have room
-/// for a half-rate phase after them.
+/// for a half-rate phase after them. With `bracket`, the bare producer with a reader is
+/// measured again right after the first closed loop.
 async fn ingest_loops(
     stack: &mut stack::Stack,
     api: &Api,
     plan: &Plan,
     small_quizzes: usize,
     half_after: bool,
+    bracket: bool,
     phase_done: &mut impl FnMut(&stack::Stack, &str),
 ) -> Result<Loops> {
     step("creating quizzes and joining players over HTTP");
@@ -712,6 +718,21 @@ async fn ingest_loops(
     let max = ingest::saturate(api, &answers, plan.in_flight, plan.ingest, "ingest max").await;
     stack.check()?;
     phase_done(stack, "ingest max");
+    let with_reader_after_max = if bracket {
+        step(&format!(
+            "the bare producer with a reader again, {} in flight, on a broker of its own",
+            plan.in_flight
+        ));
+        let broker = podium_testkit::Broker::start()
+            .await
+            .context("starting a broker for the baseline")?;
+        let again = report::producer_baseline(&broker, plan, "with-reader-again", true).await?;
+        drop(broker);
+        phase_done(stack, "producer with reader again");
+        Some(again)
+    } else {
+        None
+    };
     let mut more = Vec::new();
     for &in_flight in &plan.more_in_flight {
         step(&format!(
@@ -774,6 +795,7 @@ async fn ingest_loops(
     }
     Ok(Loops {
         max,
+        with_reader_after_max,
         more,
         open_loops,
         open_answers: answers,
@@ -812,6 +834,7 @@ async fn ceiling(plan: &Plan, bin_dir: &std::path::Path) -> Result<report::Ceili
         &api,
         plan,
         small_quizzes,
+        false,
         false,
         &mut phase_done,
     )

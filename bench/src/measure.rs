@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -74,6 +75,7 @@ struct Inner {
 pub struct Recorder {
     started: Instant,
     inner: Mutex<Inner>,
+    waited_micros: AtomicU64,
 }
 
 /// What a recorder saw.
@@ -86,6 +88,27 @@ pub struct Recorded {
     pub per_second: f64,
     pub latency: Summary,
     pub timeline: Vec<Second>,
+    /// Seconds the answers spent waiting for their quiz's next question (the answers before it
+    /// coming back, then the host's start), summed. In a closed loop, time in which a slot had
+    /// no answer to send. The latencies include these waits.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub waited_seconds: f64,
+}
+
+fn is_zero(seconds: &f64) -> bool {
+    *seconds == 0.0
+}
+
+impl Recorded {
+    /// The share of `slots` × the run's length spent waiting for a next question.
+    pub fn waiting_share(&self, slots: usize) -> f64 {
+        #[allow(clippy::cast_precision_loss)]
+        let capacity = slots as f64 * self.seconds;
+        if capacity <= 0.0 {
+            return 0.0;
+        }
+        self.waited_seconds / capacity
+    }
 }
 
 impl Recorder {
@@ -102,6 +125,7 @@ impl Recorder {
                 seconds: Vec::new(),
                 errors: BTreeMap::new(),
             }),
+            waited_micros: AtomicU64::new(0),
         }
     }
 
@@ -148,6 +172,12 @@ impl Recorder {
         });
     }
 
+    /// A slot of a closed loop waited this long for a quiz's next question.
+    pub fn waited(&self, waited: Duration) {
+        let waited = u64::try_from(waited.as_micros()).unwrap_or(u64::MAX);
+        let _ = self.waited_micros.fetch_add(waited, Ordering::Relaxed);
+    }
+
     /// The latency distribution so far, without the rest.
     pub fn latency(&self) -> Summary {
         self.with(|inner| Summary::of(&inner.all))
@@ -178,6 +208,7 @@ impl Recorder {
                         }
                     })
                     .collect(),
+                waited_seconds: millis(self.waited_micros.load(Ordering::Relaxed)) / 1000.0,
             }
         })
     }
@@ -251,6 +282,24 @@ mod tests {
         assert_eq!(done.timeline.len(), 3);
         assert_eq!(done.timeline[0].ok, 1000);
         assert_eq!(done.timeline[2].errors, 1);
+    }
+
+    #[test]
+    fn waiting_is_a_share_of_the_slots_time() -> serde_json::Result<()> {
+        let r = Recorder::new();
+        r.waited(Duration::from_millis(1500));
+        r.waited(Duration::from_millis(500));
+        let mut done = r.finish();
+        assert!((done.waited_seconds - 2.0).abs() < 1e-9, "{done:?}");
+        // Two slots for ten seconds: 20 slot-seconds, two of them waiting.
+        done.seconds = 10.0;
+        assert!((done.waiting_share(2) - 0.1).abs() < 1e-9);
+        assert!(done.waiting_share(0).abs() < f64::EPSILON);
+        // A recording that never waited says nothing about it in the results.
+        let quiet = Recorder::new().finish();
+        assert!(!serde_json::to_string(&quiet)?.contains("waited"));
+        assert!(serde_json::to_string(&done)?.contains("\"waited_seconds\":2.0"));
+        Ok(())
     }
 
     #[test]

@@ -457,6 +457,7 @@ pub async fn measure_baselines(
         producer,
         producer_with_reader,
         producer_after: None,
+        producer_with_reader_again: None,
         redis: zincrby,
         hello_world,
         consumer: None,
@@ -626,6 +627,14 @@ fn not_measured(figure: &str) -> Line {
     )
 }
 
+/// A closed loop's share of slot time spent waiting for a quiz's next question.
+fn waiting(recorded: &Recorded, slots: usize) -> String {
+    format!(
+        "{:.0}% waiting for a question",
+        recorded.waiting_share(slots) * 100.0
+    )
+}
+
 fn met(ok: bool) -> &'static str {
     if ok { "met" } else { "missed" }
 }
@@ -639,6 +648,19 @@ impl Results {
         let r = &self.measured.reads;
         let o = &self.measured.fan_out;
         let ingest_ratio = ratio(i.max.per_second, b.producer.per_second);
+        let (bracket, lowest, highest) = b.with_reader_bracket();
+        let with_reader = ratio(i.max.per_second, bracket);
+        // The baseline's cell: the mean of the runs before and after the loop, and both.
+        let bracketed = match &b.producer_with_reader_again {
+            Some(after) => format!(
+                "{bracket:.0} rec/s with reader ({:.0} before, {:.0} after; {:.2}–{:.2})",
+                b.producer_with_reader.per_second,
+                after.per_second,
+                ratio(i.max.per_second, highest),
+                ratio(i.max.per_second, lowest)
+            ),
+            None => format!("{bracket:.0} rec/s with reader"),
+        };
         let errors = |r: &Recorded| r.errors.values().sum::<u64>();
         let mut lines = vec![
             line(
@@ -650,14 +672,39 @@ impl Results {
             ),
             line(
                 "ingest vs producer with a live reader",
-                format!("{:.0}", i.max.per_second),
-                format!("{:.0} rec/s with reader", b.producer_with_reader.per_second),
                 format!(
-                    "{:.2}",
-                    ratio(i.max.per_second, b.producer_with_reader.per_second)
+                    "{:.0} ({})",
+                    i.max.per_second,
+                    waiting(&i.max, self.plan.in_flight)
                 ),
-                "",
+                bracketed,
+                format!("{with_reader:.2}"),
+                &format!("≥ 0.80: {}", met(with_reader >= 0.8)),
             ),
+            // The same closed loop on other quizzes later in the run: the direct loop of the
+            // nginx phase, on quizzes of a thousand players, against the same baseline.
+            match &i.gateway {
+                Some(g) => {
+                    let r = ratio(g.direct.per_second, bracket);
+                    line(
+                        &format!(
+                            "ingest, {} in flight, quizzes of a thousand (p50 / p99)",
+                            g.in_flight
+                        ),
+                        format!(
+                            "{:.0} ({:.1} / {:.1} ms, {})",
+                            g.direct.per_second,
+                            g.direct.latency.p50_ms,
+                            g.direct.latency.p99_ms,
+                            waiting(&g.direct, g.in_flight)
+                        ),
+                        format!("{bracket:.0} rec/s with reader at {}", self.plan.in_flight),
+                        format!("{r:.2}"),
+                        &format!("≥ 0.80: {}", met(r >= 0.8)),
+                    )
+                }
+                None => not_measured("ingest on quizzes of a thousand"),
+            },
             line(
                 "bare producer at the end, rec/s",
                 b.producer_after
@@ -972,12 +1019,15 @@ impl Results {
                     (p, *at)
                 });
             lines.insert(
-                2 + n,
+                3 + n,
                 line(
                     &format!("ingest, {} in flight (p50 / p99)", m.in_flight),
                     format!(
-                        "{:.0} ({:.1} / {:.1} ms)",
-                        r.per_second, r.latency.p50_ms, r.latency.p99_ms
+                        "{:.0} ({:.1} / {:.1} ms, {})",
+                        r.per_second,
+                        r.latency.p50_ms,
+                        r.latency.p99_ms,
+                        waiting(r, m.in_flight)
                     ),
                     format!("{:.0} rec/s with reader at {at}", baseline.per_second),
                     format!("{:.2}", ratio(r.per_second, baseline.per_second)),
@@ -1005,7 +1055,7 @@ impl Results {
                 ),
             };
             lines.insert(
-                2 + i.more.len() + n,
+                3 + i.more.len() + n,
                 line(
                     &format!("ingest, open loop at {:.0}/s (p99 / p99.9)", o.rate),
                     format!(
