@@ -503,6 +503,9 @@ pub struct Baselines {
     pub redis: RedisBaseline,
     /// Requests per second a bare axum answers, at the reads phase's concurrency.
     pub hello_world: Recorded,
+    /// The same just before the reads phase, which runs most of an hour later in `full`.
+    #[serde(default)]
+    pub hello_world_before_reads: Option<Recorded>,
     /// A bare consumer reading the whole log, just before the rebuild reads it.
     pub consumer: Option<ConsumerBaseline>,
     /// The producer with a reader again, at each more-in-flight count of the closed loops, so
@@ -525,6 +528,13 @@ pub struct Baselines {
 }
 
 impl Baselines {
+    /// The hello-world the reads are set beside: the one just before them when measured.
+    pub fn hello_world_for_reads(&self) -> &Recorded {
+        self.hello_world_before_reads
+            .as_ref()
+            .unwrap_or(&self.hello_world)
+    }
+
     /// The producer with a reader at the first closed loop's concurrency: the mean of the runs
     /// before and after the loop, and their lowest and highest rates.
     pub fn with_reader_bracket(&self) -> (f64, f64, f64) {

@@ -601,6 +601,15 @@ pub async fn run(args: &RunArgs) -> Result<Results> {
     let redis = RedisArgs::new(stack.redis.url(), stack.namespace.clone());
     let seeded = reads::seed(&redis, &api, plan.read_players).await?;
     phase_done(&stack, "seeding");
+    baselines.hello_world_before_reads =
+        match report::hello_world_again(&stack, &plan, &bin_dir, &api.http).await {
+            Ok(again) => Some(again),
+            Err(e) => {
+                eprintln!("  hello-world    not measured again: {e:#}");
+                None
+            }
+        };
+    phase_done(&stack, "hello-world again");
     let reads = reads::reads(
         &api,
         &redis,
