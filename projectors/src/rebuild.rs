@@ -149,14 +149,15 @@ pub async fn rebuild(
             // the ends now leave at least as much, and asking would change nothing. On nisshi,
             // whose reads fill a core, asking four times a second cost a quarter more broker
             // CPU per record than a bare consumer spends.
-            let left = if left(&known, &read) > CAUGHT_UP && known_at.elapsed() < HEAD_REFRESH {
+            let far = left(&known, &read) > CAUGHT_UP && known_at.elapsed() < HEAD_REFRESH;
+            let remaining = if far {
                 None
             } else {
                 known = watermarks_retrying(&marks_client, &topics).await?;
                 known_at = Instant::now();
                 Some(left(&known, &read))
             };
-            match left {
+            match remaining {
                 Some(0) => break,
                 Some(n) if n <= CAUGHT_UP => near_head += 1,
                 _ => near_head = 0,
