@@ -7,7 +7,9 @@
 //! answers only once it is whole, and it knows when it missed a message, since each message
 //! says the version it follows.
 
+use std::cmp::Ordering;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use podium_schemas::read_model::{ChangeMessage, ChangedPlayer, leaderboard_score};
 
@@ -38,6 +40,54 @@ struct Entry {
     card: Option<Card>,
 }
 
+/// Bytes of an id held inline in its place on the board.
+const HEAD: usize = 16;
+
+/// A player's place in the board's order: score, then player id byte-wise, as the sorted set
+/// orders ties. The id's first bytes are held inline, so a rank lookup compares places
+/// without leaving the tree's nodes; only ids that share them are compared whole.
+#[derive(Debug, Clone)]
+struct Place {
+    score: i64,
+    /// The id's first `HEAD` bytes, zero-padded: comparing heads orders ids as comparing
+    /// them whole does, or ties.
+    head: [u8; HEAD],
+    id: Arc<str>,
+}
+
+impl Place {
+    fn new(score: i64, id: Arc<str>) -> Self {
+        let mut head = [0; HEAD];
+        let bytes = id.as_bytes();
+        let n = bytes.len().min(HEAD);
+        head[..n].copy_from_slice(&bytes[..n]);
+        Self { score, head, id }
+    }
+}
+
+impl Ord for Place {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.score
+            .cmp(&other.score)
+            .then_with(|| self.head.cmp(&other.head))
+            .then_with(|| self.id.as_bytes().cmp(other.id.as_bytes()))
+    }
+}
+
+impl PartialOrd for Place {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq for Place {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for Place {}
+
 /// The copy missed a change message: it must be loaded again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Missed;
@@ -47,9 +97,9 @@ pub struct BoardCopy {
     /// The version the copy is whole at, once loaded.
     version: u64,
     latest_closed: i32,
-    entries: HashMap<String, Entry>,
-    /// The board's order: score, then player id byte-wise, as the sorted set orders ties.
-    order: indexset::BTreeSet<(i64, String)>,
+    /// Keyed by the same `Arc` as the player's place, so each id is held once.
+    entries: HashMap<Arc<str>, Entry>,
+    order: indexset::BTreeSet<Place>,
     loaded: bool,
 }
 
@@ -86,23 +136,22 @@ impl BoardCopy {
     /// Sets `player_id`'s card (or takes them off the board) as of `version`, unless the copy
     /// holds a newer one.
     fn put(&mut self, player_id: &str, version: u64, card: Option<Card>) {
-        let entry = self.entries.get(player_id);
-        if entry.is_some_and(|entry| entry.version >= version) {
-            return;
-        }
-        if let Some(old) = entry.and_then(|entry| entry.card.as_ref()) {
-            let _ = self.order.remove(&(old.score(), player_id.to_owned()));
+        let (id, old) = match self.entries.get_key_value(player_id) {
+            Some((_, entry)) if entry.version >= version => return,
+            Some((id, entry)) => (id.clone(), entry.card.as_ref().map(Card::score)),
+            None => (Arc::from(player_id), None),
+        };
+        if let Some(score) = old {
+            let _ = self.order.remove(&Place::new(score, id.clone()));
         }
         if let Some(card) = &card {
-            let _ = self.order.insert((card.score(), player_id.to_owned()));
+            let _ = self.order.insert(Place::new(card.score(), id.clone()));
         }
         if card.is_none() && self.loaded {
             // Once loaded, every message is newer than every chunk: no tombstone is needed.
             let _ = self.entries.remove(player_id);
         } else {
-            let _ = self
-                .entries
-                .insert(player_id.to_owned(), Entry { version, card });
+            let _ = self.entries.insert(id, Entry { version, card });
         }
     }
 
@@ -145,8 +194,9 @@ impl BoardCopy {
         if !self.loaded {
             return None;
         }
-        let card = self.entries.get(player_id)?.card.as_ref()?;
-        let rank = u64::try_from(self.order.rank(&(card.score(), player_id.to_owned()))).ok()? + 1;
+        let (id, entry) = self.entries.get_key_value(player_id)?;
+        let card = entry.card.as_ref()?;
+        let rank = u64::try_from(self.order.rank(&Place::new(card.score(), id.clone()))).ok()? + 1;
         let ranked_players = u64::try_from(self.order.len()).ok()?;
         Some(PlayerStanding {
             quiz_id: quiz_id.to_owned(),
@@ -240,6 +290,43 @@ mod tests {
         assert_eq!(ranks, [Some(1), Some(2), Some(3), Some(4)]);
         assert_eq!(copy.standing("q", "a").map(|s| s.ranked_players), Some(4));
         assert_eq!(rank(&copy, "nobody"), None);
+    }
+
+    #[test]
+    fn places_order_ids_byte_wise_whatever_their_heads() {
+        let uuid = "0192f3a4-5b6c-7d8e-9f00-";
+        let mut ids: Vec<String> = [
+            "",
+            "a",
+            "a\0",
+            "a\0\u{1}",
+            "ab",
+            "b",
+            "p000001",
+            "p000010",
+            "é",
+            "z",
+            "aaaaaaaaaaaaaaaa",
+            "aaaaaaaaaaaaaaa",
+            "aaaaaaaaaaaaaaaaa",
+            "aaaaaaaaaaaaaaaab",
+        ]
+        .iter()
+        .map(|id| (*id).to_owned())
+        .chain(["2", "10", "1"].iter().map(|tail| format!("{uuid}{tail}")))
+        .collect();
+        let mut places: Vec<Place> = ids
+            .iter()
+            .map(|id| Place::new(7, Arc::from(id.as_str())))
+            .collect();
+        places.sort();
+        ids.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        let sorted: Vec<&str> = places.iter().map(|place| &*place.id).collect();
+        assert_eq!(sorted, ids);
+        assert!(
+            Place::new(1, "z".into()) < Place::new(2, "a".into()),
+            "score first"
+        );
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! step by the change messages, dropped when it missed one, when the change subscription it
 //! was loaded under ends, when a rebuild switches generations or when Redis is behind it.
 
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use podium_schemas::read_model::ChangeMessage;
@@ -23,7 +23,8 @@ const RELOAD_EVERY: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Default)]
 pub(super) struct Board {
-    slot: Mutex<Slot>,
+    /// Rank reads share it; messages and loads take it alone.
+    slot: RwLock<Slot>,
 }
 
 #[derive(Debug, Default)]
@@ -55,9 +56,39 @@ pub(super) enum Rank {
     NoCopy { load: bool },
 }
 
+/// A rank read, answered from the copy if it is whole and as new as `announced` under the
+/// change subscription of `epoch`.
+struct Read<'a> {
+    epoch: u64,
+    announced: u64,
+    quiz_id: &'a str,
+    player_id: &'a str,
+}
+
+impl Read<'_> {
+    fn answer(&self, slot: &Slot) -> Option<Rank> {
+        let loaded = slot.copy.as_ref().filter(|loaded| {
+            self.epoch != NOT_FOLLOWING
+                && loaded.epoch == self.epoch
+                && loaded.copy.loaded()
+                && loaded.copy.version() >= self.announced
+        })?;
+        Some(
+            loaded
+                .copy
+                .standing(self.quiz_id, self.player_id)
+                .map_or(Rank::NotRanked, Rank::Standing),
+        )
+    }
+}
+
 impl Board {
-    fn slot(&self) -> MutexGuard<'_, Slot> {
-        self.slot.lock().unwrap_or_else(PoisonError::into_inner)
+    fn slot(&self) -> RwLockWriteGuard<'_, Slot> {
+        self.slot.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, Slot> {
+        self.slot.read().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// A change message of the quiz.
@@ -83,18 +114,19 @@ impl Board {
     /// `player_id`'s standing from the copy, if it is whole and as new as `announced` under
     /// the change subscription of `epoch`.
     pub(super) fn rank(&self, epoch: u64, announced: u64, quiz_id: &str, player_id: &str) -> Rank {
+        let read = Read {
+            epoch,
+            announced,
+            quiz_id,
+            player_id,
+        };
+        if let Some(rank) = read.answer(&self.read()) {
+            return rank;
+        }
         let mut slot = self.slot();
-        let current = slot.copy.as_ref().filter(|loaded| {
-            epoch != NOT_FOLLOWING
-                && loaded.epoch == epoch
-                && loaded.copy.loaded()
-                && loaded.copy.version() >= announced
-        });
-        if let Some(loaded) = current {
-            return loaded
-                .copy
-                .standing(quiz_id, player_id)
-                .map_or(Rank::NotRanked, Rank::Standing);
+        // A load may have finished between the two locks.
+        if let Some(rank) = read.answer(&slot) {
+            return rank;
         }
         let due = slot
             .started_at
