@@ -566,9 +566,24 @@ async fn the_openapi_document_matches_the_routes() -> Result<()> {
     };
     ensure!(
         allowed("access-control-allow-origin") == "*"
-            && allowed("access-control-allow-headers").contains("last-event-id"),
+            && allowed("access-control-allow-headers").contains("last-event-id")
+            && allowed("vary").contains("access-control-request-headers"),
         "CORS preflight: {:?}",
         preflight.headers()
+    );
+    // A plain read says, once, what a cache must key its CORS answer on.
+    let read = http
+        .get(format!("{}/healthz", stack.query_url))
+        .header("Origin", "https://dashboard.example")
+        .send()
+        .await?;
+    let vary: Vec<_> = read.headers().get_all("vary").iter().collect();
+    ensure!(
+        vary.len() == 1
+            && vary[0].to_str().unwrap_or_default().starts_with("origin, ")
+            && read.headers().contains_key("access-control-allow-origin"),
+        "CORS read: {:?}",
+        read.headers()
     );
     stack.stop().await;
     Ok(())

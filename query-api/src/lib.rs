@@ -170,8 +170,10 @@ impl App {
         let listener = TcpListener::bind(config.listen).await?;
         Ok(Self {
             listener,
-            router: http::router(state, config.client_rate.limit())
-                .layer(http::cors(&config.cors_origins)?),
+            router: http::with_cors(
+                http::router(state, config.client_rate.limit()),
+                &config.cors_origins,
+            )?,
             hub,
             send_buffer: config.streams.send_buffer_bytes,
             drain: config.drain.deadline(),
